@@ -1,0 +1,40 @@
+#include <stdlib.h>
+#include <time.h>
+
+#include "../src/cmd/cli.h"
+#include "../src/cmd/commands.h"
+#include "bench.h"
+
+static const struct qw_cli_cmd benches[] = {
+	{ NULL, NULL, NULL },
+};
+
+double qw_bench_now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+
+	return (x > y) - (x < y);
+}
+
+double qw_bench_median(double *v, int n)
+{
+	if (n <= 0)
+		return 0.0;
+	qsort(v, (size_t)n, sizeof(*v), cmp_double);
+	return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+int qw_cmd_bench(int argc, char **argv)
+{
+	return qw_cli_dispatch("bench",
+			       "Benchmarks. Figures are medians over --runs; see docs/PERFORMANCE.md.",
+			       benches, argc, argv);
+}

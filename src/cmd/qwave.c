@@ -1,0 +1,43 @@
+/* qwave: the command-line interface. One table of subcommand groups, each
+ * in its own file (cmd_<group>.c). */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli.h"
+#include "commands.h"
+
+static const struct qw_cli_cmd groups[] = {
+	{ "version", qw_cmd_version, "print the version" },
+	{ "bench", qw_cmd_bench, "run benchmarks (crypto, cascade, pa, pipeline, ...)" },
+	{ NULL, NULL, NULL },
+};
+
+static void usage(FILE *f)
+{
+	fprintf(f, "usage: qwave <command> [options]\n\n"
+		   "qwave - quantum key service system: QKD links, key management,\n"
+		   "ETSI GS QKD 014 key delivery, Key Service Center, wireless keys.\n\n"
+		   "commands:\n");
+	for (const struct qw_cli_cmd *c = groups; c->name; c++)
+		fprintf(f, "  %-10s %s\n", c->name, c->summary);
+	fprintf(f, "\nRun 'qwave <command> --help' for a command's options.\n"
+		   "Exit codes: 0 ok, 1 failure, 2 usage error.\n");
+}
+
+int main(int argc, char **argv)
+{
+	if (argc < 2) {
+		usage(stderr);
+		return QW_EXIT_USAGE;
+	}
+	if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
+		usage(stdout);
+		return QW_EXIT_OK;
+	}
+	if (!strcmp(argv[1], "--version"))
+		return qw_cmd_version(argc - 1, argv + 1);
+	for (const struct qw_cli_cmd *c = groups; c->name; c++)
+		if (!strcmp(argv[1], c->name))
+			return c->fn(argc - 1, argv + 1);
+	return qw_cli_usage_error(NULL, "unknown command '%s'", argv[1]);
+}
