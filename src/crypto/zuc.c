@@ -76,16 +76,11 @@ static inline uint32_t rol32(uint32_t x, unsigned k)
 	return (x << k) | (x >> (32 - k));
 }
 
-/* Multiplication by 2^k in GF(2^31-1) is a 31-bit rotation. */
-static inline uint64_t rol31(uint32_t x, unsigned k)
-{
-	return ((x << k) | (x >> (31 - k))) & P31;
-}
-
-/* Reduce a sum of at most 16 elements of [0, 2^31-1] modulo 2^31-1.
- * Folding never turns a non-zero sum into 0, so a multiple of p comes out
- * as p itself: exactly the "if s16 = 0 then s16 = 2^31-1" rule of Doc2
- * 3.2.1/3.2.2, since all LFSR cells are non-zero. */
+/* Reduce a < 2^54 modulo p = 2^31-1 (2^31 = 1 mod p, so the bits above
+ * 31 fold back in). Two folds reach [1, p] for any non-zero a; folding never
+ * produces 0, so a multiple of p comes out as p itself: exactly the "if
+ * s16 = 0 then s16 = 2^31-1" rule of Doc2 3.2.1/3.2.2 (all LFSR cells are
+ * non-zero, so the sums reduced here are too). */
 static inline uint32_t mod31(uint64_t a)
 {
 	a = (a & P31) + (a >> 31);
@@ -140,14 +135,36 @@ static inline uint32_t zuc_clock(uint32_t *s, unsigned o, uint32_t *r1,
 	*r2 = sbox(L2((W2 << 16) | (W1 >> 16)));
 
 	/* Doc2 3.2: s16 = 2^15 s15 + 2^17 s13 + 2^21 s10 + 2^20 s4
-	 * + (1 + 2^8) s0 mod (2^31 - 1). */
-	v = (uint64_t)s0 + rol31(s0, 8) + rol31(CELL(s, o, 4), 20) +
-	    rol31(CELL(s, o, 10), 21) + rol31(CELL(s, o, 13), 17) +
-	    rol31(CELL(s, o, 15), 15);
+	 * + (1 + 2^8) s0 mod (2^31 - 1). The products are summed unreduced
+	 * (below 2^31 * 2^22) and reduced once, instead of one 31-bit
+	 * rotation per term. */
+	v = (uint64_t)s0 + ((uint64_t)s0 << 8) + ((uint64_t)CELL(s, o, 4) << 20) +
+	    ((uint64_t)CELL(s, o, 10) << 21) + ((uint64_t)CELL(s, o, 13) << 17) +
+	    ((uint64_t)CELL(s, o, 15) << 15);
 	if (init)
 		v += W >> 1;
 	CELL(s, o, 0) = mod31(v);
 	return W;
+}
+
+static void reverse_cells(uint32_t *s, unsigned lo, unsigned hi)
+{
+	while (lo < hi) {
+		uint32_t t = s[lo];
+
+		s[lo++] = s[hi];
+		s[hi--] = t;
+	}
+}
+
+/* Rotate the 16 cells left by k (1..15) in place with three reversals,
+ * so that the spec's s0 is again s[0] after k clocks at rotating offsets.
+ * In place, so no copy of the state is left behind to wipe. */
+static void realign(uint32_t s[16], unsigned k)
+{
+	reverse_cells(s, 0, k - 1);
+	reverse_cells(s, k, 15);
+	reverse_cells(s, 0, 15);
 }
 
 /* Shared tail of both key loadings (Doc2 3.6.1-3.6.2, Z256 section 2):
@@ -166,16 +183,9 @@ static void zuc_run_init(struct qw_zuc *st)
 		o = (o + 1) & 15;
 	}
 	(void)zuc_clock(st->s, o, &st->r1, &st->r2, 0, &x3);
-	o = (o + 1) & 15;
 	/* 33 clocks leave the cells rotated by one; restore canonical
-	 * order (s[0] = spec s0) so the generator can run from offset 0. */
-	{
-		uint32_t tmp[16];
-		for (i = 0; i < 16; i++)
-			tmp[i] = CELL(st->s, o, i);
-		memcpy(st->s, tmp, sizeof(tmp));
-		qw_wipe(tmp, sizeof(tmp));
-	}
+	 * order so the generator can run from offset 0. */
+	realign(st->s, 1);
 }
 
 void qw_zuc128_init(struct qw_zuc *st, const uint8_t key[static 16],
@@ -277,16 +287,11 @@ void qw_zuc_keystream(struct qw_zuc *st, uint32_t *out, size_t nwords)
 		nwords -= 16;
 	}
 	if (nwords > 0) {
-		uint32_t tmp[16];
 		unsigned i;
 
 		for (i = 0; i < nwords; i++)
 			out[i] = zuc_word(st->s, i, &r1, &r2);
-		/* Realign so that s[0] is again the spec's s0. */
-		for (i = 0; i < 16; i++)
-			tmp[i] = CELL(st->s, (unsigned)nwords, i);
-		memcpy(st->s, tmp, sizeof(tmp));
-		qw_wipe(tmp, sizeof(tmp));
+		realign(st->s, (unsigned)nwords);
 	}
 	st->r1 = r1;
 	st->r2 = r2;
@@ -382,17 +387,56 @@ int qw_zuc_eea3(const uint8_t key[static 16], uint32_t count, uint8_t bearer,
 	return 0;
 }
 
+/* XOR of the 32-bit keystream windows selected by the bits of m, for the
+ * 64 keystream bits pair = z_j || z_{j+1}: bit i of m (i = 0 the most
+ * significant) selects bits i .. i+31 of pair, i.e. the high word of
+ * pair << i. Shifts distribute over XOR, so the selected windows can be
+ * combined as one 64-bit accumulator from a 16-entry table of the XORs of
+ * pair << 0..3, indexed by each message nibble: 8 lookups per word instead
+ * of 32 masked steps. The table index is message data, the table content
+ * keystream; the keystream never selects an address. */
+static inline uint32_t window_sum(uint64_t pair, uint32_t m)
+{
+	uint64_t t[16], acc = 0;
+	unsigned v, j;
+
+	t[0] = 0;
+	t[8] = pair;
+	t[4] = pair << 1;
+	t[2] = pair << 2;
+	t[1] = pair << 3;
+	for (v = 3; v < 16; v++)
+		if (v & (v - 1))
+			t[v] = t[v & (v - 1)] ^ t[v & (0u - v)];
+	for (j = 0; j < 8; j++)
+		acc ^= t[(m >> (28 - 4 * j)) & 0xf] << (4 * j);
+	return (uint32_t)(acc >> 32);
+}
+
+/* Keystream words for the MACs, generated 16 at a time (the unrolled fast
+ * path). Up to 15 words past the last one used are generated and wiped. */
+struct ks_reader {
+	struct qw_zuc *st;
+	uint32_t w[16];
+	unsigned pos;
+};
+
+static inline uint32_t ks_next(struct ks_reader *k)
+{
+	if (k->pos == 16) {
+		qw_zuc_keystream(k->st, k->w, 16);
+		k->pos = 0;
+	}
+	return k->w[k->pos++];
+}
+
 /* The universal-hash core shared by 128-EIA3 (Doc1 4.4) and the ZUC-256
- * MAC (Z256 3.2): for every message bit i that is 1, XOR into the tag the
- * tw-word keystream window starting tw words after the current position
- * plus i bits; finally XOR the window at bit position nbits. win[0..tw]
- * must hold the next tw + 1 keystream words on entry; on return it holds
- * the words around bit nbits (win[0] = the word containing it).
- *
- * Message words are read 32 bits at a time and each window is extracted
- * with one 64-bit shift; the per-bit mask keeps timing independent of the
- * message bits. */
-static void zuc_mac_core(struct qw_zuc *st, const uint8_t *msg, size_t nbits,
+ * MAC (Z256 3.2): for every message bit i that is 1, XOR into the tw-word
+ * tag the tw-word keystream window starting at bit i of win; finally XOR
+ * the window at bit position nbits. win[0..tw] must hold the keystream
+ * words where the window of message bit 0 starts; on return it holds the
+ * words around bit nbits (win[0] = the word containing it). */
+static void zuc_mac_core(struct ks_reader *ks, const uint8_t *msg, size_t nbits,
 			 uint32_t *tag, uint32_t *win, unsigned tw)
 {
 	size_t full = nbits / 32;
@@ -400,32 +444,24 @@ static void zuc_mac_core(struct qw_zuc *st, const uint8_t *msg, size_t nbits,
 	size_t n;
 	unsigned q, i;
 
-	for (n = 0; n <= full; n++) {
-		unsigned bits = n < full ? 32 : rem;
+	for (n = 0; n < full; n++) {
+		uint32_t m = load_be32(msg + 4 * n);
+
+		for (q = 0; q < tw; q++)
+			tag[q] ^= window_sum(((uint64_t)win[q] << 32) | win[q + 1], m);
+		for (q = 0; q < tw; q++)
+			win[q] = win[q + 1];
+		win[tw] = ks_next(ks);
+	}
+	if (rem) {
 		uint32_t m = 0;
 
-		if (bits == 0)
-			break;
-		if (bits == 32) {
-			m = load_be32(msg + 4 * n);
-		} else {
-			for (i = 0; i < (bits + 7) / 8; i++)
-				m |= (uint32_t)msg[4 * n + i] << (24 - 8 * i);
-		}
-		for (i = 0; i < bits; i++) {
-			uint32_t mask = (uint32_t)0 - ((m >> (31 - i)) & 1u);
-
-			for (q = 0; q < tw; q++) {
-				uint64_t pair = ((uint64_t)win[q] << 32) | win[q + 1];
-
-				tag[q] ^= mask & (uint32_t)(pair >> (32 - i));
-			}
-		}
-		if (bits == 32) {
-			for (q = 0; q < tw; q++)
-				win[q] = win[q + 1];
-			qw_zuc_keystream(st, &win[tw], 1);
-		}
+		for (i = 0; i < (rem + 7) / 8; i++)
+			m |= (uint32_t)msg[4 * full + i] << (24 - 8 * i);
+		/* Bits past the length must not select windows. */
+		m &= ~(uint32_t)0 << (32 - rem);
+		for (q = 0; q < tw; q++)
+			tag[q] ^= window_sum(((uint64_t)win[q] << 32) | win[q + 1], m);
 	}
 	for (q = 0; q < tw; q++) {
 		uint64_t pair = ((uint64_t)win[q] << 32) | win[q + 1];
@@ -438,6 +474,7 @@ int qw_zuc_eia3(const uint8_t key[static 16], uint32_t count, uint8_t bearer,
 		uint8_t direction, const uint8_t *msg, size_t length_bits, uint32_t *mac)
 {
 	struct qw_zuc st;
+	struct ks_reader ks = { .st = &st, .pos = 16 };
 	uint8_t iv[16];
 	uint32_t win[2];
 	uint32_t t = 0;
@@ -448,19 +485,16 @@ int qw_zuc_eia3(const uint8_t key[static 16], uint32_t count, uint8_t bearer,
 		return QW_EINVAL;
 	eia3_iv(iv, count, bearer, direction);
 	qw_zuc128_init(&st, key, iv);
-	qw_zuc_keystream(&st, win, 2);
-	zuc_mac_core(&st, msg, length_bits, &t, win, 1);
+	win[0] = ks_next(&ks);
+	win[1] = ks_next(&ks);
+	zuc_mac_core(&ks, msg, length_bits, &t, win, 1);
 	/* Doc1 4.4-4.5: L = ceil(LENGTH/32) + 2 words, and the last one,
 	 * z_{32(L-1)}, is word-aligned: it is win[1] when LENGTH is a
 	 * multiple of 32 and the word after it otherwise. */
-	if (length_bits % 32 == 0) {
-		t ^= win[1];
-	} else {
-		qw_zuc_keystream(&st, win, 1);
-		t ^= win[0];
-	}
+	t ^= length_bits % 32 == 0 ? win[1] : ks_next(&ks);
 	*mac = t;
 	qw_zuc_wipe(&st);
+	qw_wipe(&ks, sizeof(ks));
 	qw_wipe(iv, sizeof(iv));
 	qw_wipe(win, sizeof(win));
 	return 0;
@@ -470,6 +504,7 @@ int qw_zuc256_mac(const uint8_t key[static 32], const uint8_t iv[static 25],
 		  const uint8_t *msg, size_t length_bits, unsigned tag_bits, uint8_t *tag)
 {
 	struct qw_zuc st;
+	struct ks_reader ks = { .st = &st, .pos = 16 };
 	uint32_t t[4] = { 0 };
 	uint32_t win[5];
 	unsigned tw, q;
@@ -489,14 +524,17 @@ int qw_zuc256_mac(const uint8_t key[static 32], const uint8_t iv[static 25],
 		goto out;
 	/* Z256 3.2: Tag starts as the first t keystream bits; the window
 	 * for message bit i starts at keystream bit t + i. */
-	qw_zuc_keystream(&st, t, tw);
-	qw_zuc_keystream(&st, win, tw + 1);
-	zuc_mac_core(&st, msg, length_bits, t, win, tw);
+	for (q = 0; q < tw; q++)
+		t[q] = ks_next(&ks);
+	for (q = 0; q <= tw; q++)
+		win[q] = ks_next(&ks);
+	zuc_mac_core(&ks, msg, length_bits, t, win, tw);
 	for (q = 0; q < tw; q++)
 		store_be32(tag + 4 * q, t[q]);
 	ret = 0;
 out:
 	qw_zuc_wipe(&st);
+	qw_wipe(&ks, sizeof(ks));
 	qw_wipe(t, sizeof(t));
 	qw_wipe(win, sizeof(win));
 	return ret;
