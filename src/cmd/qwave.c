@@ -9,6 +9,7 @@
 static const struct qw_cli_cmd groups[] = {
 	{ "version", qw_cmd_version, "print the version" },
 	{ "bench", qw_cmd_bench, "run benchmarks (crypto, cascade, pa, pipeline, ...)" },
+	{ "theory", qw_cmd_theory, "decoy-state BB84 theory: key rate vs distance" },
 	{ NULL, NULL, NULL },
 };
 
