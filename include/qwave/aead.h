@@ -107,7 +107,7 @@ struct qw_aead *qw_aead_new(enum qw_aead_alg alg, const uint8_t *key,
 			    size_t keylen, int *err);
 /* Wipes the key schedule; NULL accepted. */
 void qw_aead_free(struct qw_aead *a);
-enum qw_aead_alg qw_aead_alg(const struct qw_aead *a);
+enum qw_aead_alg qw_aead_get_alg(const struct qw_aead *a);
 /* As qw_aead_seal / qw_aead_open with the context's algorithm and key. */
 QW_WUR int qw_aead_ctx_seal(struct qw_aead *a, const uint8_t *nonce,
 			    const uint8_t *aad, size_t aadlen, const uint8_t *pt,
