@@ -6,6 +6,7 @@
 #include "bench.h"
 
 static const struct qw_cli_cmd benches[] = {
+	{ "crypto", qw_bench_crypto, "ZUC-128, 128-EEA3, SM4 AEAD, AES-256-GCM vs AES-128-CTR throughput" },
 	{ NULL, NULL, NULL },
 };
 
