@@ -1,0 +1,571 @@
+/* The distillation pipeline runner: demultiplexer + worker threads over one
+ * authenticated connection. Contract: include/qwave/pipeline.h. */
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "qwave/pipeline.h"
+#include "qwave/secmem.h"
+
+/* A peer may run ahead of us by this many blocks at most; frames for blocks
+ * further ahead are a protocol violation (bounds queue memory). */
+#define MAX_AHEAD 1024
+
+struct qmsg {
+	struct qw_frame f;
+	struct qmsg *next;
+};
+
+/* Per-block state shared by the demultiplexer and the block's worker. */
+struct slot {
+	uint64_t id;
+	struct qmsg *head, *tail;
+	pthread_cond_t cv;
+	int peer_dropped;
+	char peer_reason[64];
+	struct slot *next;
+};
+
+struct runner {
+	const struct qw_pipeline_params *p;
+	struct qw_frame_conn *conn;
+	struct qw_auth_pool *pool;
+	const struct qw_pipeline_source *src;
+	const struct qw_pipeline_sink *sink;
+	int recv_timeout_ms;
+
+	pthread_mutex_t mu;
+	struct slot *slots;   /* blocks started or with frames queued */
+	uint64_t first_id;    /* id of the first block (0 until known) */
+	uint64_t next_start;  /* the next id a worker will start (0 until known) */
+	/* Finished ids: all below done_below, plus those in done[]. */
+	uint64_t done_below;
+	uint64_t *done;
+	size_t ndone, capdone;
+	int exhausted;
+	int fatal;            /* first connection-level error */
+	int peer_fin;
+
+	pthread_mutex_t sink_mu;
+	struct qw_pipeline_stats st;
+};
+
+struct worker_chan {
+	struct runner *r;
+	struct slot *s;
+};
+
+static void qmsg_free_all(struct qmsg *m)
+{
+	while (m) {
+		struct qmsg *n = m->next;
+		qw_frame_release(&m->f);
+		free(m);
+		m = n;
+	}
+}
+
+static struct slot *slot_find(struct runner *r, uint64_t id)
+{
+	for (struct slot *s = r->slots; s; s = s->next)
+		if (s->id == id)
+			return s;
+	return NULL;
+}
+
+static struct slot *slot_get(struct runner *r, uint64_t id)
+{
+	struct slot *s = slot_find(r, id);
+
+	if (s)
+		return s;
+	s = calloc(1, sizeof(*s));
+	if (!s)
+		return NULL;
+	s->id = id;
+	pthread_cond_init(&s->cv, NULL);
+	s->next = r->slots;
+	r->slots = s;
+	return s;
+}
+
+static void slot_remove(struct runner *r, struct slot *s)
+{
+	for (struct slot **pp = &r->slots; *pp; pp = &(*pp)->next) {
+		if (*pp == s) {
+			*pp = s->next;
+			break;
+		}
+	}
+	qmsg_free_all(s->head);
+	pthread_cond_destroy(&s->cv);
+	free(s);
+}
+
+static int is_done(const struct runner *r, uint64_t id)
+{
+	if (id < r->done_below)
+		return 1;
+	for (size_t i = 0; i < r->ndone; i++)
+		if (r->done[i] == id)
+			return 1;
+	return 0;
+}
+
+/* Record id as finished, advancing done_below over a contiguous run. */
+static int mark_done(struct runner *r, uint64_t id)
+{
+	if (r->ndone == r->capdone) {
+		size_t cap = r->capdone ? 2 * r->capdone : 16;
+		uint64_t *nd = realloc(r->done, cap * sizeof(*nd));
+		if (!nd)
+			return QW_ENOMEM;
+		r->done = nd;
+		r->capdone = cap;
+	}
+	r->done[r->ndone++] = id;
+	for (int moved = 1; moved;) {
+		moved = 0;
+		for (size_t i = 0; i < r->ndone; i++) {
+			if (r->done[i] == r->done_below) {
+				r->done_below++;
+				r->done[i] = r->done[--r->ndone];
+				moved = 1;
+				break;
+			}
+		}
+	}
+	return 0;
+}
+
+/* First fatal error wins; wake everyone and shut the connection so that the
+ * demultiplexer's read returns and the peer sees the failure. */
+static void set_fatal(struct runner *r, int err)
+{
+	int first;
+
+	pthread_mutex_lock(&r->mu);
+	first = r->fatal == 0;
+	if (first)
+		r->fatal = err ? err : QW_EIO;
+	for (struct slot *s = r->slots; s; s = s->next)
+		pthread_cond_broadcast(&s->cv);
+	pthread_mutex_unlock(&r->mu);
+	if (first)
+		qw_frame_conn_abort(r->conn);
+}
+
+static void *demux_main(void *arg)
+{
+	struct runner *r = arg;
+
+	for (;;) {
+		struct qw_frame f;
+		struct slot *s;
+		struct qmsg *m;
+		int ret = qw_frame_recv(r->conn, &f);
+
+		if (ret) {
+			set_fatal(r, ret);
+			return NULL;
+		}
+		pthread_mutex_lock(&r->mu);
+		r->st.frames_received++;
+		r->st.bytes_received += f.len;
+		if (f.kind == QW_FRAME_FIN) {
+			r->peer_fin = 1;
+			pthread_mutex_unlock(&r->mu);
+			qw_frame_release(&f);
+			return NULL;
+		}
+		/* A block we already finished (e.g. we dropped it while the
+		 * peer was still talking): authenticated, so just discard. */
+		if (f.stream == 0 || (r->first_id && f.stream < r->first_id) ||
+		    is_done(r, f.stream)) {
+			pthread_mutex_unlock(&r->mu);
+			qw_frame_release(&f);
+			if (f.stream == 0 || (r->first_id && f.stream < r->first_id)) {
+				set_fatal(r, QW_EPROTO);
+				return NULL;
+			}
+			continue;
+		}
+		if (r->next_start && f.stream > r->next_start + MAX_AHEAD) {
+			pthread_mutex_unlock(&r->mu);
+			qw_frame_release(&f);
+			set_fatal(r, QW_EPROTO);
+			return NULL;
+		}
+		s = slot_get(r, f.stream);
+		m = s ? calloc(1, sizeof(*m)) : NULL;
+		if (!m) {
+			pthread_mutex_unlock(&r->mu);
+			qw_frame_release(&f);
+			set_fatal(r, QW_ENOMEM);
+			return NULL;
+		}
+		m->f = f;
+		if (s->tail)
+			s->tail->next = m;
+		else
+			s->head = m;
+		s->tail = m;
+		pthread_cond_signal(&s->cv);
+		pthread_mutex_unlock(&r->mu);
+	}
+}
+
+static int chan_send(void *ctx, uint32_t type, const uint8_t *msg, size_t len)
+{
+	struct worker_chan *wc = ctx;
+	struct runner *r = wc->r;
+	int ret = qw_frame_send(r->conn, QW_FRAME_DATA, type, wc->s->id, msg, len);
+
+	if (ret) {
+		set_fatal(r, ret);
+		return ret;
+	}
+	pthread_mutex_lock(&r->mu);
+	r->st.frames_sent++;
+	r->st.bytes_sent += len;
+	pthread_mutex_unlock(&r->mu);
+	return 0;
+}
+
+static int chan_recv(void *ctx, uint32_t *type, uint8_t **msg, size_t *len)
+{
+	struct worker_chan *wc = ctx;
+	struct runner *r = wc->r;
+	struct slot *s = wc->s;
+	struct timespec deadline;
+	struct qmsg *m;
+	int ret = 0;
+
+	clock_gettime(CLOCK_REALTIME, &deadline);
+	deadline.tv_sec += r->recv_timeout_ms / 1000;
+	deadline.tv_nsec += (long)(r->recv_timeout_ms % 1000) * 1000000L;
+	if (deadline.tv_nsec >= 1000000000L) {
+		deadline.tv_sec++;
+		deadline.tv_nsec -= 1000000000L;
+	}
+	pthread_mutex_lock(&r->mu);
+	for (;;) {
+		if (s->peer_dropped) {
+			ret = QW_EABORT;
+			goto out;
+		}
+		if (s->head)
+			break;
+		if (r->fatal) {
+			ret = r->fatal;
+			goto out;
+		}
+		if (r->peer_fin) {
+			/* The peer will say nothing more about this block. */
+			ret = QW_EPROTO;
+			goto out;
+		}
+		if (pthread_cond_timedwait(&s->cv, &r->mu, &deadline) == ETIMEDOUT && !s->head &&
+		    !s->peer_dropped && !r->fatal) {
+			ret = QW_ETIMEOUT;
+			goto out;
+		}
+	}
+	m = s->head;
+	s->head = m->next;
+	if (!s->head)
+		s->tail = NULL;
+	if (m->f.kind == QW_FRAME_DROP) {
+		size_t n = m->f.len < sizeof(s->peer_reason) - 1 ? m->f.len
+								 : sizeof(s->peer_reason) - 1;
+		s->peer_dropped = 1;
+		memcpy(s->peer_reason, m->f.body ? (const char *)m->f.body : "", n);
+		s->peer_reason[n] = '\0';
+		/* The reason is text from the peer: keep it printable. */
+		for (size_t i = 0; i < n; i++)
+			if (s->peer_reason[i] < 0x20 || s->peer_reason[i] > 0x7e)
+				s->peer_reason[i] = '?';
+		qw_frame_release(&m->f);
+		free(m);
+		ret = QW_EABORT;
+		goto out;
+	}
+	*type = m->f.type;
+	*msg = m->f.body;
+	*len = m->f.len;
+	free(m);
+out:
+	pthread_mutex_unlock(&r->mu);
+	if (ret == QW_ETIMEOUT)
+		set_fatal(r, QW_ETIMEOUT);
+	return ret;
+}
+
+/* Deliver b: deposit its auth share, hand the rest to the sink. */
+static int finish_delivered(struct runner *r, struct qw_key_block *b)
+{
+	size_t nbits = b->key ? b->key->nbits : 0;
+	size_t share = 0, share_bytes;
+	uint8_t *bytes = NULL;
+	struct qw_bitvec *rest = NULL;
+	int ret = QW_ENOMEM;
+
+	if (r->p->auth_share > 0.0) {
+		share = (size_t)((double)nbits * r->p->auth_share);
+		share -= share % (8 * QW_AUTH_UNIT_BYTES);
+	}
+	share_bytes = share / 8;
+	if (share) {
+		struct qw_bitvec *head = qw_bitvec_new(share);
+		if (!head)
+			goto out;
+		qw_bitvec_copy_range(head, 0, b->key, 0, share);
+		bytes = malloc(share_bytes);
+		if (!bytes) {
+			qw_bitvec_free(head);
+			goto out;
+		}
+		qw_bitvec_to_bytes(head, bytes);
+		qw_bitvec_free(head);
+	}
+	rest = qw_bitvec_new(nbits - share);
+	if (!rest)
+		goto out;
+	if (nbits > share)
+		qw_bitvec_copy_range(rest, 0, b->key, share, nbits - share);
+	ret = qw_auth_pool_deposit(r->pool, b->id, bytes, share_bytes);
+	if (ret)
+		goto out;
+	b->secret_bits = nbits;
+	qw_bitvec_free(b->key);
+	b->key = rest;
+	rest = NULL;
+	pthread_mutex_lock(&r->sink_mu);
+	r->st.blocks_delivered++;
+	r->st.secret_bits += nbits - share;
+	r->st.auth_bits += share;
+	if (r->sink && r->sink->deliver)
+		r->sink->deliver(r->sink->ctx, b);
+	pthread_mutex_unlock(&r->sink_mu);
+	ret = 0;
+out:
+	qw_free_secret(bytes, share_bytes);
+	qw_bitvec_free(rest);
+	return ret;
+}
+
+static int finish_dropped(struct runner *r, struct qw_key_block *b, const char *reason)
+{
+	int ret = qw_auth_pool_deposit(r->pool, b->id, NULL, 0);
+
+	pthread_mutex_lock(&r->sink_mu);
+	r->st.blocks_dropped++;
+	if (r->sink && r->sink->dropped)
+		r->sink->dropped(r->sink->ctx, b, reason);
+	pthread_mutex_unlock(&r->sink_mu);
+	return ret;
+}
+
+/* Run one block through every stage; 0, or a fatal error. */
+static int run_block(struct runner *r, void **states, struct qw_key_block *b, struct slot *s)
+{
+	struct worker_chan wc = { r, s };
+	struct qw_distill_chan chan = { &wc, chan_send, chan_recv };
+	char reason[sizeof(b->drop_reason) + 64];
+	int local_drop = 0, ret;
+	size_t i;
+
+	reason[0] = '\0';
+	for (i = 0; i < r->p->nstages; i++) {
+		enum qw_stage_result res = r->p->stages[i].process(states[i], b, &chan);
+		if (res == QW_STAGE_FORWARD)
+			continue;
+		pthread_mutex_lock(&r->mu);
+		ret = r->fatal;
+		if (!ret && s->peer_dropped)
+			snprintf(reason, sizeof(reason), "peer dropped the block: %s",
+				 s->peer_reason);
+		pthread_mutex_unlock(&r->mu);
+		if (ret)
+			return ret;
+		if (reason[0]) {
+			/* the peer's reason stands */
+		} else if (res == QW_STAGE_DROP) {
+			snprintf(reason, sizeof(reason), "%s",
+				 b->drop_reason[0] ? b->drop_reason : r->p->stages[i].name);
+			local_drop = 1;
+		} else {
+			snprintf(reason, sizeof(reason), "stage %s failed%s%s",
+				 r->p->stages[i].name, b->drop_reason[0] ? ": " : "",
+				 b->drop_reason);
+			local_drop = 1;
+		}
+		break;
+	}
+	if (i == r->p->nstages && b->state != QW_BLOCK_AMPLIFIED) {
+		snprintf(reason, sizeof(reason), "pipeline ended in state %d, not AMPLIFIED",
+			 (int)b->state);
+		local_drop = 1;
+	}
+	if (!reason[0])
+		return finish_delivered(r, b);
+	if (local_drop) {
+		/* Tell the peer, whose stage may be waiting for our next message. */
+		ret = qw_frame_send(r->conn, QW_FRAME_DROP, 0, b->id, (const uint8_t *)reason,
+				    strlen(reason));
+		if (ret)
+			return ret;
+		pthread_mutex_lock(&r->mu);
+		r->st.frames_sent++;
+		r->st.bytes_sent += strlen(reason);
+		pthread_mutex_unlock(&r->mu);
+	}
+	return finish_dropped(r, b, reason);
+}
+
+static void *worker_main(void *arg)
+{
+	struct runner *r = arg;
+	size_t n = r->p->nstages;
+	void **states = calloc(n, sizeof(*states));
+	int ret = QW_ENOMEM;
+	size_t inited = 0;
+
+	if (!states)
+		goto out;
+	for (; inited < n; inited++) {
+		const void *sp = r->p->stage_params ? r->p->stage_params[inited] : NULL;
+		ret = r->p->stages[inited].init ? r->p->stages[inited].init(&states[inited], sp) : 0;
+		if (ret)
+			goto out;
+	}
+	for (;;) {
+		struct qw_key_block *b = NULL;
+		struct slot *s;
+
+		pthread_mutex_lock(&r->mu);
+		if (r->fatal || r->exhausted) {
+			pthread_mutex_unlock(&r->mu);
+			ret = 0;
+			goto out;
+		}
+		ret = r->src->next(r->src->ctx, &b);
+		if (ret || !b) {
+			r->exhausted = 1;
+			pthread_mutex_unlock(&r->mu);
+			goto out;
+		}
+		if (b->id == 0 || (r->next_start && b->id != r->next_start)) {
+			/* ids must be consecutive: the auth pool relies on it */
+			pthread_mutex_unlock(&r->mu);
+			qw_block_free(b);
+			ret = QW_EINVAL;
+			goto out;
+		}
+		if (!r->first_id) {
+			r->first_id = b->id;
+			r->done_below = b->id;
+		}
+		r->next_start = b->id + 1;
+		s = slot_get(r, b->id);
+		pthread_mutex_unlock(&r->mu);
+		if (!s) {
+			qw_block_free(b);
+			ret = QW_ENOMEM;
+			goto out;
+		}
+		b->role = r->p->role;
+		ret = run_block(r, states, b, s);
+		pthread_mutex_lock(&r->mu);
+		if (!ret)
+			ret = mark_done(r, b->id);
+		slot_remove(r, s);
+		pthread_mutex_unlock(&r->mu);
+		qw_block_free(b);
+		if (ret)
+			goto out;
+	}
+out:
+	if (states) {
+		for (size_t i = 0; i < inited; i++)
+			if (r->p->stages[i].free)
+				r->p->stages[i].free(states[i]);
+		free(states);
+	}
+	if (ret)
+		set_fatal(r, ret);
+	return NULL;
+}
+
+int qw_pipeline_run(const struct qw_pipeline_params *p, struct qw_frame_conn *conn,
+		    struct qw_auth_pool *pool, const struct qw_pipeline_source *src,
+		    const struct qw_pipeline_sink *sink, struct qw_pipeline_stats *stats)
+{
+	struct runner r;
+	pthread_t demux, *workers = NULL;
+	unsigned nw, started = 0;
+	int demux_started = 0, ret;
+
+	QW_REQUIRE(p != NULL && conn != NULL && pool != NULL && src != NULL && src->next);
+	if (stats)
+		memset(stats, 0, sizeof(*stats));
+	if (!p->stages || p->nstages == 0 || !(p->auth_share >= 0.0 && p->auth_share <= 1.0))
+		return QW_EINVAL;
+	for (size_t i = 0; i < p->nstages; i++)
+		if (!p->stages[i].process)
+			return QW_EINVAL;
+	memset(&r, 0, sizeof(r));
+	r.p = p;
+	r.conn = conn;
+	r.pool = pool;
+	r.src = src;
+	r.sink = sink;
+	r.recv_timeout_ms = p->recv_timeout_ms > 0 ? p->recv_timeout_ms : 60000;
+	pthread_mutex_init(&r.mu, NULL);
+	pthread_mutex_init(&r.sink_mu, NULL);
+	nw = p->workers ? p->workers : 2;
+	workers = calloc(nw, sizeof(*workers));
+	if (!workers || pthread_create(&demux, NULL, demux_main, &r)) {
+		r.fatal = QW_ENOMEM;
+		goto out;
+	}
+	demux_started = 1;
+	for (; started < nw; started++) {
+		if (pthread_create(&workers[started], NULL, worker_main, &r)) {
+			set_fatal(&r, QW_ENOMEM);
+			break;
+		}
+	}
+	for (unsigned i = 0; i < started; i++)
+		pthread_join(workers[i], NULL);
+	pthread_mutex_lock(&r.mu);
+	ret = r.fatal;
+	pthread_mutex_unlock(&r.mu);
+	if (!ret) {
+		ret = qw_frame_send(conn, QW_FRAME_FIN, 0, 0, NULL, 0);
+		if (ret)
+			set_fatal(&r, ret);
+		else
+			r.st.frames_sent++;
+	}
+out:
+	if (demux_started)
+		pthread_join(demux, NULL);
+	pthread_mutex_lock(&r.mu);
+	if (!r.fatal && !r.peer_fin)
+		r.fatal = QW_EPROTO;
+	ret = r.fatal;
+	while (r.slots)
+		slot_remove(&r, r.slots);
+	pthread_mutex_unlock(&r.mu);
+	if (stats)
+		*stats = r.st;
+	free(r.done);
+	free(workers);
+	pthread_mutex_destroy(&r.mu);
+	pthread_mutex_destroy(&r.sink_mu);
+	return ret;
+}
