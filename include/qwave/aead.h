@@ -117,7 +117,9 @@ QW_WUR int qw_aead_ctx_open(struct qw_aead *a, const uint8_t *nonce,
 			    size_t ctlen, const uint8_t *tag, uint8_t *pt);
 
 /* Self-describing sealed message [alg id | nonce | ct | tag] with a fresh
- * random nonce (qw_random_bytes). out has room for outcap bytes; needs
+ * random nonce (qw_random_bytes). The id byte is authenticated as a prefix
+ * of the aad (effective aad = id || aad), so it cannot be swapped for
+ * another algorithm. out has room for outcap bytes; needs
  * ptlen + qw_aead_msg_overhead(alg) (QW_ERANGE otherwise). *outlen gets the
  * message length. aad is authenticated but not stored. Returns as
  * qw_aead_seal, plus QW_EIO/QW_ECRYPTO from the nonce generator. */
