@@ -20,7 +20,7 @@ expect_error 2 "usage" --bogus
 expect_error 1 "cannot\|No such\|error" -c "$dir/missing.conf"
 
 printf '[node]\nid = n1\n' >"$dir/a.conf"
-expect_error 1 "a.conf:1: \[node\] needs key 'data_dir'" -c "$dir/a.conf"
+expect_error 1 "a.conf:1: missing key 'data_dir'" -c "$dir/a.conf"
 printf '[node]\nid = n1\ndata_dir = %s/d\nprot = 1\n' "$dir" >"$dir/b.conf"
 expect_error 1 "b.conf:4: unknown key 'prot'" -c "$dir/b.conf"
 printf '[node]\nid = n1\ndata_dir = %s/d\n[nodes]\n' "$dir" >"$dir/c.conf"
