@@ -113,7 +113,8 @@ int qw_bench_pa(int argc, char **argv)
 					    (json_int_t)m, "ratio", ratio, "method",
 					    qw_toeplitz_method_name(o.method), "isa",
 					    o.isa == QW_TOEPLITZ_ISA_PORTABLE ? "portable" :
-					    o.isa == QW_TOEPLITZ_ISA_PCLMUL ? "pclmul" : "best", "runs", (json_int_t)runs, "median_s", med,
+					    o.isa == QW_TOEPLITZ_ISA_PCLMUL ? "pclmul" : "best",
+					    "runs", (json_int_t)runs, "median_s", med,
 					    "throughput_mbps", (double)bits / med / 1e6));
 	} else {
 		printf("toeplitz %s%s: %llu bits -> %zu bits, median %.6f s over %llu runs, "

@@ -30,7 +30,6 @@ enum qw_toeplitz_method {
 	QW_TOEPLITZ_REFERENCE,     /* bit by bit, O(m n): tests only */
 	QW_TOEPLITZ_SCHOOLBOOK,    /* word-level carry-less middle product, O(m n / 64^2) */
 	QW_TOEPLITZ_KARATSUBA,     /* Toeplitz-matrix-vector Karatsuba, O(n m^0.585) */
-	QW_TOEPLITZ_FFT,           /* additive FFT over GF(2^64), O(n log n) */
 };
 
 /* Instruction sets the carry-less products may use (for tests and
@@ -53,7 +52,7 @@ struct qw_toeplitz_opts {
 QW_WUR int qw_toeplitz_hash(const struct qw_bitvec *key, const struct qw_bitvec *seed, size_t m,
 			    struct qw_bitvec *out);
 /* The same with a chosen method (opts NULL = AUTO). Every method gives the
- * same bits. QW_EUNSUPPORTED if the method cannot handle the size. */
+ * same bits. QW_EUNSUPPORTED for an unknown method. */
 QW_WUR int qw_toeplitz_hash_ex(const struct qw_bitvec *key, const struct qw_bitvec *seed,
 			       size_t m, struct qw_bitvec *out,
 			       const struct qw_toeplitz_opts *opts);
@@ -76,7 +75,9 @@ int qw_toeplitz_method_parse(const char *name);
  * secret_bits > n, wrong state, peer mismatch or channel failure -> ERROR.
  * params: struct qw_pa_params or NULL (defaults). */
 struct qw_pa_params {
-	struct qw_rng *rng; /* seed source (Alice); NULL: qw_random_bytes */
+	/* Seed source (Alice); NULL: qw_random_bytes. A struct qw_rng is not
+	 * thread-safe: leave NULL when several pipeline workers share params. */
+	struct qw_rng *rng;
 	enum qw_toeplitz_method method;
 };
 extern const struct qw_stage qw_stage_pa;
@@ -90,7 +91,8 @@ extern const struct qw_stage qw_stage_pa;
  * (eps_cor). params: struct qw_verify_params or NULL (tag_bits 64). */
 struct qw_verify_params {
 	unsigned tag_bits;  /* 1..128; 0 means the default 64 */
-	struct qw_rng *rng; /* hash key source (Alice); NULL: qw_random_bytes */
+	struct qw_rng *rng; /* hash key source (Alice); NULL: qw_random_bytes
+			     * (same thread-safety caveat as qw_pa_params) */
 };
 extern const struct qw_stage qw_stage_verify;
 

@@ -19,7 +19,8 @@
  *   y0 = P0 + P1,      y1 = P0 + P2,
  * three half-size TMVPs plus O(W) XORs: O(W^log2(3)) word products. The
  * recursion stops at a schoolbook base of b words (16 <= b < 32), using
- * PCLMULQDQ when the CPU has it. */
+ * 256-bit VPCLMULQDQ or 128-bit PCLMULQDQ when the CPU has them (checked at
+ * run time), else a portable table method indexed by the public seed. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -380,7 +381,6 @@ static const char *const method_names[] = {
 	[QW_TOEPLITZ_REFERENCE] = "reference",
 	[QW_TOEPLITZ_SCHOOLBOOK] = "schoolbook",
 	[QW_TOEPLITZ_KARATSUBA] = "karatsuba",
-	[QW_TOEPLITZ_FFT] = "fft",
 };
 
 const char *qw_toeplitz_method_name(enum qw_toeplitz_method m)
