@@ -744,13 +744,14 @@ static int pool_resync_locked(struct qw_store *s, const char *peer,
 	uint64_t drop = 0;
 	int ret;
 
-	qsort(theirs, n, sizeof(*theirs), cmp_block_state);
+	if (n)
+		qsort(theirs, n, sizeof(*theirs), cmp_block_state);
 	if ((ret = s->be->block_list(s->db, peer, &bl, &nb)))
 		return ret;
 	for (size_t i = 0; i < nb && !ret; i++) {
 		struct qw_store_block_state key = { .block_id = bl[i].block_id };
 		const struct qw_store_block_state *t =
-			bsearch(&key, theirs, n, sizeof(*theirs), cmp_block_state);
+			n ? bsearch(&key, theirs, n, sizeof(*theirs), cmp_block_state) : NULL;
 		uint64_t k;
 
 		/* The peer no longer has this block, or has a different
