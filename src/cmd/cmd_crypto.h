@@ -81,5 +81,6 @@ int crypto_cmd_decrypt(int argc, char **argv);
 int crypto_cmd_mac(int argc, char **argv);
 int crypto_cmd_sign(int argc, char **argv);
 int crypto_cmd_verify(int argc, char **argv);
+int crypto_cmd_random(int argc, char **argv);
 
 #endif
