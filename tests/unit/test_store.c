@@ -587,6 +587,17 @@ static void test_encrypted_at_rest(void **state)
 	assert_false(file_has_any(f->db, pool, sizeof(pool)));
 	assert_int_equal(qw_store_checkpoint(s), 0);
 	assert_false(file_has_any(f->db, pool, sizeof(pool)));
+	/* the database and its WAL are private to the owner */
+	{
+		char wal[128];
+		struct stat sb;
+
+		snprintf(wal, sizeof(wal), "%s-wal", f->db);
+		assert_int_equal(stat(f->db, &sb), 0);
+		assert_int_equal(sb.st_mode & 077, 0);
+		assert_int_equal(stat(wal, &sb), 0);
+		assert_int_equal(sb.st_mode & 077, 0);
+	}
 	qw_store_close(s);
 	assert_false(file_has_any(f->db, pool, sizeof(pool)));
 	/* every blob in the database, read through SQLite */
