@@ -257,9 +257,18 @@ QW_WUR int qw_store_key_list(struct qw_store *s, const char *peer,
 			     enum qw_store_key_state state,
 			     int (*fn)(const struct qw_store_key_info *, void *),
 			     void *arg);
+/* The ids of peer's keys that are not ERASED (AVAILABLE, RESERVED and
+ * DELIVERED), as a new array (*ids, free() it; NULL when *n is 0): the
+ * list one end sends for the other's qw_store_key_resync. DELIVERED keys
+ * are in it because the other end's copy is still owed to the slave SAE.
+ * 0, QW_ENOMEM, QW_EDB. */
+QW_WUR int qw_store_key_resync_list(struct qw_store *s, const char *peer,
+				    struct qw_uuid **ids, size_t *n);
 /* Resynchronise keys with peer: erase every local AVAILABLE or RESERVED
- * key of peer whose id is not in ids (the ids of the keys the peer still
- * holds). *dropped (may be NULL) gets how many. 0, QW_EDB. */
+ * key of peer whose id is not in ids (the peer's
+ * qw_store_key_resync_list: it never had the key, lost it in a crash, or
+ * erased it). *dropped (may be NULL) gets how many. One transaction.
+ * 0, QW_EINVAL, QW_ENOMEM, QW_EDB. */
 QW_WUR int qw_store_key_resync(struct qw_store *s, const char *peer,
 			       const struct qw_uuid *ids, size_t n,
 			       size_t *dropped);

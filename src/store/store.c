@@ -1138,6 +1138,43 @@ int qw_store_key_resync(struct qw_store *s, const char *peer, const struct qw_uu
 	return ret;
 }
 
+int qw_store_key_resync_list(struct qw_store *s, const char *peer, struct qw_uuid **ids,
+			     size_t *n)
+{
+	struct qw_uuid *all = NULL, *part = NULL, *nv;
+	size_t cnt = 0, pn = 0;
+	int ret;
+
+	QW_REQUIRE(s && peer && ids && n);
+	*ids = NULL;
+	*n = 0;
+	if ((ret = tx_begin(s)))
+		return ret;
+	for (int st = QW_STORE_AVAILABLE; st <= QW_STORE_DELIVERED && !ret; st++) {
+		ret = s->be->key_ids(s->db, peer, st, 0, &part, &pn);
+		if (ret || pn == 0)
+			continue;
+		nv = realloc(all, (cnt + pn) * sizeof(*all));
+		if (!nv) {
+			ret = QW_ENOMEM;
+		} else {
+			all = nv;
+			memcpy(all + cnt, part, pn * sizeof(*all));
+			cnt += pn;
+		}
+		free(part);
+		part = NULL;
+	}
+	ret = tx_end(s, ret);
+	if (ret) {
+		free(all);
+		return ret;
+	}
+	*ids = all;
+	*n = cnt;
+	return 0;
+}
+
 /* ---- maintenance ---- */
 
 int qw_store_purge(struct qw_store *s, int64_t before, size_t *n)

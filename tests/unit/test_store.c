@@ -791,15 +791,36 @@ static void test_resync(void **state)
 	assert_int_equal(qw_store_key_create(b, &req, 2, kb, NULL), 0);
 	req.key_ids = NULL;
 	assert_int_equal(qw_store_key_create(b, &req, 1, kb + 2, NULL), 0);
-	assert_int_equal(qw_store_key_resync(a, "link", kb, 3, &kd), 0);
-	assert_int_equal(kd, 1);
-	assert_int_equal(qw_store_key_resync(b, "link", ka, 3, &kd), 0);
-	assert_int_equal(kd, 1);
+	/* a delivered k1 to its master: b's copy is still owed to the slave */
+	assert_int_equal(qw_store_key_reserve(a, &ka[1], "A", slaves_b, 1), 0);
+	assert_int_equal(qw_store_key_deliver(a, &ka[1], "A", oa, sizeof(oa), NULL), 0);
+	{
+		struct qw_uuid *lka, *lkb;
+		size_t nka, nkb;
+
+		assert_int_equal(qw_store_key_resync_list(a, "link", &lka, &nka), 0);
+		assert_int_equal(qw_store_key_resync_list(b, "link", &lkb, &nkb), 0);
+		assert_int_equal(nka, 3);
+		assert_int_equal(nkb, 3);
+		assert_int_equal(qw_store_key_resync(a, "link", lkb, nkb, &kd), 0);
+		assert_int_equal(kd, 1);
+		assert_int_equal(qw_store_key_resync(b, "link", lka, nka, &kd), 0);
+		assert_int_equal(kd, 1);
+		free(lka);
+		free(lkb);
+	}
 	assert_int_equal(qw_store_stats(a, "link", &st), 0);
-	assert_int_equal(st.keys[QW_STORE_AVAILABLE], 2);
+	assert_int_equal(st.keys[QW_STORE_AVAILABLE], 1);
+	assert_int_equal(st.keys[QW_STORE_DELIVERED], 1);
 	assert_int_equal(st.keys[QW_STORE_ERASED], 1);
 	assert_int_equal(qw_store_stats(b, "link", &st), 0);
 	assert_int_equal(st.keys[QW_STORE_AVAILABLE], 2);
+	assert_int_equal(st.keys[QW_STORE_ERASED], 1);
+	/* the slave's copy survived (its bits are not a's here: this test
+	 * cut b's keys without following a's positions) */
+	assert_int_equal(qw_store_key_reserve(b, &ka[1], "A", slaves_b, 1), 0);
+	assert_int_equal(qw_store_key_deliver(b, &ka[1], "sae-B", ob, sizeof(ob), NULL), 0);
+	assert_int_equal(qw_store_stats(b, "link", &st), 0);
 	/* accounting holds across resync on both ends */
 	assert_int_equal(st.bits_in, st.bits_taken + st.bits_keyed + st.bits_dropped +
 				     st.bits_available);
