@@ -20,6 +20,11 @@
  *     frame carries the reason; the local stage then sees QW_EABORT from
  *     recv); an empty deposit keeps the pool in step, sink->dropped reports
  *     the reason.
+ * Auth pads return only as blocks finish, in id order, so a worker never
+ * starts block id >= (oldest unfinished id) + workers. The pool must hold
+ * the pads of `workers` blocks in flight; a delivered block gives back at
+ * least what its frames spent, a dropped block nothing, so a long run of
+ * dropped blocks (an attack) ends in QW_EAGAIN: pool exhausted.
  * A connection failure (MAC failure, replay, closed socket, pad pool
  * exhausted) aborts the whole run. When both sources are exhausted each side
  * sends FIN; the run returns once it has sent FIN and received the peer's. */
@@ -37,7 +42,9 @@ struct qw_pipeline_source {
 	void *ctx;
 	/* Next block (ids consecutive, starting at the auth pool's first id),
 	 * owned by the runner from then on; *b = NULL when there are no more.
-	 * Called by one worker at a time. 0 or QW_E* (aborts the run). */
+	 * Called by one worker at a time, without the runner's internal lock
+	 * held, so it may block (e.g. until a block is ready). 0 or QW_E*
+	 * (aborts the run). */
 	int (*next)(void *ctx, struct qw_key_block **b);
 };
 
@@ -61,9 +68,12 @@ struct qw_pipeline_params {
 	/* Worker threads (0 = 2). Each inits its own state of every stage, so
 	 * stage state needs no locking. */
 	unsigned workers;
-	/* Fraction of each block's secret bits given to the auth pool, rounded
-	 * down to a whole QW_AUTH_UNIT_BYTES (256 bits). Both ends must use
-	 * the same value. 0 disables replenishment. */
+	/* Auth pool replenishment from each delivered block: the first
+	 *   min(n, max(auth_share n, 256 F))
+	 * bits of its n secret bits, rounded down to whole QW_AUTH_UNIT_BYTES
+	 * (256 bits), where F = frames of the block in the busier direction
+	 * (the pads it spent; the same number at both ends). Both ends must
+	 * use the same value. 0 disables replenishment. */
 	double auth_share;
 	/* Wait for a peer message before giving up (0 = 60000 ms). */
 	int recv_timeout_ms;

@@ -10,6 +10,7 @@ static const struct qw_cli_cmd groups[] = {
 	{ "version", qw_cmd_version, "print the version" },
 	{ "bench", qw_cmd_bench, "run benchmarks (crypto, cascade, pa, pipeline, ...)" },
 	{ "theory", qw_cmd_theory, "decoy-state BB84 theory: key rate vs distance" },
+	{ "sim", qw_cmd_sim, "simulate a QKD link end to end (sim link)" },
 	{ "crypto", qw_cmd_crypto, "crypto service: SM2/SM3/SM4/ZUC/AES from files or stdin" },
 	{ "demo", qw_cmd_demo, "end-to-end showcase (entropy, DRBG, ZUC, SM4/AES, SM2)" },
 	{ NULL, NULL, NULL },

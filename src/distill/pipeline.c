@@ -26,6 +26,7 @@ struct slot {
 	pthread_cond_t cv;
 	int peer_dropped;
 	char peer_reason[64];
+	uint64_t sent, received; /* frames of this block, each way */
 	struct slot *next;
 };
 
@@ -38,6 +39,7 @@ struct runner {
 	int recv_timeout_ms;
 
 	pthread_mutex_t mu;
+	pthread_mutex_t src_mu; /* taken before mu, never while holding it */
 	struct slot *slots;   /* blocks started or with frames queued */
 	uint64_t first_id;    /* id of the first block (0 until known) */
 	uint64_t next_start;  /* the next id a worker will start (0 until known) */
@@ -45,6 +47,8 @@ struct runner {
 	uint64_t done_below;
 	uint64_t *done;
 	size_t ndone, capdone;
+	unsigned window;      /* blocks in flight at most */
+	pthread_cond_t done_cv; /* signalled when done_below advances */
 	int exhausted;
 	int fatal;            /* first connection-level error */
 	int peer_fin;
@@ -138,6 +142,7 @@ static int mark_done(struct runner *r, uint64_t id)
 			}
 		}
 	}
+	pthread_cond_broadcast(&r->done_cv);
 	return 0;
 }
 
@@ -153,6 +158,7 @@ static void set_fatal(struct runner *r, int err)
 		r->fatal = err ? err : QW_EIO;
 	for (struct slot *s = r->slots; s; s = s->next)
 		pthread_cond_broadcast(&s->cv);
+	pthread_cond_broadcast(&r->done_cv);
 	pthread_mutex_unlock(&r->mu);
 	if (first)
 		qw_frame_conn_abort(r->conn);
@@ -208,6 +214,7 @@ static void *demux_main(void *arg)
 			return NULL;
 		}
 		m->f = f;
+		s->received++;
 		if (s->tail)
 			s->tail->next = m;
 		else
@@ -231,6 +238,7 @@ static int chan_send(void *ctx, uint32_t type, const uint8_t *msg, size_t len)
 	pthread_mutex_lock(&r->mu);
 	r->st.frames_sent++;
 	r->st.bytes_sent += len;
+	wc->s->sent++;
 	pthread_mutex_unlock(&r->mu);
 	return 0;
 }
@@ -305,17 +313,29 @@ out:
 }
 
 /* Deliver b: deposit its auth share, hand the rest to the sink. */
-static int finish_delivered(struct runner *r, struct qw_key_block *b)
+static int finish_delivered(struct runner *r, struct qw_key_block *b, struct slot *s)
 {
 	size_t nbits = b->key ? b->key->nbits : 0;
-	size_t share = 0, share_bytes;
+	size_t share = 0, share_bytes, unit = 8 * QW_AUTH_UNIT_BYTES;
 	uint8_t *bytes = NULL;
 	struct qw_bitvec *rest = NULL;
+	uint64_t used;
 	int ret = QW_ENOMEM;
 
+	/* At least the pads this block's own frames spent (one unit per frame
+	 * of the busier direction: the same count at both ends, since what
+	 * one side sent the other received), so that delivering blocks never
+	 * drains the pool; more when the fixed share asks for more. */
+	pthread_mutex_lock(&r->mu);
+	used = s->sent > s->received ? s->sent : s->received;
+	pthread_mutex_unlock(&r->mu);
 	if (r->p->auth_share > 0.0) {
 		share = (size_t)((double)nbits * r->p->auth_share);
-		share -= share % (8 * QW_AUTH_UNIT_BYTES);
+		if (share < used * unit)
+			share = used * unit;
+		if (share > nbits)
+			share = nbits;
+		share -= share % unit;
 	}
 	share_bytes = share / 8;
 	if (share) {
@@ -411,7 +431,7 @@ static int run_block(struct runner *r, void **states, struct qw_key_block *b, st
 		local_drop = 1;
 	}
 	if (!reason[0])
-		return finish_delivered(r, b);
+		return finish_delivered(r, b, s);
 	if (local_drop) {
 		/* Tell the peer, whose stage may be waiting for our next message. */
 		ret = qw_frame_send(r->conn, QW_FRAME_DROP, 0, b->id, (const uint8_t *)reason,
@@ -446,21 +466,36 @@ static void *worker_main(void *arg)
 		struct qw_key_block *b = NULL;
 		struct slot *s;
 
+		/* src_mu serializes the source (ids come out in order) without
+		 * holding mu, which the demultiplexer needs: a source may block. */
+		pthread_mutex_lock(&r->src_mu);
 		pthread_mutex_lock(&r->mu);
+		/* Stay within `window` blocks of the oldest unfinished one: auth
+		 * pads come back only as blocks finish, in id order, so a worker
+		 * running far ahead of a slow block could drain the pool while
+		 * that block still needs pads to finish (a deadlock). */
+		while (!r->fatal && !r->exhausted && r->first_id &&
+		       r->next_start >= r->done_below + r->window)
+			pthread_cond_wait(&r->done_cv, &r->mu);
 		if (r->fatal || r->exhausted) {
 			pthread_mutex_unlock(&r->mu);
+			pthread_mutex_unlock(&r->src_mu);
 			ret = 0;
 			goto out;
 		}
+		pthread_mutex_unlock(&r->mu);
 		ret = r->src->next(r->src->ctx, &b);
+		pthread_mutex_lock(&r->mu);
 		if (ret || !b) {
 			r->exhausted = 1;
 			pthread_mutex_unlock(&r->mu);
+			pthread_mutex_unlock(&r->src_mu);
 			goto out;
 		}
 		if (b->id == 0 || (r->next_start && b->id != r->next_start)) {
 			/* ids must be consecutive: the auth pool relies on it */
 			pthread_mutex_unlock(&r->mu);
+			pthread_mutex_unlock(&r->src_mu);
 			qw_block_free(b);
 			ret = QW_EINVAL;
 			goto out;
@@ -472,6 +507,7 @@ static void *worker_main(void *arg)
 		r->next_start = b->id + 1;
 		s = slot_get(r, b->id);
 		pthread_mutex_unlock(&r->mu);
+		pthread_mutex_unlock(&r->src_mu);
 		if (!s) {
 			qw_block_free(b);
 			ret = QW_ENOMEM;
@@ -526,7 +562,10 @@ int qw_pipeline_run(const struct qw_pipeline_params *p, struct qw_frame_conn *co
 	r.recv_timeout_ms = p->recv_timeout_ms > 0 ? p->recv_timeout_ms : 60000;
 	pthread_mutex_init(&r.mu, NULL);
 	pthread_mutex_init(&r.sink_mu, NULL);
+	pthread_mutex_init(&r.src_mu, NULL);
+	pthread_cond_init(&r.done_cv, NULL);
 	nw = p->workers ? p->workers : 2;
+	r.window = nw;
 	workers = calloc(nw, sizeof(*workers));
 	if (!workers || pthread_create(&demux, NULL, demux_main, &r)) {
 		r.fatal = QW_ENOMEM;
@@ -567,5 +606,7 @@ out:
 	free(workers);
 	pthread_mutex_destroy(&r.mu);
 	pthread_mutex_destroy(&r.sink_mu);
+	pthread_mutex_destroy(&r.src_mu);
+	pthread_cond_destroy(&r.done_cv);
 	return ret;
 }

@@ -139,6 +139,7 @@ static void sink_dropped(void *ctx, const struct qw_key_block *b, const char *re
 }
 
 struct side {
+	double share;
 	enum qw_role role;
 	unsigned workers;
 	struct qw_frame_io io;
@@ -158,7 +159,7 @@ static void *side_main(void *arg)
 		.stages = stages,
 		.nstages = 2,
 		.workers = s->workers,
-		.auth_share = 0.5,
+		.auth_share = s->share,
 		.recv_timeout_ms = 20000,
 	};
 	struct qw_pipeline_source src = { &s->src, src_next };
@@ -210,7 +211,7 @@ static void *mitm_main(void *arg)
 
 /* Run both ends; with flip_at != SIZE_MAX, through a tampering proxy. */
 static void run_pair(struct side *a, struct side *b, unsigned wa, unsigned wb, uint64_t nblocks,
-		     size_t npads, size_t flip_at)
+		     size_t npads, size_t flip_at, double share)
 {
 	int sv[2], sv2[2];
 	size_t len;
@@ -235,6 +236,7 @@ static void run_pair(struct side *a, struct side *b, unsigned wa, unsigned wb, u
 		qw_frame_io_fd(&b->io, sv[1]);
 	}
 	qw_frame_io_fd(&a->io, sv[0]);
+	a->share = b->share = share;
 	a->role = QW_ROLE_ALICE;
 	b->role = QW_ROLE_BOB;
 	a->workers = wa;
@@ -270,15 +272,17 @@ static void side_free(struct side *s)
 		qw_bitvec_free(s->col.key[i]);
 }
 
-static void check_run(unsigned wa, unsigned wb, uint64_t n)
+/* share: the pipeline's auth_share; expect: auth bits taken per block. */
+static void check_run(unsigned wa, unsigned wb, uint64_t n, double share, size_t expect,
+		      size_t npads)
 {
 	struct side a, b;
 	struct qw_auth_pool_stats pa, pb;
 	int expect_drop = (int)(n / 7);
 
-	/* 16 pads per direction: far fewer than the ~4 frames per block each
+	/* npads per direction: far fewer than the ~4 frames per block each
 	 * way need, so the run only finishes if replenishment works. */
-	run_pair(&a, &b, wa, wb, n, 16, SIZE_MAX);
+	run_pair(&a, &b, wa, wb, n, npads, SIZE_MAX, share);
 	assert_int_equal(a.ret, 0);
 	assert_int_equal(b.ret, 0);
 	assert_int_equal(a.col.dropped, expect_drop);
@@ -296,12 +300,11 @@ static void check_run(unsigned wa, unsigned wb, uint64_t n)
 		}
 		assert_non_null(a.col.key[id]);
 		assert_non_null(b.col.key[id]);
-		/* half of the 4096 bits went to the auth pool */
-		assert_int_equal(a.col.key[id]->nbits, KEY_BITS - 2048);
+		assert_int_equal(a.col.key[id]->nbits, KEY_BITS - expect);
 		assert_true(qw_bitvec_equal(a.col.key[id], b.col.key[id]));
 	}
-	assert_int_equal(a.st.secret_bits, (n - (uint64_t)expect_drop) * (KEY_BITS - 2048));
-	assert_int_equal(a.st.auth_bits, (n - (uint64_t)expect_drop) * 2048);
+	assert_int_equal(a.st.secret_bits, (n - (uint64_t)expect_drop) * (KEY_BITS - expect));
+	assert_int_equal(a.st.auth_bits, (n - (uint64_t)expect_drop) * expect);
 	assert_int_equal(b.st.auth_bits, a.st.auth_bits);
 	/* every frame one side sent, the other received, and the pads match */
 	assert_int_equal(a.st.frames_sent, b.st.frames_received);
@@ -322,15 +325,20 @@ static void check_run(unsigned wa, unsigned wb, uint64_t n)
 static void test_one_worker(void **state)
 {
 	(void)state;
-	check_run(1, 1, 30);
+	/* half of each 4096-bit key to the auth pool */
+	check_run(1, 1, 30, 0.5, 2048, 16);
+	/* 1 %: less than the 4 frames (x 256 bits) Alice sends per block,
+	 * so exactly what the block spent goes back; each dropped block
+	 * (5 frames, no deposit) costs the pool for good, hence more pads. */
+	check_run(1, 1, 30, 0.01, 4 * 256, 64);
 }
 
 static void test_many_workers(void **state)
 {
 	(void)state;
-	check_run(2, 2, 100);
-	check_run(4, 2, 100);
-	check_run(2, 5, 60);
+	check_run(2, 2, 100, 0.5, 2048, 16);
+	check_run(4, 2, 100, 0.5, 2048, 16);
+	check_run(2, 5, 60, 0.01, 4 * 256, 128);
 }
 
 static void test_tampered_run_fails(void **state)
@@ -339,7 +347,7 @@ static void test_tampered_run_fails(void **state)
 
 	(void)state;
 	/* Flip one bit in the body of one of Alice's frames (well into the run). */
-	run_pair(&a, &b, 2, 2, 40, 16, 2000);
+	run_pair(&a, &b, 2, 2, 40, 16, 2000, 0.5);
 	assert_true(b.ret == QW_EAUTH || b.ret == QW_EPROTO);
 	assert_true(a.ret != 0);
 	side_free(&a);
