@@ -240,6 +240,17 @@ QW_WUR int qw_store_key_reserve(struct qw_store *s, const struct qw_uuid *id,
 QW_WUR int qw_store_key_deliver(struct qw_store *s, const struct qw_uuid *id,
 				const char *sae, uint8_t *out, size_t cap,
 				struct qw_store_key_info *info);
+/* Deliver n RESERVED keys to sae in one transaction, all or none (ETSI
+ * 014 dec_keys with several key_IDs): the material of ids[i] follows that
+ * of ids[i - 1] in out (cap bytes of room); *outlen gets the total bytes;
+ * infos (may be NULL) gets n entries. Errors as qw_store_key_deliver for
+ * the first key that fails (an id listed twice: QW_ESTATE); then nothing
+ * is delivered and out is wiped. */
+QW_WUR int qw_store_key_deliver_many(struct qw_store *s,
+				     const struct qw_uuid *ids, size_t n,
+				     const char *sae, uint8_t *out, size_t cap,
+				     size_t *outlen,
+				     struct qw_store_key_info *infos);
 /* Metadata of a key, any state. 0, QW_ENOTFOUND, QW_EDB. */
 QW_WUR int qw_store_key_info(struct qw_store *s, const struct qw_uuid *id,
 			     struct qw_store_key_info *info);

@@ -984,6 +984,45 @@ int qw_store_key_deliver(struct qw_store *s, const struct qw_uuid *id, const cha
 	return ret;
 }
 
+int qw_store_key_deliver_many(struct qw_store *s, const struct qw_uuid *ids, size_t n,
+			      const char *sae, uint8_t *out, size_t cap, size_t *outlen,
+			      struct qw_store_key_info *infos)
+{
+	struct qw_store_key_info *info = NULL;
+	size_t off = 0;
+	int ret;
+
+	QW_REQUIRE(s && (ids || !n) && sae && (out || !cap) && outlen);
+	*outlen = 0;
+	if (!infos) {
+		info = malloc(sizeof(*info));
+		if (!info)
+			return QW_ENOMEM;
+	}
+	if ((ret = tx_begin(s))) {
+		free(info);
+		return ret;
+	}
+	for (size_t i = 0; i < n && !ret; i++) {
+		struct qw_store_key_info *ki = infos ? &infos[i] : info;
+
+		ret = key_deliver_locked(s, &ids[i], sae, out ? out + off : NULL, cap - off, ki);
+		if (!ret)
+			off += ki->size_bits / 8;
+	}
+	ret = tx_end(s, ret);
+	if (info)
+		qw_wipe(info, sizeof(*info));
+	free(info);
+	if (ret) {
+		if (out)
+			qw_wipe(out, cap);
+		return ret;
+	}
+	*outlen = off;
+	return 0;
+}
+
 int qw_store_key_info(struct qw_store *s, const struct qw_uuid *id, struct qw_store_key_info *info)
 {
 	struct qw_sb_key k;

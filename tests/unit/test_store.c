@@ -413,6 +413,45 @@ static void test_key_states(void **state)
 	qw_store_close(s);
 }
 
+static void test_deliver_many(void **state)
+{
+	struct fx *f = *state;
+	struct qw_store *s = open_store(f->db, f->mk);
+	uint8_t pool[256], out[128];
+	struct qw_uuid ids[4], two[2];
+	struct qw_store_key_info infos[4];
+	struct qw_store_key_req req = {
+		.peer = "bob", .size_bits = 128, .master_sae = "A",
+		.slave_saes = slaves_b, .n_slaves = 1,
+	};
+	size_t len = 99;
+
+	fill_pool(f, s, "bob", 1, pool, sizeof(pool));
+	assert_int_equal(qw_store_key_create(s, &req, 4, ids, NULL), 0);
+	/* one id twice: nothing delivered */
+	two[0] = ids[0];
+	two[1] = ids[0];
+	assert_int_equal(qw_store_key_deliver_many(s, two, 2, "sae-B", out, sizeof(out), &len, NULL),
+			 QW_ESTATE);
+	assert_int_equal(len, 0);
+	assert_int_equal(qw_store_key_info(s, &ids[0], &infos[0]), 0);
+	assert_int_equal(infos[0].state, QW_STORE_RESERVED);
+	/* too small for all three: nothing delivered */
+	assert_int_equal(qw_store_key_deliver_many(s, ids + 1, 3, "sae-B", out, 40, &len, NULL),
+			 QW_ERANGE);
+	assert_int_equal(qw_store_key_deliver_many(s, ids + 1, 3, "sae-B", out, sizeof(out), &len,
+						   infos), 0);
+	assert_int_equal(len, 48);
+	assert_memory_equal(out, pool + 16, 48);
+	for (int i = 0; i < 3; i++) {
+		assert_int_equal(infos[i].state, QW_STORE_DELIVERED);
+		assert_int_equal(qw_uuid_compare(&infos[i].id, &ids[1 + i]), 0);
+	}
+	assert_int_equal(qw_store_key_deliver(s, &ids[0], "A", out, sizeof(out), NULL), 0);
+	assert_memory_equal(out, pool, 16);
+	qw_store_close(s);
+}
+
 struct list_ctx {
 	int n;
 	enum qw_store_key_state want;
@@ -965,6 +1004,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_passphrase, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_pool_roundtrip, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_key_states, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_deliver_many, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_key_list, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_two_ends, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_encrypted_at_rest, setup, teardown),
