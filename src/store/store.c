@@ -428,6 +428,18 @@ struct qw_store *qw_store_open_passphrase(const char *path, const char *pass, si
 		goto out;
 	ret = s->be->meta_get(s->db, "scrypt", &kdf, &kdflen);
 	if (ret == QW_ENOTFOUND) {
+		uint8_t *chk = NULL;
+		size_t chklen = 0;
+
+		/* A store sealed under a key file has a check blob but no
+		 * scrypt parameters: no passphrase can open it. */
+		ret = s->be->meta_get(s->db, "check", &chk, &chklen);
+		free(chk);
+		if (ret == 0)
+			ret = QW_EAUTH;
+		/* QW_ENOTFOUND: a new store, create the parameters below */
+	}
+	if (ret == QW_ENOTFOUND) {
 		fresh[0] = (uint8_t)(opts && opts->scrypt_log2n ? opts->scrypt_log2n : DEFAULT_LOG2N);
 		ret = qw_random_bytes(fresh + 1, SALT_BYTES);
 		if (!ret)
@@ -858,7 +870,7 @@ int qw_store_key_create(struct qw_store *s, const struct qw_store_key_req *req, 
 	uint8_t *km;
 	int ret;
 
-	QW_REQUIRE(s && req && (ids || !count));
+	QW_REQUIRE(s && req && (ids || !count) && (req->slave_saes || !req->n_slaves));
 	if (!valid_name(req->peer) || req->size_bits == 0 || req->size_bits % 8 ||
 	    req->size_bits > QW_STORE_KEY_MAX_BITS || count == 0 || req->expires < 0)
 		return QW_EINVAL;
@@ -924,7 +936,7 @@ int qw_store_key_reserve(struct qw_store *s, const struct qw_uuid *id, const cha
 {
 	int ret;
 
-	QW_REQUIRE(s && id && master_sae);
+	QW_REQUIRE(s && id && master_sae && (slave_saes || !n_slaves));
 	if (!valid_name(master_sae) || n_slaves == 0 || n_slaves > QW_STORE_SLAVES_MAX)
 		return QW_EINVAL;
 	for (size_t i = 0; i < n_slaves; i++)

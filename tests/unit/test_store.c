@@ -215,6 +215,14 @@ static void test_passphrase(void **state)
 	s = qw_store_open_passphrase(f->db, "correct horsf", 13, NULL, &err);
 	assert_null(s);
 	assert_int_equal(err, QW_EAUTH);
+	/* a store made under a key file opens with no passphrase */
+	s = open_store(f->db2, f->mk);
+	qw_store_close(s);
+	s = qw_store_open_passphrase(f->db2, "", 0, &o, &err);
+	assert_null(s);
+	assert_int_equal(err, QW_EAUTH);
+	s = open_store(f->db2, f->mk);
+	qw_store_close(s);
 }
 
 /* ---- pools ---- */
