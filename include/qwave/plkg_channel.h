@@ -199,7 +199,12 @@ struct qw_plkg_bound {
 	double eff_independent_probes_per_s; /* temporal degrees of freedom */
 };
 
-/* Compute the bounds for cfg. 0, QW_EINVAL or QW_ENOMEM. */
+#define QW_PLKG_BOUND_MAX_OBS 512
+
+/* Compute the bounds for cfg. 0, QW_EINVAL, QW_ENOMEM, or QW_ERANGE when
+ * more than QW_PLKG_BOUND_MAX_OBS subcarriers are observed (or n_sc exceeds
+ * four times that): the dense eigen-decompositions are O(n^3). Takes about
+ * 1 s for the default window of 256 probes (O(window^3)). */
 QW_WUR int qw_plkg_bound_compute(const struct qw_plkg_config *cfg, struct qw_plkg_bound *b);
 
 /* -log2(1 - |rho|^2): mutual information in bits of one complex circular

@@ -60,7 +60,8 @@ QW_WUR int qw_plkg_quant_multibit(const double *x, size_t n, size_t stride, unsi
 
 /* Append to out the Gray-coded level (bits bits, most significant first)
  * of every sample i < n with keep_a[i] && keep_b[i] (keep_b may be NULL).
- * Returns 0, QW_EINVAL or QW_ENOMEM. */
+ * Returns 0, QW_EINVAL (bits out of range, or a level that does not fit)
+ * or QW_ENOMEM; on failure out may hold part of the bits. */
 QW_WUR int qw_plkg_quant_pack(const uint16_t *level, const uint8_t *keep_a,
 			      const uint8_t *keep_b, size_t n, unsigned bits,
 			      struct qw_bitvec *out);

@@ -110,6 +110,9 @@ int qw_plkg_bound_compute(const struct qw_plkg_config *cfg, struct qw_plkg_bound
 	memset(b, 0, sizeof(*b));
 	if (qw_plkg_config_check(cfg) < 0)
 		goto out;
+	ret = QW_ERANGE;
+	if (cfg->n_sc > 4 * QW_PLKG_BOUND_MAX_OBS)
+		goto out;
 	ret = QW_ENOMEM;
 	nw = cfg->bound_window;
 	full = malloc((size_t)cfg->n_sc * cfg->n_sc * sizeof(double complex));
@@ -126,6 +129,11 @@ int qw_plkg_bound_compute(const struct qw_plkg_config *cfg, struct qw_plkg_bound
 	for (unsigned k = 0; k < cfg->n_sc; k++)
 		if (cfg->pilot == QW_PLKG_PILOT_LTF || k % cfg->pilot_step == 0)
 			obs[nobs++] = k;
+	/* Dense eigen-decompositions below are O(n^3): keep to Wi-Fi/LTE
+	 * resource-block scales. */
+	ret = QW_ERANGE;
+	if (nobs > QW_PLKG_BOUND_MAX_OBS)
+		goto out;
 	ret = QW_ENOMEM;
 	sub = malloc((size_t)nobs * nobs * sizeof(double complex));
 	u = malloc((size_t)nobs * nobs * sizeof(double complex));

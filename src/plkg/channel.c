@@ -360,9 +360,11 @@ static double complex sos(const struct qw_plkg_channel *ch, int proc, int tap, d
 int qw_plkg_channel_taps(const struct qw_plkg_channel *ch, enum qw_plkg_link link, double t,
 			 double complex *h)
 {
-	double r = ch->rho_eve, s = sqrt(fmax(0.0, 1.0 - r * r));
+	double r, s;
 
 	QW_REQUIRE(ch != NULL && h != NULL);
+	r = ch->rho_eve;
+	s = sqrt(fmax(0.0, 1.0 - r * r));
 	for (int l = 0; l < ch->ntaps; l++) {
 		double complex x = sos(ch, PLKG_PROC_H, l, t);
 
@@ -381,8 +383,10 @@ void qw_plkg_channel_freq(const struct qw_plkg_channel *ch, enum qw_plkg_link li
 			  double complex *H)
 {
 	double complex h[QW_PLKG_MAX_TAPS];
-	size_t nsc = ch->cfg.n_sc;
+	size_t nsc;
 
+	QW_REQUIRE(ch != NULL && H != NULL);
+	nsc = ch->cfg.n_sc;
 	qw_plkg_channel_taps(ch, link, t, h);
 	for (size_t k = 0; k < nsc; k++) {
 		double complex s = 0;

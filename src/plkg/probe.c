@@ -8,8 +8,9 @@
 #include "qwave/plkg_channel.h"
 #include "qwave/rng.h"
 
-/* IEEE 802.11 L-LTF, subcarriers -26..-1 then 1..26 (IEEE 802.11-2016,
- * eq. 17-8); BPSK, so the LS estimate is a sign flip plus averaging. */
+/* IEEE 802.11 L-LTF, subcarriers -26..-1 then 1..26 (the OFDM PHY's long
+ * training sequence, IEEE Std 802.11-2016 clause 17.3.3); BPSK, so the LS
+ * estimate is a sign flip plus averaging. */
 static const signed char lltf[52] = {
 	1, 1,  -1, -1, 1,  1,  -1, 1,  -1, 1,  1,  1,  1,  1,  1, -1, -1, 1,
 	1, -1, 1,  -1, 1,  1,  1,  1,  1,  -1, -1, 1,  1,  -1, 1, -1, 1,  -1,
