@@ -9,9 +9,11 @@
 #ifndef QWAVE_STORE_INTERNAL_H
 #define QWAVE_STORE_INTERNAL_H
 
+#include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
 
+#include "qwave/aead.h"
 #include "qwave/store.h"
 
 /* Per-peer pool accounting (exact: bits_in = taken + keyed + dropped +
@@ -102,5 +104,53 @@ struct qw_store_backend {
 };
 
 extern const struct qw_store_backend qw_store_backend_sqlite;
+
+/* ---- shared by store.c, store_pool.c, store_key.c ---- */
+
+#define QW_ST_NONCE QW_AEAD_NONCE_BYTES
+#define QW_ST_TAG QW_AEAD_GCM_TAG_BYTES
+#define QW_ST_BLOB_OVERHEAD (QW_ST_NONCE + QW_ST_TAG)
+/* Pool blocks are sealed in chunks, so that taking a few bits re-seals at
+ * most one chunk instead of the whole block. */
+#define QW_ST_CHUNK_BITS 4096u
+#define QW_ST_CHUNK_BYTES (QW_ST_CHUNK_BITS / 8)
+#define QW_ST_AAD_MAX                                                          \
+	(128 + QW_UUID_BYTES + (QW_STORE_SLAVES_MAX + 2) * (QW_STORE_NAME_MAX + 1))
+
+struct qw_store {
+	pthread_mutex_t lock;
+	const struct qw_store_backend *be;
+	void *db;
+	struct qw_aead *aead; /* AES-256-GCM under the data key */
+};
+
+/* Associated data under construction. */
+struct qw_st_aad {
+	uint8_t b[QW_ST_AAD_MAX];
+	size_t n;
+};
+
+void qw_st_aad_bytes(struct qw_st_aad *a, const void *p, size_t n);
+/* Strings go in with their NUL, integers as 8 bytes big-endian. */
+void qw_st_aad_str(struct qw_st_aad *a, const char *s);
+void qw_st_aad_u64(struct qw_st_aad *a, uint64_t v);
+/* blob = nonce | ciphertext | tag, malloc()ed. 0 or QW_E*. */
+int qw_st_seal(struct qw_store *s, const struct qw_st_aad *a, const uint8_t *pt,
+	       size_t ptlen, uint8_t **blob, size_t *bloblen);
+/* Opens a blob that must hold exactly ptlen bytes; QW_EAUTH otherwise. */
+int qw_st_unseal(struct qw_store *s, const struct qw_st_aad *a,
+		 const uint8_t *blob, size_t bloblen, uint8_t *pt, size_t ptlen);
+int64_t qw_st_now(void);
+/* 1..QW_STORE_NAME_MAX printable bytes (no control characters). */
+int qw_st_valid_name(const char *s);
+/* Lock and BEGIN; on failure the lock is released again. */
+int qw_st_tx_begin(struct qw_store *s);
+/* Commit when ret is 0, roll back otherwise; releases the lock. */
+int qw_st_tx_end(struct qw_store *s, int ret);
+/* Inside a transaction: take nbits from the front of peer's pool into out
+ * (zeroed first), booked as keyed (key cuts) or taken (raw takes). */
+int qw_st_pool_take_locked(struct qw_store *s, const char *peer, uint64_t nbits,
+			   const struct qw_store_pos *expect, uint8_t *out,
+			   struct qw_store_pos *at, int keyed);
 
 #endif

@@ -1,0 +1,506 @@
+/* Key store keys: cut from a pool, state machine AVAILABLE -> RESERVED ->
+ * DELIVERED (or ERASED), at-most-once delivery, expiry, resync. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "qwave/secmem.h"
+#include "store_internal.h"
+
+/* Join slave ids with '\n' into out (sized as struct qw_sb_key.slaves). */
+static int join_slaves(const char *const *sl, size_t n, char *out, size_t cap)
+{
+	size_t len = 0;
+
+	out[0] = '\0';
+	if (n > QW_STORE_SLAVES_MAX || (n && !sl))
+		return QW_EINVAL;
+	for (size_t i = 0; i < n; i++) {
+		size_t l;
+
+		if (!qw_st_valid_name(sl[i]))
+			return QW_EINVAL;
+		l = strlen(sl[i]);
+		if (len + l + 2 > cap)
+			return QW_EINVAL;
+		if (i)
+			out[len++] = '\n';
+		memcpy(out + len, sl[i], l + 1);
+		len += l;
+	}
+	return 0;
+}
+
+static int sae_in_key(const struct qw_sb_key *k, const char *sae)
+{
+	const char *p = k->slaves;
+	size_t l = strlen(sae);
+
+	if (strcmp(k->master, sae) == 0)
+		return 1;
+	while (*p) {
+		const char *e = strchr(p, '\n');
+		size_t pl = e ? (size_t)(e - p) : strlen(p);
+
+		if (pl == l && memcmp(p, sae, l) == 0)
+			return 1;
+		if (!e)
+			break;
+		p = e + 1;
+	}
+	return 0;
+}
+
+static void key_to_info(const struct qw_sb_key *k, struct qw_store_key_info *info)
+{
+	const char *p = k->slaves;
+
+	memset(info, 0, sizeof(*info));
+	info->id = k->id;
+	memcpy(info->peer, k->peer, sizeof(info->peer));
+	info->size_bits = k->size_bits;
+	info->state = (enum qw_store_key_state)k->state;
+	memcpy(info->master_sae, k->master, sizeof(info->master_sae));
+	while (*p && info->n_slaves < QW_STORE_SLAVES_MAX) {
+		const char *e = strchr(p, '\n');
+		size_t pl = e ? (size_t)(e - p) : strlen(p);
+
+		if (pl > QW_STORE_NAME_MAX)
+			pl = QW_STORE_NAME_MAX;
+		memcpy(info->slave_saes[info->n_slaves], p, pl);
+		info->slave_saes[info->n_slaves][pl] = '\0';
+		info->n_slaves++;
+		if (!e)
+			break;
+		p = e + 1;
+	}
+	info->created = k->created;
+	info->expires = k->expires;
+	info->delivered_at = k->delivered_at;
+}
+
+static void key_row_clear(struct qw_sb_key *k)
+{
+	free(k->blob);
+	k->blob = NULL;
+	k->bloblen = 0;
+}
+
+/* State and delivery time are not bound: they only ever move towards
+ * "no material", and a row without material has nothing to protect. */
+static void aad_key(struct qw_st_aad *a, const struct qw_sb_key *k)
+{
+	a->n = 0;
+	qw_st_aad_str(a, "qwave-store key v1");
+	qw_st_aad_bytes(a, k->id.b, QW_UUID_BYTES);
+	qw_st_aad_str(a, k->peer);
+	qw_st_aad_u64(a, k->size_bits);
+	qw_st_aad_str(a, k->master);
+	qw_st_aad_str(a, k->slaves);
+	qw_st_aad_u64(a, (uint64_t)k->created);
+	qw_st_aad_u64(a, (uint64_t)k->expires);
+}
+
+/* ---- keys ---- */
+
+static int key_create_locked(struct qw_store *s, const struct qw_store_key_req *req,
+			     size_t count, struct qw_uuid *ids, struct qw_store_pos *at,
+			     uint8_t *km)
+{
+	size_t kb = req->size_bits / 8;
+	int64_t t = qw_st_now();
+	int ret = 0;
+
+	for (size_t i = 0; i < count && !ret; i++) {
+		struct qw_sb_key k;
+		struct qw_st_aad a;
+
+		memset(&k, 0, sizeof(k));
+		ret = qw_st_pool_take_locked(s, req->peer, req->size_bits, i == 0 ? req->expect : NULL,
+				       km, i == 0 ? at : NULL, 1);
+		if (ret)
+			break;
+		if (req->key_ids)
+			k.id = req->key_ids[i];
+		else if ((ret = qw_uuid_generate(&k.id)))
+			break;
+		memcpy(k.peer, req->peer, strlen(req->peer) + 1);
+		k.size_bits = req->size_bits;
+		k.state = req->master_sae ? QW_STORE_RESERVED : QW_STORE_AVAILABLE;
+		if (req->master_sae)
+			memcpy(k.master, req->master_sae, strlen(req->master_sae) + 1);
+		if ((ret = join_slaves(req->slave_saes, req->n_slaves, k.slaves, sizeof(k.slaves))))
+			break;
+		k.created = t;
+		k.expires = req->expires;
+		aad_key(&a, &k);
+		ret = qw_st_seal(s, &a, km, kb, &k.blob, &k.bloblen);
+		if (!ret)
+			ret = s->be->key_insert(s->db, &k);
+		key_row_clear(&k);
+		ids[i] = k.id;
+	}
+	qw_wipe(km, kb);
+	return ret;
+}
+
+int qw_store_key_create(struct qw_store *s, const struct qw_store_key_req *req, size_t count,
+			struct qw_uuid *ids, struct qw_store_pos *at)
+{
+	uint8_t *km;
+	int ret;
+
+	QW_REQUIRE(s && req && (ids || !count) && (req->slave_saes || !req->n_slaves));
+	if (!qw_st_valid_name(req->peer) || req->size_bits == 0 || req->size_bits % 8 ||
+	    req->size_bits > QW_STORE_KEY_MAX_BITS || count == 0 || req->expires < 0)
+		return QW_EINVAL;
+	if (req->master_sae ? !qw_st_valid_name(req->master_sae) || req->n_slaves == 0
+			    : req->n_slaves != 0)
+		return QW_EINVAL;
+	if (req->n_slaves > QW_STORE_SLAVES_MAX)
+		return QW_EINVAL;
+	for (size_t i = 0; i < req->n_slaves; i++)
+		if (!qw_st_valid_name(req->slave_saes[i]))
+			return QW_EINVAL;
+	km = qw_secure_alloc(req->size_bits / 8);
+	if (!km)
+		return QW_ENOMEM;
+	if ((ret = qw_st_tx_begin(s)) == 0)
+		ret = qw_st_tx_end(s, key_create_locked(s, req, count, ids, at, km));
+	qw_secure_free(km, req->size_bits / 8);
+	if (ret)
+		memset(ids, 0, count * sizeof(*ids));
+	return ret;
+}
+
+static int key_reserve_locked(struct qw_store *s, const struct qw_uuid *id, const char *master,
+			      const char *const *sl, size_t nsl)
+{
+	struct qw_sb_key k;
+	struct qw_st_aad a;
+	uint8_t *km = NULL;
+	size_t kb;
+	int ret;
+
+	if ((ret = s->be->key_get(s->db, id, &k)))
+		return ret;
+	ret = QW_ESTATE;
+	if (k.state != QW_STORE_AVAILABLE)
+		goto out;
+	kb = k.size_bits / 8;
+	ret = QW_ENOMEM;
+	if (!(km = qw_secure_alloc(kb)))
+		goto out;
+	aad_key(&a, &k);
+	if ((ret = qw_st_unseal(s, &a, k.blob, k.bloblen, km, kb)))
+		goto out;
+	key_row_clear(&k);
+	memcpy(k.master, master, strlen(master) + 1);
+	if ((ret = join_slaves(sl, nsl, k.slaves, sizeof(k.slaves))))
+		goto out;
+	k.state = QW_STORE_RESERVED;
+	/* The SAE pair is part of the associated data: re-seal under it. */
+	aad_key(&a, &k);
+	if ((ret = qw_st_seal(s, &a, km, kb, &k.blob, &k.bloblen)))
+		goto out;
+	ret = s->be->key_update(s->db, &k);
+out:
+	if (km)
+		qw_secure_free(km, k.size_bits / 8);
+	key_row_clear(&k);
+	return ret;
+}
+
+int qw_store_key_reserve(struct qw_store *s, const struct qw_uuid *id, const char *master_sae,
+			 const char *const *slave_saes, size_t n_slaves)
+{
+	int ret;
+
+	QW_REQUIRE(s && id && master_sae && (slave_saes || !n_slaves));
+	if (!qw_st_valid_name(master_sae) || n_slaves == 0 || n_slaves > QW_STORE_SLAVES_MAX)
+		return QW_EINVAL;
+	for (size_t i = 0; i < n_slaves; i++)
+		if (!qw_st_valid_name(slave_saes[i]))
+			return QW_EINVAL;
+	if ((ret = qw_st_tx_begin(s)))
+		return ret;
+	return qw_st_tx_end(s, key_reserve_locked(s, id, master_sae, slave_saes, n_slaves));
+}
+
+static int key_deliver_locked(struct qw_store *s, const struct qw_uuid *id, const char *sae,
+			      uint8_t *out, size_t cap, struct qw_store_key_info *info)
+{
+	struct qw_sb_key k;
+	struct qw_st_aad a;
+	int ret;
+
+	if ((ret = s->be->key_get(s->db, id, &k)))
+		return ret;
+	ret = QW_ESTATE;
+	if (k.state != QW_STORE_RESERVED)
+		goto out;
+	ret = QW_EPERM;
+	if (!sae_in_key(&k, sae))
+		goto out;
+	ret = QW_ERANGE;
+	if (k.size_bits / 8 > cap)
+		goto out;
+	aad_key(&a, &k);
+	if ((ret = qw_st_unseal(s, &a, k.blob, k.bloblen, out, k.size_bits / 8)))
+		goto out;
+	key_row_clear(&k);
+	k.state = QW_STORE_DELIVERED;
+	k.delivered_at = k.closed_at = qw_st_now();
+	if ((ret = s->be->key_update(s->db, &k)))
+		goto out;
+	if (info)
+		key_to_info(&k, info);
+out:
+	key_row_clear(&k);
+	return ret;
+}
+
+int qw_store_key_deliver(struct qw_store *s, const struct qw_uuid *id, const char *sae,
+			 uint8_t *out, size_t cap, struct qw_store_key_info *info)
+{
+	int ret;
+
+	QW_REQUIRE(s && id && sae && (out || !cap));
+	if ((ret = qw_st_tx_begin(s)))
+		return ret;
+	/* The material leaves only if the commit that destroys the stored
+	 * copy succeeded: at most once, even across a crash. */
+	ret = qw_st_tx_end(s, key_deliver_locked(s, id, sae, out, cap, info));
+	if (ret && out)
+		qw_wipe(out, cap);
+	return ret;
+}
+
+int qw_store_key_deliver_many(struct qw_store *s, const struct qw_uuid *ids, size_t n,
+			      const char *sae, uint8_t *out, size_t cap, size_t *outlen,
+			      struct qw_store_key_info *infos)
+{
+	struct qw_store_key_info *info = NULL;
+	size_t off = 0;
+	int ret;
+
+	QW_REQUIRE(s && (ids || !n) && sae && (out || !cap) && outlen);
+	*outlen = 0;
+	if (!infos) {
+		info = malloc(sizeof(*info));
+		if (!info)
+			return QW_ENOMEM;
+	}
+	if ((ret = qw_st_tx_begin(s))) {
+		free(info);
+		return ret;
+	}
+	for (size_t i = 0; i < n && !ret; i++) {
+		struct qw_store_key_info *ki = infos ? &infos[i] : info;
+
+		ret = key_deliver_locked(s, &ids[i], sae, out ? out + off : NULL, cap - off, ki);
+		if (!ret)
+			off += ki->size_bits / 8;
+	}
+	ret = qw_st_tx_end(s, ret);
+	if (info)
+		qw_wipe(info, sizeof(*info));
+	free(info);
+	if (ret) {
+		if (out)
+			qw_wipe(out, cap);
+		return ret;
+	}
+	*outlen = off;
+	return 0;
+}
+
+int qw_store_key_info(struct qw_store *s, const struct qw_uuid *id, struct qw_store_key_info *info)
+{
+	struct qw_sb_key k;
+	int ret;
+
+	QW_REQUIRE(s && id && info);
+	if ((ret = qw_st_tx_begin(s)))
+		return ret;
+	ret = s->be->key_get(s->db, id, &k);
+	if (!ret)
+		key_to_info(&k, info);
+	key_row_clear(&k);
+	return qw_st_tx_end(s, ret);
+}
+
+/* Material-holding key -> ERASED. secure_delete zeroes the record space
+ * the old blob occupied when the row is rewritten without it. */
+static int key_erase_locked(struct qw_store *s, const struct qw_uuid *id, int64_t t)
+{
+	struct qw_sb_key k;
+	int ret;
+
+	if ((ret = s->be->key_get(s->db, id, &k)))
+		return ret;
+	ret = QW_ESTATE;
+	if (k.state == QW_STORE_AVAILABLE || k.state == QW_STORE_RESERVED) {
+		key_row_clear(&k);
+		k.state = QW_STORE_ERASED;
+		k.closed_at = t;
+		ret = s->be->key_update(s->db, &k);
+	}
+	key_row_clear(&k);
+	return ret;
+}
+
+int qw_store_key_erase(struct qw_store *s, const struct qw_uuid *id)
+{
+	int ret;
+
+	QW_REQUIRE(s && id);
+	if ((ret = qw_st_tx_begin(s)))
+		return ret;
+	return qw_st_tx_end(s, key_erase_locked(s, id, qw_st_now()));
+}
+
+int qw_store_key_expire(struct qw_store *s, int64_t now, size_t *n)
+{
+	struct qw_uuid *ids = NULL;
+	size_t cnt = 0, done = 0;
+	int ret;
+
+	QW_REQUIRE(s);
+	if (n)
+		*n = 0;
+	if (now <= 0)
+		return 0;
+	if ((ret = qw_st_tx_begin(s)))
+		return ret;
+	ret = s->be->key_ids(s->db, NULL, 0, now, &ids, &cnt);
+	for (size_t i = 0; i < cnt && !ret; i++) {
+		ret = key_erase_locked(s, &ids[i], qw_st_now());
+		if (ret == QW_ESTATE)
+			ret = 0; /* already a tombstone */
+		else if (!ret)
+			done++;
+	}
+	free(ids);
+	ret = qw_st_tx_end(s, ret);
+	if (!ret && n)
+		*n = done;
+	return ret;
+}
+
+int qw_store_key_list(struct qw_store *s, const char *peer, enum qw_store_key_state state,
+		      int (*fn)(const struct qw_store_key_info *, void *), void *arg)
+{
+	struct qw_uuid *ids = NULL;
+	struct qw_store_key_info *info = NULL;
+	size_t cnt = 0;
+	int ret;
+
+	QW_REQUIRE(s && fn);
+	info = malloc(sizeof(*info));
+	if (!info)
+		return QW_ENOMEM;
+	if ((ret = qw_st_tx_begin(s))) {
+		free(info);
+		return ret;
+	}
+	ret = s->be->key_ids(s->db, peer, (int)state, 0, &ids, &cnt);
+	for (size_t i = 0; i < cnt && !ret; i++) {
+		struct qw_sb_key k;
+
+		ret = s->be->key_get(s->db, &ids[i], &k);
+		if (!ret) {
+			key_to_info(&k, info);
+			ret = fn(info, arg);
+		}
+		key_row_clear(&k);
+	}
+	free(ids);
+	free(info);
+	/* A callback's stop value is not a failure of the read. */
+	qw_st_tx_end(s, 0);
+	return ret;
+}
+
+static int cmp_uuid(const void *a, const void *b)
+{
+	return qw_uuid_compare(a, b);
+}
+
+int qw_store_key_resync(struct qw_store *s, const char *peer, const struct qw_uuid *ids, size_t n,
+			size_t *dropped)
+{
+	struct qw_uuid *theirs = NULL, *mine = NULL;
+	size_t cnt = 0, drop = 0;
+	int64_t t = qw_st_now();
+	int ret;
+
+	QW_REQUIRE(s && peer && (ids || !n));
+	if (dropped)
+		*dropped = 0;
+	if (!qw_st_valid_name(peer))
+		return QW_EINVAL;
+	if (n) {
+		theirs = qw_calloc(n, sizeof(*theirs));
+		if (!theirs)
+			return QW_ENOMEM;
+		memcpy(theirs, ids, n * sizeof(*theirs));
+		qsort(theirs, n, sizeof(*theirs), cmp_uuid);
+	}
+	if ((ret = qw_st_tx_begin(s))) {
+		free(theirs);
+		return ret;
+	}
+	ret = s->be->key_ids(s->db, peer, 0, 0, &mine, &cnt);
+	for (size_t i = 0; i < cnt && !ret; i++) {
+		if (n && bsearch(&mine[i], theirs, n, sizeof(*theirs), cmp_uuid))
+			continue;
+		ret = key_erase_locked(s, &mine[i], t);
+		if (ret == QW_ESTATE)
+			ret = 0;
+		else if (!ret)
+			drop++;
+	}
+	free(mine);
+	free(theirs);
+	ret = qw_st_tx_end(s, ret);
+	if (!ret && dropped)
+		*dropped = drop;
+	return ret;
+}
+
+int qw_store_key_resync_list(struct qw_store *s, const char *peer, struct qw_uuid **ids,
+			     size_t *n)
+{
+	struct qw_uuid *all = NULL, *part = NULL, *nv;
+	size_t cnt = 0, pn = 0;
+	int ret;
+
+	QW_REQUIRE(s && peer && ids && n);
+	*ids = NULL;
+	*n = 0;
+	if ((ret = qw_st_tx_begin(s)))
+		return ret;
+	for (int st = QW_STORE_AVAILABLE; st <= QW_STORE_DELIVERED && !ret; st++) {
+		ret = s->be->key_ids(s->db, peer, st, 0, &part, &pn);
+		if (ret || pn == 0)
+			continue;
+		nv = realloc(all, (cnt + pn) * sizeof(*all));
+		if (!nv) {
+			ret = QW_ENOMEM;
+		} else {
+			all = nv;
+			memcpy(all + cnt, part, pn * sizeof(*all));
+			cnt += pn;
+		}
+		free(part);
+		part = NULL;
+	}
+	ret = qw_st_tx_end(s, ret);
+	if (ret) {
+		free(all);
+		return ret;
+	}
+	*ids = all;
+	*n = cnt;
+	return 0;
+}
