@@ -5,10 +5,13 @@
 #include "../src/cmd/commands.h"
 #include "bench.h"
 
+int qw_bench_store(int argc, char **argv);
+
 static const struct qw_cli_cmd benches[] = {
 	{ "crypto", qw_bench_crypto, "ZUC-128, 128-EEA3, SM4 AEAD, AES-256-GCM vs AES-128-CTR throughput" },
 	{ "pa", qw_bench_pa, "Toeplitz privacy amplification throughput (input Mbit/s)" },
 	{ "pipeline", qw_bench_pipeline, "whole post-processing chain, both ends over loopback TCP: secret Mbit/s" },
+	{ "store", qw_bench_store, "key store transactions/s (cut+deliver keys, pool takes), synchronous FULL vs NORMAL" },
 	{ NULL, NULL, NULL },
 };
 
