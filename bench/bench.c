@@ -12,6 +12,7 @@ static const struct qw_cli_cmd benches[] = {
 	{ "pa", qw_bench_pa, "Toeplitz privacy amplification throughput (input Mbit/s)" },
 	{ "pipeline", qw_bench_pipeline, "whole post-processing chain, both ends over loopback TCP: secret Mbit/s" },
 	{ "store", qw_bench_store, "key store transactions/s (cut+deliver keys, pool takes), synchronous FULL vs NORMAL" },
+	{ "cascade", qw_bench_cascade, "Cascade reconciliation: efficiency, frame error rate, Mbit/s, round trips" },
 	{ NULL, NULL, NULL },
 };
 
