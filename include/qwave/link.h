@@ -23,6 +23,7 @@
 #include "qwave/error.h"
 #include "qwave/estimate.h"
 #include "qwave/frame.h"
+#include "qwave/ldpc.h"
 #include "qwave/optics.h"
 #include "qwave/sift.h"
 
@@ -87,8 +88,9 @@ struct qw_link_params {
 	double qber_threshold;        /* default 0.11 */
 	enum qw_link_bounds bounds;
 	struct qw_finite_eps eps;     /* 1e-10 / 1e-15 */
-	enum qw_link_ec ec;           /* LDPC: QW_EUNSUPPORTED (not built) */
-	struct qw_cascade_params cascade;
+	enum qw_link_ec ec;
+	struct qw_cascade_params cascade; /* original, fewest round trips */
+	struct qw_ldpc_params ldpc;   /* defaults; a failed frame drops the block */
 	unsigned workers;             /* blocks in flight (default 2) */
 	double auth_share;            /* of each secret block, to the auth pool (0.05) */
 	int recv_timeout_ms;          /* 60000 */
@@ -114,6 +116,10 @@ struct qw_link_stats {
 	uint64_t ec_errors;           /* bits corrected (Bob; 0 at Alice) */
 	double ec_efficiency;         /* leak / (ec_bits h(ec_errors / ec_bits)) (Bob) */
 	uint64_t verify_bits;         /* verification tag bits disclosed */
+	/* The estimate's bounds, summed over blocks that reached EC's end:
+	 * vacuum and single-photon bits among the kept key (lower bounds) and
+	 * the largest phase-error upper bound. */
+	double vacuum_bits, single_photon_bits, phase_error;
 	uint64_t secret_bits;         /* delivered to the sink */
 	uint64_t auth_bits;           /* put back into the auth pool */
 	uint64_t auth_used_bits;      /* pads spent by the frames, both directions */
@@ -129,8 +135,8 @@ struct qw_link;
 /* New endpoint of role `role`. io (borrowed, must outlive the link) is the
  * byte stream to the peer; psk (copied) is the pre-shared authentication
  * key material (frame.h layout, the same at both ends); records gives this
- * end's detection records. NULL with *err = QW_EINVAL (bad params or psk),
- * QW_EUNSUPPORTED (LDPC), QW_ENOMEM. */
+ * end's detection records. NULL with *err = QW_EINVAL (bad params or psk,
+ * or LDPC with keep_partial, which the estimate cannot follow), QW_ENOMEM. */
 struct qw_link *qw_link_new(const struct qw_link_params *p, enum qw_role role,
 			    const struct qw_frame_io *io, const uint8_t *psk, size_t psk_len,
 			    const struct qw_link_records *records, int *err);

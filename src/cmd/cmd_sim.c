@@ -78,7 +78,8 @@ static void sim_link_help(void)
 	       "  --rate HZ            source pulse rate, sets simulated time (1e9 Hz)\n"
 	       "  --eve FRACTION       intercept-resend attack on this fraction of pulses (0)\n"
 	       "  --seed S             seed of the optics simulation (random)\n"
-	       "  --ec cascade|ldpc    error correction (cascade)\n"
+	       "  --ec cascade|ldpc    error correction: interactive Cascade (default) or\n"
+	       "                       one-way rate-adaptive LDPC syndromes\n"
 	       "  --cascade VARIANT    original (default: fewest round trips, and each\n"
 	       "                       round trip costs 256 authentication key bits) |\n"
 	       "                       yan | option8 | optimized (fewer parities)\n"
@@ -344,8 +345,6 @@ static int sim_link(int argc, char **argv)
 	lp.auth_share = o.auth_share;
 	qw_cascade_params_init(&lp.cascade, o.cascade);
 	lp.cascade.policy = QW_CASCADE_FEWEST_ROUNDS;
-	if (o.ec == QW_LINK_EC_LDPC)
-		return qw_cli_fail("--ec ldpc: no LDPC decoder is built into this qwave; use cascade");
 	if (!o.have_seed) {
 		if (qw_random_bytes(&o.seed, sizeof(o.seed)))
 			return qw_cli_fail("cannot draw a seed");
@@ -457,6 +456,10 @@ static int sim_link(int argc, char **argv)
 			json_object_set_new(j, "ec_leak_bits", json_integer((json_int_t)B->ec_leak_bits));
 			json_object_set_new(j, "ec_efficiency", json_real(B->ec_efficiency));
 			json_object_set_new(j, "verify_bits", json_integer((json_int_t)A->verify_bits));
+			json_object_set_new(j, "single_photon_bits_lower",
+					    json_real(floor(A->single_photon_bits)));
+			json_object_set_new(j, "vacuum_bits_lower", json_real(floor(A->vacuum_bits)));
+			json_object_set_new(j, "phase_error_upper", json_real(A->phase_error));
 			json_object_set_new(j, "secret_bits", json_integer((json_int_t)distilled));
 			json_object_set_new(j, "delivered_bits", json_integer((json_int_t)secret));
 			json_object_set_new(j, "auth_bits_replenished",
@@ -480,10 +483,17 @@ static int sim_link(int argc, char **argv)
 			printf("sifted            %llu bits (%llu kept as key after sampling)\n",
 			       (unsigned long long)A->sifted_bits, (unsigned long long)A->key_bits);
 			printf("QBER              %.3f %%\n", 100.0 * A->qber);
-			printf("EC leak           %llu bits (efficiency f = %.3f)\n",
-			       (unsigned long long)B->ec_leak_bits, B->ec_efficiency);
-			printf("verification      %llu bits disclosed\n",
-			       (unsigned long long)A->verify_bits);
+			if (B->ec_bits) {
+				printf("EC leak           %llu bits (efficiency f = %.3f)\n",
+				       (unsigned long long)B->ec_leak_bits, B->ec_efficiency);
+				printf("verification      %llu bits disclosed\n",
+				       (unsigned long long)A->verify_bits);
+				printf("decoy bounds      >= %.0f single-photon bits, >= %.0f vacuum "
+				       "bits, phase error <= %.2f %%\n",
+				       A->single_photon_bits, A->vacuum_bits, 100.0 * A->phase_error);
+			} else {
+				printf("EC leak           0 bits (no block reached error correction)\n");
+			}
 			printf("secret            %llu bits (%llu delivered, %llu to the auth pool; "
 			       "%llu auth bits used)\n",
 			       (unsigned long long)distilled, (unsigned long long)secret,

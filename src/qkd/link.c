@@ -60,6 +60,7 @@ void qw_link_params_default(struct qw_link_params *p)
 	/* Every round trip costs two 128-bit auth pads: few rounds beat a few
 	 * parities less (docs/qkd-link.md has the numbers). */
 	p->cascade.policy = QW_CASCADE_FEWEST_ROUNDS;
+	qw_ldpc_params_init(&p->ldpc);
 	p->workers = 2;
 	p->auth_share = 0.05;
 	p->recv_timeout_ms = 60000;
@@ -201,6 +202,10 @@ static enum qw_stage_result account_process(void *state, struct qw_key_block *b,
 	l->st.ec_leak_bits += b->ec_parity_bits;
 	l->st.ec_errors += (uint64_t)llround(b->qber_observed * (double)n);
 	l->st.verify_bits += b->disclosed_bits - b->ec_parity_bits;
+	l->st.vacuum_bits += b->sec_n_vacuum;
+	l->st.single_photon_bits += b->sec_n_single;
+	if (b->sec_e1_upper > l->st.phase_error)
+		l->st.phase_error = b->sec_e1_upper;
 	pthread_mutex_unlock(&l->mu);
 	return QW_STAGE_FORWARD;
 }
@@ -262,12 +267,10 @@ struct qw_link *qw_link_new(const struct qw_link_params *p, enum qw_role role,
 		err = &dummy;
 	QW_REQUIRE(p != NULL && io != NULL && records != NULL && records->fetch != NULL);
 	QW_REQUIRE(role == QW_ROLE_ALICE || role == QW_ROLE_BOB);
-	if (p->ec == QW_LINK_EC_LDPC) {
-		/* no LDPC decoder is built into this tree yet */
-		ret = QW_EUNSUPPORTED;
-		goto fail;
-	}
-	if (p->ec != QW_LINK_EC_CASCADE || !(p->auth_share >= 0.0 && p->auth_share < 1.0) ||
+	/* keep_partial would shorten the key after the estimate stage sized
+	 * its bounds for the whole block */
+	if ((p->ec != QW_LINK_EC_CASCADE && p->ec != QW_LINK_EC_LDPC) ||
+	    (p->ec == QW_LINK_EC_LDPC && p->ldpc.keep_partial) || !(p->auth_share >= 0.0 && p->auth_share < 1.0) ||
 	    !(p->qber_threshold > 0.0 && p->qber_threshold <= 0.5) || p->nblocks == 0 ||
 	    qw_optics_config_check(&p->optics))
 		goto fail;
@@ -321,8 +324,13 @@ struct qw_link *qw_link_new(const struct qw_link_params *p, enum qw_role role,
 	l->stage_params[ST_SIFT] = &l->sift;
 	l->stages[ST_ESTIMATE] = qw_estimate_stage;
 	l->stage_params[ST_ESTIMATE] = &l->est;
-	l->stages[ST_EC] = qw_cascade_stage;
-	l->stage_params[ST_EC] = &l->p.cascade;
+	if (p->ec == QW_LINK_EC_LDPC) {
+		l->stages[ST_EC] = qw_ldpc_stage;
+		l->stage_params[ST_EC] = &l->p.ldpc;
+	} else {
+		l->stages[ST_EC] = qw_cascade_stage;
+		l->stage_params[ST_EC] = &l->p.cascade;
+	}
 	l->stages[ST_VERIFY] = qw_stage_verify;
 	l->stage_params[ST_VERIFY] = &l->verify;
 	l->stages[ST_ACCOUNT] = (struct qw_stage){ "account", account_init, account_process, NULL };
