@@ -11,27 +11,29 @@
  *
  * Rate adaptation (Elkouss, Martinez-Mateo, Lancho, Martin, "Rate
  * compatible protocol for information reconciliation", ISITA 2010): from
- * the QBER estimate Q and a target efficiency f, the wanted rate is
- * R = 1 - f h(Q); the nearest mother code is punctured (p bits, R > R0) or
- * shortened (s bits, R < R0). Punctured positions follow an "untainted"
- * order (no check node has two punctured neighbours; Elkouss et al., IEEE
- * WCL 2012), which also makes the punctured columns linearly independent.
+ * the QBER estimate Q and a target efficiency f, each frame of k payload
+ * bits must leak m - p ~ f h(Q) k; a mother code is punctured (p bits)
+ * and shortened (s = n - k - p bits) to get there (qw_ldpc_choose).
+ * Punctured positions follow an "untainted" order (no check node has two
+ * punctured neighbours; Elkouss, Martinez-Mateo, Martin, IEEE WCL 2012),
+ * which also makes the punctured columns linearly independent.
  *
  * Protocol: the key is cut into frames of n - p - s payload bits. Alice
  * fills each frame's punctured positions with private random bits and its
  * shortened positions with zeros, and sends the syndromes in one message.
- * Bob decodes every frame (layered normalised min-sum over 16-bit LLRs),
- * and replies with the list of frames that failed. Optionally (blind
- * reconciliation, Martinez-Mateo, Elkouss, Martin, QIC 12 (2012) 791) Alice
- * then reveals some punctured values of the failed frames and Bob retries.
+ * Bob decodes every frame (layered belief propagation over 16-bit LLRs,
+ * box-plus with a linear correction term) and replies with the list of
+ * frames that failed. Optionally (blind reconciliation, Martinez-Mateo,
+ * Elkouss, Martin, QIC 12 (2012) 791) Alice then reveals some punctured
+ * values of the failed frames and Bob retries.
  *
- * Leakage, counted exactly per frame: m - p + r, where m = n (1 - R0) is
+ * Leakage, counted per frame: m - p + r, where m = n (1 - R0) is
  * the syndrome length, p the punctured positions and r the punctured
  * values revealed in blind rounds. (The syndrome tells at most m bits about
  * the frame; p of them are absorbed by Alice's private uniform punctured
  * bits because the punctured columns are independent. Shortened positions
- * hold public zeros, not key bits, and leak nothing.) Frames that fail are
- * still counted. docs/ldpc.md describes the codes and measurements. */
+ * hold public zeros, not key bits, and leak nothing. m - p is an upper
+ * bound, exact when H has full rank.) Frames that fail are still counted. docs/ldpc.md describes the codes and measurements. */
 #ifndef QWAVE_LDPC_H
 #define QWAVE_LDPC_H
 
@@ -54,7 +56,8 @@
 
 struct qw_ldpc_params {
 	unsigned lift;         /* Z: 64, 128 or 256 (0 = 128, n = 32768) */
-	double efficiency;     /* target f for the rate choice (0 = 1.15) */
+	double efficiency;     /* target f for the rate choice (0 = automatic,
+				* qw_ldpc_auto_efficiency) */
 	unsigned max_iter;     /* decoder iterations per attempt (0 = 60) */
 	uint64_t code_seed;    /* public seed of the matrices */
 	int rate_index;        /* -1: choose from the QBER; else force mother code i */
@@ -82,9 +85,14 @@ struct qw_ldpc_stats {
 	double decode_seconds;    /* Bob's decoder time (CPU-bound, one thread) */
 };
 
-/* Defaults: Z = 128, f = 1.15, 60 iterations, automatic
+/* Defaults: Z = 128, automatic f, 60 iterations, automatic
  * rate, one-way, drop the block on failure. */
 void qw_ldpc_params_init(struct qw_ldpc_params *p);
+
+/* The target efficiency used when params.efficiency is 0: calibrated for
+ * a one-way frame error rate of about 3 % or less at n = 32768 (1.35 at
+ * Q = 1 %, 1.22 at 2 %, 1.18 at 3 %, 1.12 from 5 %; docs/ldpc.md). */
+double qw_ldpc_auto_efficiency(double qber);
 
 /* Mother rate of code i (0.50 + 0.05 i). */
 double qw_ldpc_mother_rate(unsigned i);

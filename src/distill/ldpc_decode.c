@@ -1,22 +1,24 @@
-/* Layered normalised min-sum decoding of the quasi-cyclic codes.
+/* Layered belief-propagation decoding of the quasi-cyclic codes.
  *
  * Schedule: one layer per base row, i.e. Z checks at once whose variables
  * are all distinct (each base entry is a single circulant), so the Z lanes
- * are independent and map onto SIMD lanes. For a layer, each circulant
- * block of posteriors L is copied out rotated by its shift, so lane k of
- * every copy belongs to check k of the layer; then for each check
- * (Hocevar, "A reduced complexity decoder architecture via layered decoding
- * of LDPC codes", SiPS 2004):
- *   t_e   = L_v(e) - R_e                      (extrinsic input)
- *   R_e   = (-1)^(s_c + sum of sign bits of t_others) * alpha * min_others |t|
+ * are independent and map onto SIMD lanes (Hocevar, "A reduced complexity
+ * decoder architecture via layered decoding of LDPC codes", SiPS 2004).
+ * For each check c of a layer and each of its edges e:
+ *   t_e    = L_v(e) - R_e                     (extrinsic input)
+ *   R_e    = (-1)^(s_c + sign bits of the other t) * [+]_{others} |t|
  *   L_v(e) = t_e + R_e
- * with min_others taken as min2 when |t_e| is the minimum and min1
- * otherwise (normalised min-sum, Chen and Fossorier 2002), and the
- * syndrome bit s_c folded into the sign because Bob decodes to the coset
- * H x = s rather than to a codeword. Messages are 16-bit integers (LLR
- * scaled by 8) with saturating arithmetic; the AVX2 kernel and the portable
- * one compute bit-identical results. Decoding stops as soon as the hard
- * decisions satisfy the syndrome. */
+ * where [+] is the box-plus (the exact sum-product check rule), computed
+ * with forward/backward partial results and log(1 + e^-u) replaced by the
+ * linear approximation max(0, ln 2 - u/4) (see bpm_s). The syndrome bit
+ * s_c enters the sign because Bob decodes to the coset H x = s rather
+ * than to a codeword. Normalised min-sum (Chen and Fossorier 2002) was
+ * tried first and failed badly on these highly irregular codes (variable
+ * degrees up to 71, check degrees up to 50); docs/ldpc.md has the figures.
+ * Messages are 16-bit integers (LLR scaled by 16) with saturating
+ * arithmetic; the AVX2 kernel and the portable one compute bit-identical
+ * results. Decoding stops as soon as the hard decisions satisfy the
+ * syndrome. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -191,21 +193,18 @@ static void hard_portable(struct ldpc_work *w)
 }
 
 #ifdef LDPC_X86
+/* corr_s and bpm_s with unsigned saturation doing the clamps at 0: the
+ * values are in [0, 32767], and min + corr(x + y) <= 32767 + 11 fits. */
 __attribute__((target("avx2"))) static inline __m256i corr_v(__m256i u)
 {
-	const __m256i c44 = _mm256_set1_epi16(44);
-
-	return _mm256_srai_epi16(_mm256_max_epi16(_mm256_subs_epi16(c44, u), _mm256_setzero_si256()), 2);
+	return _mm256_srli_epi16(_mm256_subs_epu16(_mm256_set1_epi16(44), u), 2);
 }
 
-/* Inputs are non-negative, so adds saturates exactly like bpm_s's clamp. */
 __attribute__((target("avx2"))) static inline __m256i bpm_v(__m256i x, __m256i y)
 {
-	__m256i r = _mm256_min_epi16(x, y);
-	__m256i d = _mm256_abs_epi16(_mm256_sub_epi16(x, y));
+	__m256i r = _mm256_adds_epu16(_mm256_min_epi16(x, y), corr_v(_mm256_adds_epi16(x, y)));
 
-	r = _mm256_sub_epi16(_mm256_add_epi16(r, corr_v(_mm256_adds_epi16(x, y))), corr_v(d));
-	return _mm256_max_epi16(r, _mm256_setzero_si256());
+	return _mm256_subs_epu16(r, corr_v(_mm256_abs_epi16(_mm256_sub_epi16(x, y))));
 }
 
 /* The AVX2 layer reads and writes the posteriors in place: lane k of

@@ -537,6 +537,7 @@ static void test_choose(void **unused)
 	(void)unused;
 	qw_ldpc_params_init(&p);
 	p.lift = 64;
+	p.efficiency = 1.15;
 	assert_int_equal(qw_ldpc_choose(&p, 0.03, 1000000, &ri, &pp, &fr), 0);
 	/* f h(Q) N leaked, roughly: the frames' payloads cover the key */
 	{
@@ -550,6 +551,12 @@ static void test_choose(void **unused)
 		assert_true((size_t)fr * (16384 - pp) >= 1000000);
 	}
 	assert_int_equal(qw_ldpc_choose(&p, 0.3, 1000, &ri, &pp, &fr), QW_ERANGE);
+	/* automatic efficiency: the calibration points, monotone between */
+	assert_true(fabs(qw_ldpc_auto_efficiency(0.001) - 1.35) < 1e-12);
+	assert_true(fabs(qw_ldpc_auto_efficiency(0.03) - 1.18) < 1e-12);
+	assert_true(fabs(qw_ldpc_auto_efficiency(0.2) - 1.12) < 1e-12);
+	for (double q = 0.01; q < 0.1; q += 0.001)
+		assert_true(qw_ldpc_auto_efficiency(q + 0.001) <= qw_ldpc_auto_efficiency(q) + 1e-12);
 	assert_int_equal(qw_ldpc_choose(&p, 0.03, 0, &ri, &pp, &fr), QW_EINVAL);
 	p.lift = 100;
 	assert_int_equal(qw_ldpc_choose(&p, 0.03, 1000, &ri, &pp, &fr), QW_EINVAL);
