@@ -21,6 +21,7 @@
 #include "../src/cmd/cli.h"
 #include "bench.h"
 #include "qwave/cascade.h"
+#include "qwave/ldpc.h"
 #include "qwave/link.h"
 #include "qwave/pipeline.h"
 #include "qwave/rng.h"
@@ -33,6 +34,7 @@
 struct bench_ctx {
 	double qber, seconds, t_end;
 	enum qw_cascade_variant variant;
+	int ldpc;
 	size_t block_bits;
 	struct qw_bitvec *keys[NPAIRS][2]; /* [pair][role] */
 	/* Both ends run the same blocks: Bob's source follows Alice's. */
@@ -141,12 +143,16 @@ static enum qw_stage_result account_process(void *state, struct qw_key_block *b,
 	s->errors += (uint64_t)llround(b->qber_observed * (double)b->key->nbits);
 	s->round_trips += b->ec_round_trips;
 	pthread_mutex_unlock(&s->mu);
+	/* The ideal source: every bit that survived EC is a single photon
+	 * (LDPC may have removed failed frames). */
+	b->sec_n_single = (double)b->key->nbits;
 	return QW_STAGE_FORWARD;
 }
 
 struct chain {
 	struct inject_params inject;
 	struct qw_cascade_params cascade;
+	struct qw_ldpc_params ldpc;
 	struct qw_verify_params verify;
 	struct qw_estimate_stage_params est;
 	struct qw_pa_params pa;
@@ -171,8 +177,16 @@ static void chain_init(struct chain *ch, struct bench_ctx *c, struct side *s)
 	ch->pa.method = QW_TOEPLITZ_AUTO;
 	ch->stages[0] = (struct qw_stage){ "inject", inject_init, inject_process, NULL };
 	ch->params[0] = &ch->inject;
-	ch->stages[1] = qw_cascade_stage;
-	ch->params[1] = &ch->cascade;
+	qw_ldpc_params_init(&ch->ldpc);
+	/* a failed LDPC frame costs its bits, not the whole block */
+	ch->ldpc.keep_partial = 1;
+	if (c->ldpc) {
+		ch->stages[1] = qw_ldpc_stage;
+		ch->params[1] = &ch->ldpc;
+	} else {
+		ch->stages[1] = qw_cascade_stage;
+		ch->params[1] = &ch->cascade;
+	}
 	ch->stages[2] = qw_stage_verify;
 	ch->params[2] = &ch->verify;
 	ch->stages[3] = (struct qw_stage){ "account", account_init, account_process, NULL };
@@ -269,10 +283,10 @@ static int make_pair(struct qw_rng *r, size_t n, double q, struct qw_bitvec **a,
 static void help(void)
 {
 	printf("usage: qwave bench pipeline [--qber Q] [--block-bits N] [--seconds S]\n"
-	       "                            [--workers K] [--cascade V] [--json]\n"
+	       "                            [--workers K] [--ec E] [--cascade V] [--json]\n"
 	       "\n"
 	       "Sustained secret-key output of the classical post-processing chain\n"
-	       "(Cascade, verification hash, secret length, Toeplitz PA, every message\n"
+	       "(Cascade or LDPC, verification hash, secret length, Toeplitz PA, every message\n"
 	       "framed and Wegman-Carter authenticated), both endpoints in this process\n"
 	       "over loopback TCP, fed sifted-like key pairs at QBER Q (optics and\n"
 	       "sifting bypassed). The secret length is that of an ideal single-photon\n"
@@ -282,6 +296,7 @@ static void help(void)
 	       "  --block-bits N    sifted bits per block (1e6)\n"
 	       "  --seconds S       how long Alice keeps starting blocks (10)\n"
 	       "  --workers K       blocks in flight per endpoint (2)\n"
+	       "  --ec E            cascade (default) | ldpc (one-way syndromes)\n"
 	       "  --cascade V       original (default) | yan | option8 | optimized; always\n"
 	       "                    with all open bisections advanced per round trip\n"
 	       "  --json            one JSON object on stdout\n");
@@ -328,6 +343,12 @@ int qw_bench_pipeline(int argc, char **argv)
 			if (qw_cli_parse_double(argv[++i], &c.seconds) || !(c.seconds > 0) ||
 			    c.seconds > 3600)
 				return qw_cli_usage_error(cmd, "bad --seconds '%s' (0..3600)", argv[i]);
+		} else if (!strcmp(o, "--ec")) {
+			i++;
+			if (!strcmp(argv[i], "ldpc"))
+				c.ldpc = 1;
+			else if (strcmp(argv[i], "cascade"))
+				return qw_cli_usage_error(cmd, "bad --ec '%s' (cascade|ldpc)", argv[i]);
 		} else if (!strcmp(o, "--cascade")) {
 			if (qw_cascade_variant_parse(argv[++i], &c.variant))
 				return qw_cli_usage_error(cmd, "bad --cascade '%s'", argv[i]);
@@ -405,7 +426,10 @@ int qw_bench_pipeline(int argc, char **argv)
 			json_object_set_new(j, "qber", json_real(c.qber));
 			json_object_set_new(j, "block_bits", json_integer((json_int_t)c.block_bits));
 			json_object_set_new(j, "workers", json_integer((json_int_t)workers));
-			json_object_set_new(j, "cascade", json_string(qw_cascade_variant_name(c.variant)));
+			json_object_set_new(j, "ec", json_string(c.ldpc ? "ldpc" : "cascade"));
+			if (!c.ldpc)
+				json_object_set_new(j, "cascade",
+						    json_string(qw_cascade_variant_name(c.variant)));
 			json_object_set_new(j, "seconds", json_real(wall));
 			json_object_set_new(j, "blocks_delivered",
 					    json_integer((json_int_t)A->st.blocks_delivered));
