@@ -11,7 +11,8 @@
  *
  * y_i is coefficient n - 1 + i of the GF(2)[z] product s(z) x(z) (the middle
  * product), which the implementation computes with carry-less multiplication
- * in Karatsuba form; docs/pa.md gives the algorithms and the measured speeds.
+ * in Karatsuba form or by an additive FFT over GF(2^64); docs/pa.md gives the
+ * algorithms and the measured speeds.
  * Bits follow struct qw_bitvec (bit i = word i/64, bit i%64). */
 #ifndef QWAVE_TOEPLITZ_H
 #define QWAVE_TOEPLITZ_H
@@ -30,6 +31,7 @@ enum qw_toeplitz_method {
 	QW_TOEPLITZ_REFERENCE,     /* bit by bit, O(m n): tests only */
 	QW_TOEPLITZ_SCHOOLBOOK,    /* word-level carry-less middle product, O(m n / 64^2) */
 	QW_TOEPLITZ_KARATSUBA,     /* Toeplitz-matrix-vector Karatsuba, O(n m^0.585) */
+	QW_TOEPLITZ_FFT,           /* additive FFT over GF(2^64), O(n log n); n + m <= 2^32 */
 };
 
 /* Instruction sets the carry-less products may use (for tests and

@@ -28,6 +28,7 @@
 #include "qwave/rng.h"
 #include "qwave/secmem.h"
 #include "qwave/toeplitz.h"
+#include "toeplitz_internal.h"
 
 #if defined(__x86_64__) || defined(__i386__)
 #define QW_HAVE_X86 1
@@ -326,7 +327,7 @@ out:
 	return ret;
 }
 
-static int have_clmul(enum qw_toeplitz_isa isa)
+int qw_tpz_isa_level(enum qw_toeplitz_isa isa)
 {
 	if (isa == QW_TOEPLITZ_ISA_PORTABLE)
 		return 0;
@@ -345,7 +346,7 @@ int qw_toeplitz_hash_ex(const struct qw_bitvec *key, const struct qw_bitvec *see
 			struct qw_bitvec *out, const struct qw_toeplitz_opts *opts)
 {
 	enum qw_toeplitz_method method = opts ? opts->method : QW_TOEPLITZ_AUTO;
-	int clmul = have_clmul(opts ? opts->isa : QW_TOEPLITZ_ISA_BEST);
+	int clmul = qw_tpz_isa_level(opts ? opts->isa : QW_TOEPLITZ_ISA_BEST);
 	size_t n;
 	int ret;
 
@@ -362,6 +363,8 @@ int qw_toeplitz_hash_ex(const struct qw_bitvec *key, const struct qw_bitvec *see
 		return 0;
 	case QW_TOEPLITZ_SCHOOLBOOK:
 		return blocked(key, seed, m, out, 0, clmul);
+	case QW_TOEPLITZ_FFT:
+		return qw_tpz_fft_hash(key, seed, m, out, clmul);
 	case QW_TOEPLITZ_AUTO:
 	case QW_TOEPLITZ_KARATSUBA:
 		return blocked(key, seed, m, out, 1, clmul);
@@ -381,6 +384,7 @@ static const char *const method_names[] = {
 	[QW_TOEPLITZ_REFERENCE] = "reference",
 	[QW_TOEPLITZ_SCHOOLBOOK] = "schoolbook",
 	[QW_TOEPLITZ_KARATSUBA] = "karatsuba",
+	[QW_TOEPLITZ_FFT] = "fft",
 };
 
 const char *qw_toeplitz_method_name(enum qw_toeplitz_method m)

@@ -3,9 +3,11 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include <cmocka.h>
 
+#include "distill/toeplitz_internal.h"
 #include "qwave/toeplitz.h"
 
 /* Local xorshift until the seeded qw_rng lands; the values are arbitrary
@@ -46,7 +48,7 @@ static void check_all_methods(size_t n, size_t m)
 	struct qw_bitvec *key = random_bits(n), *seed = random_bits(n + m - 1);
 	struct qw_bitvec *ref = qw_bitvec_new(0), *got = qw_bitvec_new(0);
 	static const enum qw_toeplitz_method fast[] = { QW_TOEPLITZ_SCHOOLBOOK,
-							QW_TOEPLITZ_KARATSUBA,
+							QW_TOEPLITZ_KARATSUBA, QW_TOEPLITZ_FFT,
 							QW_TOEPLITZ_AUTO };
 
 	hash_with(key, seed, m, ref, QW_TOEPLITZ_REFERENCE, 0);
@@ -125,6 +127,10 @@ static void test_large_paths_agree(void **st)
 		assert_true(qw_bitvec_equal(a, b));
 		hash_with(key, seed, m, b, QW_TOEPLITZ_SCHOOLBOOK, 0);
 		assert_true(qw_bitvec_equal(a, b));
+		for (int isa = 0; isa < 3; isa++) {
+			hash_with(key, seed, m, b, QW_TOEPLITZ_FFT, isa);
+			assert_true(qw_bitvec_equal(a, b));
+		}
 		/* Linearity in the key: T(x + e) = T x + T e. */
 		{
 			struct qw_bitvec *e = random_bits(n), *xe = qw_bitvec_dup(key);
@@ -142,6 +148,209 @@ static void test_large_paths_agree(void **st)
 		}
 		qw_bitvec_free(key);
 		qw_bitvec_free(seed);
+		qw_bitvec_free(a);
+		qw_bitvec_free(b);
+	}
+}
+
+
+/* ---- the additive FFT layer --------------------------------------------- */
+
+/* GF(2^64) product by the definition: shift-and-add, then reduce bit by
+ * bit with x^64 = x^4 + x^3 + x + 1. */
+static uint64_t gf64_mul_def(uint64_t a, uint64_t b)
+{
+	uint64_t lo = 0, hi = 0;
+
+	for (int i = 0; i < 64; i++)
+		if ((b >> i) & 1) {
+			lo ^= a << i;
+			hi ^= i ? a >> (64 - i) : 0;
+		}
+	for (int i = 63; i >= 0; i--)
+		if ((hi >> i) & 1) {
+			/* x^(64 + i) = x^i (x^4 + x^3 + x + 1) */
+			hi ^= (uint64_t)1 << i;
+			if (i + 4 >= 64)
+				hi ^= (uint64_t)1 << (i + 4 - 64);
+			else
+				lo ^= (uint64_t)1 << (i + 4);
+			if (i + 3 >= 64)
+				hi ^= (uint64_t)1 << (i + 3 - 64);
+			else
+				lo ^= (uint64_t)1 << (i + 3);
+			if (i + 1 >= 64)
+				hi ^= (uint64_t)1 << (i + 1 - 64);
+			else
+				lo ^= (uint64_t)1 << (i + 1);
+			lo ^= (uint64_t)1 << i;
+		}
+	return lo;
+}
+
+static int max_level(void)
+{
+	return qw_tpz_isa_level(QW_TOEPLITZ_ISA_BEST);
+}
+
+static void test_gf64_mul(void **st)
+{
+	(void)st;
+	/* x^63 x = x^64 = x^4 + x^3 + x + 1; (x^63)^2 = x^126 =
+	 * x^63 + x^62 + x^6 + x^4 + x^3 + x (by hand). */
+	for (int l = 0; l <= max_level(); l++) {
+		assert_int_equal(qw_tpz_gf64_mul((uint64_t)1 << 63, 2, l), 0x1b);
+		assert_int_equal(qw_tpz_gf64_mul((uint64_t)1 << 63, (uint64_t)1 << 63, l),
+				 ((uint64_t)3 << 62) | 0x5a);
+	}
+	for (int r = 0; r < 20000; r++) {
+		uint64_t a = xs64(), b = xs64(), c = xs64(), want = gf64_mul_def(a, b);
+
+		for (int l = 0; l <= max_level(); l++) {
+			assert_int_equal(qw_tpz_gf64_mul(a, b, l), want);
+			/* distributive */
+			assert_int_equal(qw_tpz_gf64_mul(a, b ^ c, l),
+					 want ^ qw_tpz_gf64_mul(a, c, l));
+		}
+	}
+}
+
+/* v_0 = 1 and v_i^2 + v_i = v_(i-1): a Cantor basis; v_0 .. v_31 linearly
+ * independent (so the 2^32 points omega_u are distinct) and omega additive. */
+static void test_cantor_basis(void **st)
+{
+	uint64_t prev = 1, basis[64] = { 0 };
+
+	(void)st;
+	assert_int_equal(qw_tpz_omega(0), 0);
+	assert_int_equal(qw_tpz_omega(1), 1);
+	for (int i = 1; i < 32; i++) {
+		uint64_t v = qw_tpz_omega((uint64_t)1 << i);
+
+		assert_int_equal(gf64_mul_def(v, v) ^ v, prev);
+		prev = v;
+	}
+	for (int i = 0; i < 32; i++) {
+		uint64_t v = qw_tpz_omega((uint64_t)1 << i);
+		int top = 63;
+
+		/* reduce against the echelon basis; a dependent v reaches 0 */
+		while (v) {
+			while (!((v >> top) & 1))
+				top--;
+			if (!basis[top])
+				break;
+			v ^= basis[top];
+		}
+		assert_true(v != 0);
+		basis[top] = v;
+	}
+	for (uint64_t u = 0; u < 1000; u++)
+		assert_int_equal(qw_tpz_omega(u ^ 0x5a5a5), qw_tpz_omega(u) ^ qw_tpz_omega(0x5a5a5));
+}
+
+/* Monomial coefficients -> (to novel basis, FFT) -> the values f(omega_u),
+ * checked by Horner's rule at every point. */
+static void test_fft_evaluates(void **st)
+{
+	(void)st;
+	for (unsigned k = 1; k <= 9; k++) {
+		size_t n = (size_t)1 << k;
+		uint64_t *f = malloc(n * sizeof(*f)), *g = malloc(n * sizeof(*g));
+
+		assert_non_null(f);
+		assert_non_null(g);
+		for (size_t i = 0; i < n; i++)
+			f[i] = xs64();
+		for (int l = 0; l <= max_level(); l++) {
+			memcpy(g, f, n * sizeof(*f));
+			assert_int_equal(qw_tpz_to_novel(g, k), 0);
+			assert_int_equal(qw_tpz_fft(g, k, l), 0);
+			for (size_t u = 0; u < n; u++) {
+				uint64_t w = qw_tpz_omega(u), v = 0;
+
+				for (size_t i = n; i-- > 0;)
+					v = gf64_mul_def(v, w) ^ f[i];
+				if (v != g[u])
+					fail_msg("k=%u level=%d: value %zu differs", k, l, u);
+			}
+		}
+		free(f);
+		free(g);
+	}
+}
+
+/* The inverses undo the transforms exactly (up to 2^18 points). */
+static void test_fft_round_trip(void **st)
+{
+	(void)st;
+	for (unsigned k = 1; k <= 18; k++) {
+		size_t n = (size_t)1 << k;
+		uint64_t *f = malloc(n * sizeof(*f)), *g = malloc(n * sizeof(*g));
+
+		assert_non_null(f);
+		assert_non_null(g);
+		for (size_t i = 0; i < n; i++)
+			f[i] = xs64();
+		memcpy(g, f, n * sizeof(*f));
+		assert_int_equal(qw_tpz_to_novel(g, k), 0);
+		assert_int_equal(qw_tpz_from_novel(g, k), 0);
+		assert_memory_equal(f, g, n * sizeof(*f));
+		for (int l = 0; l <= max_level(); l++) {
+			if (l == 0 && k > 14)
+				continue; /* the portable path is slow; small sizes cover it */
+			memcpy(g, f, n * sizeof(*f));
+			assert_int_equal(qw_tpz_fft(g, k, l), 0);
+			assert_int_equal(qw_tpz_ifft(g, k, l), 0);
+			if (memcmp(f, g, n * sizeof(*f)))
+				fail_msg("k=%u level=%d: ifft(fft(f)) != f", k, l);
+		}
+		free(f);
+		free(g);
+	}
+}
+
+/* Schoolbook product in GF(2)[x], bit by word. */
+static void poly_mul_def(uint64_t *c, const uint64_t *a, size_t abits, const uint64_t *b,
+			 size_t bbits)
+{
+	size_t cw = (abits + bbits + 63) / 64, bw = (bbits + 63) / 64;
+
+	memset(c, 0, cw * sizeof(*c));
+	for (size_t i = 0; i < abits; i++) {
+		if (!((a[i / 64] >> (i % 64)) & 1))
+			continue;
+		for (size_t j = 0; j < bw; j++) {
+			size_t q = i / 64 + j;
+			unsigned sh = (unsigned)(i % 64);
+
+			c[q] ^= b[j] << sh;
+			if (sh && q + 1 < cw)
+				c[q + 1] ^= b[j] >> (64 - sh);
+		}
+	}
+}
+
+static void test_fft_product(void **st)
+{
+	(void)st;
+	for (int r = 0; r < 40; r++) {
+		size_t abits = 1 + (size_t)(xs64() % 5000), bbits = 1 + (size_t)(xs64() % 5000);
+		struct qw_bitvec *a = random_bits(abits), *b = random_bits(bbits);
+		size_t cw = (abits + bbits + 63) / 64;
+		uint64_t *want = calloc(cw, 8), *got = calloc(cw, 8);
+
+		assert_non_null(want);
+		assert_non_null(got);
+		poly_mul_def(want, a->w, abits, b->w, bbits);
+		for (int l = 0; l <= max_level(); l++) {
+			memset(got, 0xa5, cw * 8);
+			assert_int_equal(qw_tpz_fft_mul(got, a->w, abits, b->w, bbits, l), 0);
+			if (memcmp(want, got, cw * 8))
+				fail_msg("product %zu x %zu bits, level %d differs", abits, bbits, l);
+		}
+		free(want);
+		free(got);
 		qw_bitvec_free(a);
 		qw_bitvec_free(b);
 	}
@@ -167,6 +376,11 @@ static void test_invalid_lengths(void **st)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_gf64_mul),
+		cmocka_unit_test(test_cantor_basis),
+		cmocka_unit_test(test_fft_evaluates),
+		cmocka_unit_test(test_fft_round_trip),
+		cmocka_unit_test(test_fft_product),
 		cmocka_unit_test(test_small_against_reference),
 		cmocka_unit_test(test_unit_seed_is_shift),
 		cmocka_unit_test(test_large_paths_agree),
