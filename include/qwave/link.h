@@ -84,7 +84,9 @@ struct qw_link_params {
 	 * endpoints (only the simulation knows them). */
 	struct qw_optics_config optics;
 	uint64_t nblocks;             /* blocks to run, ids 1..nblocks */
-	struct qw_sift_params sift;   /* qber_abort is ignored: estimate aborts */
+	/* key_both_bases must be 0 (Z key, X test basis); qber_abort is
+	 * ignored: the estimate stage aborts */
+	struct qw_sift_params sift;
 	double qber_threshold;        /* default 0.11 */
 	enum qw_link_bounds bounds;
 	struct qw_finite_eps eps;     /* 1e-10 / 1e-15 */
@@ -136,7 +138,8 @@ struct qw_link;
  * byte stream to the peer; psk (copied) is the pre-shared authentication
  * key material (frame.h layout, the same at both ends); records gives this
  * end's detection records. NULL with *err = QW_EINVAL (bad params or psk,
- * or LDPC with keep_partial, which the estimate cannot follow), QW_ENOMEM. */
+ * a key from both bases, or LDPC with keep_partial: the estimate cannot
+ * follow either), QW_ENOMEM. */
 struct qw_link *qw_link_new(const struct qw_link_params *p, enum qw_role role,
 			    const struct qw_frame_io *io, const uint8_t *psk, size_t psk_len,
 			    const struct qw_link_records *records, int *err);

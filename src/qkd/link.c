@@ -269,7 +269,9 @@ struct qw_link *qw_link_new(const struct qw_link_params *p, enum qw_role role,
 	QW_REQUIRE(role == QW_ROLE_ALICE || role == QW_ROLE_BOB);
 	/* keep_partial would shorten the key after the estimate stage sized
 	 * its bounds for the whole block */
-	if ((p->ec != QW_LINK_EC_CASCADE && p->ec != QW_LINK_EC_LDPC) ||
+	/* the estimate stage maps the Z key basis and the X test basis onto
+	 * [LCWXZ]'s X and Z: a key from both bases is not supported */
+	if ((p->ec != QW_LINK_EC_CASCADE && p->ec != QW_LINK_EC_LDPC) || p->sift.key_both_bases ||
 	    (p->ec == QW_LINK_EC_LDPC && p->ldpc.keep_partial) || !(p->auth_share >= 0.0 && p->auth_share < 1.0) ||
 	    !(p->qber_threshold > 0.0 && p->qber_threshold <= 0.5) || p->nblocks == 0 ||
 	    qw_optics_config_check(&p->optics))
@@ -375,7 +377,7 @@ int qw_link_run(struct qw_link *l)
 	if (ret && !l->st.aborted) {
 		l->st.aborted = 1;
 		snprintf(l->st.abort_reason, sizeof(l->st.abort_reason), "link failed: %s",
-			 qw_strerror(ret));
+			 ret == QW_EAGAIN ? "authentication key pool exhausted" : qw_strerror(ret));
 	}
 	pthread_mutex_unlock(&l->mu);
 	return ret;

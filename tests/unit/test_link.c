@@ -259,6 +259,10 @@ static void test_link_bad_params(void **state)
 	assert_null(qw_link_new(&p, QW_ROLE_ALICE, &io, psk, sizeof(psk), &rec, &err));
 	assert_int_equal(err, QW_EINVAL);
 	qw_link_params_default(&p);
+	p.sift.key_both_bases = 1;
+	assert_null(qw_link_new(&p, QW_ROLE_ALICE, &io, psk, sizeof(psk), &rec, &err));
+	assert_int_equal(err, QW_EINVAL);
+	qw_link_params_default(&p);
 	assert_null(qw_link_new(&p, QW_ROLE_ALICE, &io, psk, sizeof(psk) - 1, &rec, &err));
 	assert_int_equal(err, QW_EINVAL);
 	/* each role's record is handed out once, to that role */
