@@ -1,0 +1,174 @@
+/* The key manager (KM) of one trusted node: its configuration, its KM links
+ * to neighbouring nodes, and the kme.h operations the ETSI GS QKD 014 front
+ * end calls (docs/operations.md describes running it).
+ *
+ * Pool ownership rule (one order of consumption per link pool): of the two
+ * nodes of a link, the one whose ID sorts first (strcmp) is the link's
+ * LEADER - it is also the QKD link's Alice and the side that connects. Only
+ * the leader cuts keys from the pool. When an SAE at the leader asks for
+ * keys, the leader cuts (one store transaction), announces the cut with
+ * KEYS_NEW {ids, position, size, master, slaves} and answers the SAE only
+ * after the follower's ACK, i.e. after the follower's store committed the
+ * same keys (qw_store_key_create with the announced ids and expected
+ * position): the slave SAE can never ask too early. When an SAE at the
+ * follower asks, the follower sends KEYS_REQ; the leader cuts and replies
+ * KEYS_NEW; the follower commits, answers its SAE, and ACKs. The follower
+ * applies KEYS_NEW strictly in arrival order, so both stores consume the
+ * pool identically; a cut the follower cannot apply (QW_ESTATE after a
+ * short retry) makes it drop the connection, and the resynchronisation on
+ * reconnect (docs/store.md) brings both ends back in step.
+ *
+ * Threading: a struct qw_km lives on one libevent loop; every function
+ * below is called on that loop's thread except qw_km_submit_block and
+ * qw_km_link_report, which QKD link threads call. */
+#ifndef QWAVE_KM_H
+#define QWAVE_KM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "qwave/buf.h"
+#include "qwave/config.h"
+#include "qwave/error.h"
+#include "qwave/kme.h"
+#include "qwave/link.h"
+#include "qwave/log.h"
+#include "qwave/optics.h"
+#include "qwave/store.h"
+
+struct event_base;
+struct bufferevent;
+
+/* ---- configuration (src/km/config.c) ---------------------------------- */
+
+enum qw_km_source {
+	QW_KM_SOURCE_SIM = 1,      /* simulated decoy-state BB84 link run by qwaved */
+	QW_KM_SOURCE_ETSI014 = 2,  /* keys pulled from a vendor KME (not yet built) */
+};
+
+struct qw_km_link_conf {
+	const char *peer;          /* neighbour node ID */
+	const char *address;       /* peer's listener "host:port" (the leader dials it) */
+	enum qw_km_source source;
+	struct qw_optics_config optics;
+	double block_bits;         /* kept key bits per distillation block */
+	uint32_t blocks_per_session;
+	enum qw_link_bounds bounds;
+	enum qw_link_ec ec;
+	double qber_threshold;
+	double pace;               /* 1: real time at pulse_rate_hz; 0: as fast as the CPU */
+	const char *psk_file;      /* bootstrap authentication key (both ends alike) */
+	int line;
+};
+
+struct qw_km_sae_conf {
+	const char *id;
+	const char *node;          /* node the SAE is attached to */
+	int line;
+};
+
+struct qw_km_limits {
+	uint32_t key_size, max_key_per_request, max_key_size, min_key_size;
+	uint64_t max_key_count;
+	uint32_t max_sae_id_count;
+};
+
+/* A validated node configuration. Strings point into the struct qw_config
+ * it was loaded from, which must outlive it. */
+struct qw_km_conf {
+	const char *id, *data_dir;
+	enum qw_log_level log_level;
+	int json_log;
+	const char *listen;        /* KM-link/classical-channel listener, or NULL */
+	const char *cert, *key, *ca; /* node certificate, key, network CA */
+	const char *master_key_file; /* NULL: <data_dir>/master.key */
+	const char *status_file;   /* NULL: <data_dir>/status.json */
+	enum qw_store_sync sync;
+	const char *etsi_listen, *etsi_cert, *etsi_key, *etsi_ca; /* listen NULL: none */
+	const char *metrics_listen;
+	struct qw_km_limits limits;
+	uint32_t request_timeout_ms;
+	struct qw_km_link_conf *links;
+	size_t nlinks;
+	struct qw_km_sae_conf *saes;
+	size_t nsaes;
+};
+
+/* Validate cfg as a node configuration into *c (zeroed first). Sections:
+ * [node] [etsi] [metrics] [limits] [link]* [sae]*; every key is listed in
+ * docs/operations.md. 0, or QW_EINVAL/QW_EPARSE/QW_ERANGE/QW_ENOTFOUND
+ * with err->msg "file:line: ..." for the first problem; QW_ENOMEM. Release
+ * with qw_km_conf_clear (also after an error). */
+QW_WUR int qw_km_conf_load(const struct qw_config *cfg, struct qw_km_conf *c,
+			   struct qw_config_error *err);
+void qw_km_conf_clear(struct qw_km_conf *c);
+
+/* Split "host:port" (port 0..65535; host a dotted IPv4 address or
+ * "localhost"). 0 or QW_EPARSE. */
+QW_WUR int qw_km_parse_addr(const char *s, char host[64], uint16_t *port);
+
+/* ---- the key manager (src/km/node.c, kme_impl.c) ----------------------- */
+
+struct qw_km;
+
+/* New key manager for conf (borrowed, must outlive it) on base, keeping
+ * keys in store (borrowed). NULL and *err: QW_ENOMEM. */
+struct qw_km *qw_km_new(struct event_base *base, const struct qw_km_conf *conf,
+			struct qw_store *store, int *err);
+/* Fails every request still pending (QW_ECLOSED), closes the KM links,
+ * frees. NULL accepted. */
+void qw_km_free(struct qw_km *km);
+
+/* The ETSI 014 operations; ctx is the struct qw_km. */
+const struct qw_kme_ops *qw_km_kme_ops(void);
+
+/* 1 when this node leads (cuts keys on) the link to peer. */
+int qw_km_is_leader(const char *self, const char *peer);
+
+/* Hand the KM link to peer a connected, mutually authenticated transport
+ * (TLS in qwaved, a bufferevent pair in tests). Ownership of bev passes to
+ * km (also on error). Any earlier connection to peer is closed; the
+ * resynchronisation starts at once. 0, QW_ENOTFOUND (no [link] to peer),
+ * QW_ENOMEM. */
+QW_WUR int qw_km_attach(struct qw_km *km, const char *peer, struct bufferevent *bev);
+/* 1 when the KM link to peer is up and resynchronised. */
+int qw_km_link_up(struct qw_km *km, const char *peer);
+/* Called (on the loop) whenever a KM link goes down, so the caller can
+ * reconnect. */
+void qw_km_set_down_cb(struct qw_km *km, void (*cb)(void *arg, const char *peer), void *arg);
+
+/* The neighbour that serves slave SAE sae (a [sae] attached to a peer node
+ * of one of this node's links): 0 and *peer, QW_ENOTFOUND (unknown SAE),
+ * QW_ESTATE (the SAE is attached here: no link key needed... not served in
+ * this version), QW_EUNSUPPORTED (needs relay over several hops). */
+QW_WUR int qw_km_route(struct qw_km *km, const char *sae, const char **peer);
+
+/* Thread-safe: a distilled secret block for peer's pool; queued and
+ * appended to the store on the loop (paused during a resynchronisation, so
+ * a pool list sent to the peer is never outdated by our own append).
+ * bits are copied. 0, QW_ENOTFOUND, QW_ENOMEM. */
+QW_WUR int qw_km_submit_block(struct qw_km *km, const char *peer, uint64_t block_id,
+			      const uint8_t *bits, uint64_t nbits);
+
+/* Thread-safe: QKD link state for metrics. */
+struct qw_km_link_report {
+	int up;                    /* classical channel connected */
+	double qber;               /* last session's QBER estimate */
+	double key_rate_bps;       /* secret bits / wall second, last session */
+	uint64_t secret_bits;      /* total */
+	uint64_t sessions, blocks_delivered, blocks_dropped;
+	uint64_t alarms;           /* QBER alarms */
+};
+void qw_km_link_report(struct qw_km *km, const char *peer, const struct qw_km_link_report *r);
+
+/* Requests whose callback has not run yet. */
+size_t qw_km_pending(struct qw_km *km);
+
+/* Count an ETSI 014 reply status for metrics (the front end's access log). */
+void qw_km_count_status(struct qw_km *km, int status);
+
+/* Append the node's metrics in Prometheus text exposition format 0.0.4 to
+ * out. 0 or QW_ENOMEM. */
+QW_WUR int qw_km_metrics(struct qw_km *km, struct qw_buf *out);
+
+#endif

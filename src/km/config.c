@@ -1,0 +1,430 @@
+/* Node configuration: validation of a qwaved INI file into struct
+ * qw_km_conf (include/qwave/km.h). Every complaint names file:line. */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "qwave/km.h"
+#include "qwave/kmlink.h"
+#include "qwave/secmem.h"
+
+static const char *const sections[] = { "node", "etsi", "metrics", "limits", "link", "sae", NULL };
+static const char *const node_keys[] = { "id", "data_dir", "log_level", "log_format", "listen",
+					 "cert", "key", "ca", "master_key_file", "status_file",
+					 "sync", "request_timeout_ms", NULL };
+static const char *const etsi_keys[] = { "listen", "cert", "key", "ca", NULL };
+static const char *const metrics_keys[] = { "listen", NULL };
+static const char *const limits_keys[] = { "key_size", "max_key_per_request", "max_key_size",
+					   "min_key_size", "max_key_count", "max_sae_id_count",
+					   NULL };
+static const char *const link_keys[] = {
+	"peer", "address", "source", "distance_km", "attenuation_db_per_km", "detector_efficiency",
+	"dark_count", "misalignment", "pulse_rate_hz", "mu", "nu", "vacuum", "p_signal",
+	"p_decoy", "p_vacuum", "eve_fraction", "afterpulse", "block_bits", "blocks_per_session",
+	"bounds", "ec", "qber_threshold", "pace", "psk_file", NULL
+};
+static const char *const sae_keys[] = { "id", "node", NULL };
+
+static int fail(struct qw_config_error *err, const struct qw_config *cfg, int line, int code,
+		const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+static int fail(struct qw_config_error *err, const struct qw_config *cfg, int line, int code,
+		const char *fmt, ...)
+{
+	char what[200];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(what, sizeof(what), fmt, ap);
+	va_end(ap);
+	if (line > 0)
+		snprintf(err->msg, sizeof(err->msg), "%s:%d: %s", qw_config_source(cfg), line, what);
+	else
+		snprintf(err->msg, sizeof(err->msg), "%s: %s", qw_config_source(cfg), what);
+	err->line = line;
+	return code;
+}
+
+int qw_km_parse_addr(const char *s, char host[64], uint16_t *port)
+{
+	const char *colon = s ? strrchr(s, ':') : NULL;
+	size_t hl;
+	char *end;
+	unsigned long p;
+	unsigned a, b, c, d;
+	char tail;
+
+	if (!colon || colon == s)
+		return QW_EPARSE;
+	hl = (size_t)(colon - s);
+	if (hl >= 64)
+		return QW_EPARSE;
+	memcpy(host, s, hl);
+	host[hl] = 0;
+	if (strcmp(host, "localhost") &&
+	    (sscanf(host, "%u.%u.%u.%u%c", &a, &b, &c, &d, &tail) != 4 || a > 255 || b > 255 ||
+	     c > 255 || d > 255))
+		return QW_EPARSE;
+	if (!colon[1] || colon[1] == '-' || colon[1] == '+')
+		return QW_EPARSE;
+	p = strtoul(colon + 1, &end, 10);
+	if (*end || p > 65535)
+		return QW_EPARSE;
+	*port = (uint16_t)p;
+	return 0;
+}
+
+static int get_addr(const struct qw_config *cfg, const struct qw_config_section *sec,
+		    const char *key, const char **out, struct qw_config_error *err)
+{
+	int line;
+	const char *v = qw_config_section_get(sec, key, &line);
+	char host[64];
+	uint16_t port;
+
+	if (!v)
+		return 0;
+	if (qw_km_parse_addr(v, host, &port))
+		return fail(err, cfg, line, QW_EPARSE,
+			    "key '%s' in [%s]: '%.40s' is not an address: expected IPv4:port, e.g. 127.0.0.1:8443",
+			    key, qw_config_section_name(sec), v);
+	*out = v;
+	return 0;
+}
+
+static int get_choice(const struct qw_config *cfg, const struct qw_config_section *sec,
+		      const char *key, const char *const *names, const int *values, int *out,
+		      struct qw_config_error *err)
+{
+	int line;
+	const char *v = qw_config_section_get(sec, key, &line);
+	char list[120] = "";
+
+	if (!v)
+		return 0;
+	for (size_t i = 0; names[i]; i++) {
+		if (!strcmp(v, names[i])) {
+			*out = values[i];
+			return 0;
+		}
+		snprintf(list + strlen(list), sizeof(list) - strlen(list), "%s%s", i ? ", " : "",
+			 names[i]);
+	}
+	return fail(err, cfg, line, QW_EINVAL, "key '%s' in [%s]: '%.40s' is not one of %s", key,
+		    qw_config_section_name(sec), v, list);
+}
+
+static int get_id(const struct qw_config *cfg, const struct qw_config_section *sec,
+		  const char *key, const char **out, struct qw_config_error *err)
+{
+	int line, ret;
+
+	if ((ret = qw_config_require(sec, key, out, err)))
+		return ret;
+	(void)qw_config_section_get(sec, key, &line);
+	if (!qw_kmlink_id_valid(*out))
+		return fail(err, cfg, line, QW_EINVAL,
+			    "key '%s' in [%s]: '%.40s' is not a valid ID: 1-64 characters of A-Z a-z 0-9 . _ -",
+			    key, qw_config_section_name(sec), *out);
+	return 0;
+}
+
+static int load_node(const struct qw_config *cfg, struct qw_km_conf *c, struct qw_config_error *err)
+{
+	const struct qw_config_section *node = qw_config_find(cfg, "node", NULL);
+	static const char *const syncs[] = { "full", "normal", NULL };
+	static const int syncv[] = { QW_STORE_SYNC_FULL, QW_STORE_SYNC_NORMAL };
+	static const char *const fmts[] = { "text", "json", NULL };
+	static const int fmtv[] = { 0, 1 };
+	static const char *const levels[] = { "debug", "info", "warn", "error", NULL };
+	static const int levelv[] = { QW_LOG_DEBUG, QW_LOG_INFO, QW_LOG_WARN, QW_LOG_ERROR };
+	int ret, v;
+	uint64_t u;
+
+	if (!node)
+		return fail(err, cfg, 0, QW_EINVAL, "missing [node] section");
+	if (qw_config_find(cfg, "node", node))
+		return fail(err, cfg, qw_config_section_line(qw_config_find(cfg, "node", node)),
+			    QW_EINVAL, "[node] repeated (first at line %d)",
+			    qw_config_section_line(node));
+	if ((ret = qw_config_check_keys(node, node_keys, err)) ||
+	    (ret = get_id(cfg, node, "id", &c->id, err)) ||
+	    (ret = qw_config_require(node, "data_dir", &c->data_dir, err)) ||
+	    (ret = get_addr(cfg, node, "listen", &c->listen, err)))
+		return ret;
+	v = QW_LOG_INFO;
+	if ((ret = get_choice(cfg, node, "log_level", levels, levelv, &v, err)))
+		return ret;
+	c->log_level = (enum qw_log_level)v;
+	v = 0;
+	if ((ret = get_choice(cfg, node, "log_format", fmts, fmtv, &v, err)))
+		return ret;
+	c->json_log = v;
+	v = QW_STORE_SYNC_FULL;
+	if ((ret = get_choice(cfg, node, "sync", syncs, syncv, &v, err)))
+		return ret;
+	c->sync = (enum qw_store_sync)v;
+	c->cert = qw_config_section_get(node, "cert", NULL);
+	c->key = qw_config_section_get(node, "key", NULL);
+	c->ca = qw_config_section_get(node, "ca", NULL);
+	c->master_key_file = qw_config_section_get(node, "master_key_file", NULL);
+	c->status_file = qw_config_section_get(node, "status_file", NULL);
+	u = 5000;
+	if ((ret = qw_config_get_uint(node, "request_timeout_ms", 100, 600000, &u, err)))
+		return ret;
+	c->request_timeout_ms = (uint32_t)u;
+	return 0;
+}
+
+static int load_limits(const struct qw_config *cfg, struct qw_km_conf *c,
+		       struct qw_config_error *err)
+{
+	const struct qw_config_section *s = qw_config_find(cfg, "limits", NULL);
+	struct qw_km_limits *l = &c->limits;
+	uint64_t v[6] = { 256, 128, 8192, 64, 100000, 0 };
+	static const char *const names[] = { "key_size", "max_key_per_request", "max_key_size",
+					     "min_key_size", "max_key_count", "max_sae_id_count" };
+	static const uint64_t lo[] = { 8, 1, 8, 8, 1, 0 };
+	static const uint64_t hi[] = { QW_STORE_KEY_MAX_BITS, QW_KMLINK_MAX_KEYS,
+				       QW_STORE_KEY_MAX_BITS, QW_STORE_KEY_MAX_BITS,
+				       UINT64_C(1) << 40, QW_STORE_SLAVES_MAX - 1 };
+	int ret, line;
+
+	if (s) {
+		if ((ret = qw_config_check_keys(s, limits_keys, err)))
+			return ret;
+		for (int i = 0; i < 6; i++) {
+			if ((ret = qw_config_get_uint(s, names[i], lo[i], hi[i], &v[i], err)))
+				return ret;
+			if (i != 1 && i != 4 && i != 5 && v[i] % 8) {
+				(void)qw_config_section_get(s, names[i], &line);
+				return fail(err, cfg, line, QW_ERANGE,
+					    "key '%s' in [limits]: %llu is not a multiple of 8 bits",
+					    names[i], (unsigned long long)v[i]);
+			}
+		}
+	}
+	l->key_size = (uint32_t)v[0];
+	l->max_key_per_request = (uint32_t)v[1];
+	l->max_key_size = (uint32_t)v[2];
+	l->min_key_size = (uint32_t)v[3];
+	l->max_key_count = v[4];
+	l->max_sae_id_count = (uint32_t)v[5];
+	if (l->min_key_size > l->max_key_size || l->key_size < l->min_key_size ||
+	    l->key_size > l->max_key_size)
+		return fail(err, cfg, s ? qw_config_section_line(s) : 0, QW_ERANGE,
+			    "[limits] needs min_key_size <= key_size <= max_key_size (%u, %u, %u)",
+			    l->min_key_size, l->key_size, l->max_key_size);
+	return 0;
+}
+
+static int load_listener(const struct qw_config *cfg, struct qw_km_conf *c,
+			 struct qw_config_error *err)
+{
+	const struct qw_config_section *s = qw_config_find(cfg, "etsi", NULL);
+	int ret;
+
+	if (s) {
+		if ((ret = qw_config_check_keys(s, etsi_keys, err)) ||
+		    (ret = qw_config_require(s, "listen", &c->etsi_listen, err)) ||
+		    (ret = get_addr(cfg, s, "listen", &c->etsi_listen, err)))
+			return ret;
+		c->etsi_cert = qw_config_section_get(s, "cert", NULL);
+		c->etsi_key = qw_config_section_get(s, "key", NULL);
+		c->etsi_ca = qw_config_section_get(s, "ca", NULL);
+	}
+	if (!c->etsi_cert)
+		c->etsi_cert = c->cert;
+	if (!c->etsi_key)
+		c->etsi_key = c->key;
+	if (!c->etsi_ca)
+		c->etsi_ca = c->ca;
+	if (s) {
+		if (!c->etsi_cert || !c->etsi_key || !c->etsi_ca)
+			return fail(err, cfg, qw_config_section_line(s), QW_ENOTFOUND,
+				    "[etsi] needs cert, key and ca (or [node] cert, key and ca)");
+	}
+	s = qw_config_find(cfg, "metrics", NULL);
+	if (s) {
+		if ((ret = qw_config_check_keys(s, metrics_keys, err)) ||
+		    (ret = qw_config_require(s, "listen", &c->metrics_listen, err)) ||
+		    (ret = get_addr(cfg, s, "listen", &c->metrics_listen, err)))
+			return ret;
+		if (!c->etsi_cert || !c->etsi_key || !c->etsi_ca)
+			return fail(err, cfg, qw_config_section_line(s), QW_ENOTFOUND,
+				    "[metrics] is served with mutual TLS: it needs [etsi] or [node] cert, key and ca");
+	}
+	return 0;
+}
+
+static int load_link(const struct qw_config *cfg, const struct qw_config_section *s,
+		     struct qw_km_conf *c, struct qw_km_link_conf *l, struct qw_config_error *err)
+{
+	static const char *const srcs[] = { "sim", "etsi014", NULL };
+	static const int srcv[] = { QW_KM_SOURCE_SIM, QW_KM_SOURCE_ETSI014 };
+	static const char *const bnames[] = { "finite", "asymptotic", NULL };
+	static const int bvals[] = { QW_LINK_BOUNDS_FINITE, QW_LINK_BOUNDS_ASYMPTOTIC };
+	static const char *const ecn[] = { "cascade", "ldpc", NULL };
+	static const int ecv[] = { QW_LINK_EC_CASCADE, QW_LINK_EC_LDPC };
+	struct qw_optics_config *o = &l->optics;
+	double eff = 0.1, misal, dark;
+	int ret, v, line;
+	uint64_t u;
+
+	l->line = qw_config_section_line(s);
+	if ((ret = qw_config_check_keys(s, link_keys, err)) ||
+	    (ret = get_id(cfg, s, "peer", &l->peer, err)) ||
+	    (ret = get_addr(cfg, s, "address", &l->address, err)))
+		return ret;
+	if (!strcmp(l->peer, c->id)) {
+		(void)qw_config_section_get(s, "peer", &line);
+		return fail(err, cfg, line, QW_EINVAL, "key 'peer' in [link]: a link to itself (%s)",
+			    l->peer);
+	}
+	v = QW_KM_SOURCE_SIM;
+	if ((ret = get_choice(cfg, s, "source", srcs, srcv, &v, err)))
+		return ret;
+	l->source = (enum qw_km_source)v;
+	if (l->source == QW_KM_SOURCE_ETSI014) {
+		(void)qw_config_section_get(s, "source", &line);
+		return fail(err, cfg, line, QW_EUNSUPPORTED,
+			    "key 'source' in [link]: external ETSI 014 key sources are not supported yet");
+	}
+	qw_optics_config_default(o);
+	/* [MQZL] Table I splits eta_Bob = eta_optics x eta_detector; the
+	 * config speaks of the detector efficiency and keeps GYS's
+	 * eta_optics = 0.045 / 0.1 = 0.45 (docs/operations.md). */
+	eff = o->link.eta_bob / 0.45;
+	dark = o->link.y0;
+	misal = o->link.e_det;
+	if ((ret = qw_config_get_double(s, "distance_km", 0, 1000, &o->distance_km, err)) ||
+	    (ret = qw_config_get_double(s, "attenuation_db_per_km", 0, 10, &o->link.alpha_db_per_km, err)) ||
+	    (ret = qw_config_get_double(s, "detector_efficiency", 1e-6, 1, &eff, err)) ||
+	    (ret = qw_config_get_double(s, "dark_count", 0, 0.1, &dark, err)) ||
+	    (ret = qw_config_get_double(s, "misalignment", 0, 0.5, &misal, err)) ||
+	    (ret = qw_config_get_double(s, "pulse_rate_hz", 1, 1e11, &o->pulse_rate_hz, err)) ||
+	    (ret = qw_config_get_double(s, "mu", 0, 10, &o->intensity[QW_CLASS_SIGNAL], err)) ||
+	    (ret = qw_config_get_double(s, "nu", 0, 10, &o->intensity[QW_CLASS_DECOY], err)) ||
+	    (ret = qw_config_get_double(s, "vacuum", 0, 10, &o->intensity[QW_CLASS_VACUUM], err)) ||
+	    (ret = qw_config_get_double(s, "p_signal", 0, 1, &o->p_class[QW_CLASS_SIGNAL], err)) ||
+	    (ret = qw_config_get_double(s, "p_decoy", 0, 1, &o->p_class[QW_CLASS_DECOY], err)) ||
+	    (ret = qw_config_get_double(s, "p_vacuum", 0, 1, &o->p_class[QW_CLASS_VACUUM], err)) ||
+	    (ret = qw_config_get_double(s, "eve_fraction", 0, 1, &o->eve_fraction, err)) ||
+	    (ret = qw_config_get_double(s, "afterpulse", 0, 0.5, &o->afterpulse, err)))
+		return ret;
+	o->link.eta_bob = 0.45 * eff;
+	o->link.y0 = dark;
+	o->link.e_det = misal;
+	if (!(o->intensity[0] > o->intensity[1] && o->intensity[1] > o->intensity[2]) ||
+	    qw_optics_config_check(o))
+		return fail(err, cfg, l->line, QW_EINVAL,
+			    "[link] to %s: optics inconsistent (need mu > nu > vacuum and p_signal + p_decoy + p_vacuum = 1)",
+			    l->peer);
+	l->block_bits = 2e5;
+	if ((ret = qw_config_get_double(s, "block_bits", 1e4, 1e8, &l->block_bits, err)))
+		return ret;
+	u = 4;
+	if ((ret = qw_config_get_uint(s, "blocks_per_session", 1, 1024, &u, err)))
+		return ret;
+	l->blocks_per_session = (uint32_t)u;
+	v = QW_LINK_BOUNDS_FINITE;
+	if ((ret = get_choice(cfg, s, "bounds", bnames, bvals, &v, err)))
+		return ret;
+	l->bounds = (enum qw_link_bounds)v;
+	v = QW_LINK_EC_LDPC;
+	if ((ret = get_choice(cfg, s, "ec", ecn, ecv, &v, err)))
+		return ret;
+	l->ec = (enum qw_link_ec)v;
+	l->qber_threshold = 0.11;
+	l->pace = 1.0;
+	if ((ret = qw_config_get_double(s, "qber_threshold", 0.01, 0.5, &l->qber_threshold, err)) ||
+	    (ret = qw_config_get_double(s, "pace", 0, 1000, &l->pace, err)))
+		return ret;
+	l->psk_file = qw_config_section_get(s, "psk_file", NULL);
+	if (!l->psk_file)
+		return fail(err, cfg, l->line, QW_ENOTFOUND,
+			    "[link] needs key 'psk_file' (the pre-shared authentication key of the link)");
+	if (qw_km_is_leader(c->id, l->peer) && !l->address)
+		return fail(err, cfg, l->line, QW_ENOTFOUND,
+			    "[link] to %s needs key 'address': %s sorts first, so it dials the peer",
+			    l->peer, c->id);
+	return 0;
+}
+
+int qw_km_is_leader(const char *self, const char *peer)
+{
+	return strcmp(self, peer) < 0;
+}
+
+int qw_km_conf_load(const struct qw_config *cfg, struct qw_km_conf *c, struct qw_config_error *err)
+{
+	struct qw_config_error dummy;
+	const struct qw_config_section *s;
+	size_t nl = 0, ns = 0;
+	int ret;
+
+	QW_REQUIRE(cfg != NULL && c != NULL);
+	if (!err)
+		err = &dummy;
+	memset(c, 0, sizeof(*c));
+	if ((ret = qw_config_check_sections(cfg, sections, err)) ||
+	    (ret = load_node(cfg, c, err)) || (ret = load_limits(cfg, c, err)) ||
+	    (ret = load_listener(cfg, c, err)))
+		return ret;
+	for (s = qw_config_find(cfg, "link", NULL); s; s = qw_config_find(cfg, "link", s))
+		nl++;
+	for (s = qw_config_find(cfg, "sae", NULL); s; s = qw_config_find(cfg, "sae", s))
+		ns++;
+	c->links = qw_calloc(nl ? nl : 1, sizeof(*c->links));
+	c->saes = qw_calloc(ns ? ns : 1, sizeof(*c->saes));
+	if (!c->links || !c->saes)
+		return QW_ENOMEM;
+	if (nl && (!c->listen || !c->cert || !c->key || !c->ca))
+		return fail(err, cfg, qw_config_section_line(qw_config_find(cfg, "node", NULL)),
+			    QW_ENOTFOUND,
+			    "[node] needs 'listen', 'cert', 'key' and 'ca' when the node has links");
+	for (s = qw_config_find(cfg, "link", NULL); s; s = qw_config_find(cfg, "link", s)) {
+		struct qw_km_link_conf *l = &c->links[c->nlinks];
+		if ((ret = load_link(cfg, s, c, l, err)))
+			return ret;
+		for (size_t i = 0; i < c->nlinks; i++)
+			if (!strcmp(c->links[i].peer, l->peer))
+				return fail(err, cfg, l->line, QW_EEXIST,
+					    "second [link] to %s (first at line %d)", l->peer,
+					    c->links[i].line);
+		c->nlinks++;
+	}
+	for (s = qw_config_find(cfg, "sae", NULL); s; s = qw_config_find(cfg, "sae", s)) {
+		struct qw_km_sae_conf *a = &c->saes[c->nsaes];
+		int known;
+
+		a->line = qw_config_section_line(s);
+		if ((ret = qw_config_check_keys(s, sae_keys, err)) ||
+		    (ret = get_id(cfg, s, "id", &a->id, err)) ||
+		    (ret = get_id(cfg, s, "node", &a->node, err)))
+			return ret;
+		for (size_t i = 0; i < c->nsaes; i++)
+			if (!strcmp(c->saes[i].id, a->id))
+				return fail(err, cfg, a->line, QW_EEXIST,
+					    "SAE %s declared twice (first at line %d)", a->id,
+					    c->saes[i].line);
+		known = !strcmp(a->node, c->id);
+		for (size_t i = 0; i < c->nlinks && !known; i++)
+			known = !strcmp(a->node, c->links[i].peer);
+		if (!known)
+			return fail(err, cfg, a->line, QW_ENOTFOUND,
+				    "[sae] %s: node %s is neither this node nor a link peer (relay over several hops comes later)",
+				    a->id, a->node);
+		c->nsaes++;
+	}
+	return 0;
+}
+
+void qw_km_conf_clear(struct qw_km_conf *c)
+{
+	if (!c)
+		return;
+	free(c->links);
+	free(c->saes);
+	memset(c, 0, sizeof(*c));
+}

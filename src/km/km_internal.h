@@ -1,0 +1,116 @@
+/* Private state of the key manager shared by node.c, kmlink.c and
+ * kme_impl.c. */
+#ifndef QWAVE_KM_INTERNAL_H
+#define QWAVE_KM_INTERNAL_H
+
+#include <pthread.h>
+#include <stdint.h>
+
+#include "qwave/km.h"
+#include "qwave/kmlink.h"
+
+struct event;
+
+/* Requests originated by the leader carry this bit in their seq, so the
+ * two ends' request ids never collide on the one connection. */
+#define KM_SEQ_LEADER (UINT64_C(1) << 63)
+/* How long a follower retries a cut it cannot apply yet (its copy of the
+ * block may still be on its way from the QKD link thread). */
+#define KM_APPLY_RETRY_MS 3000
+#define KM_APPLY_RETRY_STEP_MS 20
+
+struct km_block {
+	struct km_block *next;
+	uint64_t id, nbits;
+	uint8_t *bits;
+	size_t nbytes;
+};
+
+/* A key request originated at this node (its SAE is the master). */
+struct km_req {
+	struct km_req *next;
+	struct qw_km *km;
+	struct km_peer *p;
+	uint64_t seq;
+	qw_kme_keys_cb cb;
+	void *arg;
+	struct qw_kmlink_keys k;   /* k.ids set once the keys exist here */
+	int cut_here;              /* leader: erase our keys if the peer refuses */
+	struct event *timer;
+};
+
+/* Leader: a cut made for the follower's KEYS_REQ, awaiting its ACK. */
+struct km_cut {
+	struct km_cut *next;
+	uint64_t seq;
+	struct qw_uuid *ids;
+	uint32_t count;
+};
+
+/* Follower: an announced cut waiting to be applied, in arrival order. */
+struct km_in {
+	struct km_in *next;
+	struct qw_kmlink_msg m;
+	int64_t first_ms;
+};
+
+struct km_peer {
+	struct qw_km *km;
+	const struct qw_km_link_conf *lc;
+	const char *id;
+	int leader;
+	struct bufferevent *bev;
+	int up, got_pool, got_keys, got_done, sent_done;
+	uint64_t next_seq;
+	struct km_req *reqs;
+	struct km_cut *cuts;
+	struct km_in *in_head, *in_tail;
+	struct event *retry_ev;
+	/* blocks from the QKD link thread (mu) */
+	pthread_mutex_t mu;
+	struct km_block *blk_head, *blk_tail;
+	struct qw_km_link_report rep;
+	/* counters (loop thread) */
+	uint64_t keys_master, keys_slave, keys_cut, resyncs, resync_dropped_keys;
+	uint64_t requests_failed, blocks_appended, blocks_refused;
+};
+
+struct km_status_count {
+	int status;
+	uint64_t n;
+};
+
+struct qw_km {
+	struct event_base *base;
+	const struct qw_km_conf *conf;
+	struct qw_store *store;
+	struct km_peer *peers;
+	size_t npeers;
+	struct event *blocks_ev;
+	void (*down_cb)(void *arg, const char *peer);
+	void *down_arg;
+	size_t pending;
+	struct km_status_count status[16];
+	uint64_t keys_delivered;
+};
+
+struct km_peer *km_peer_find(struct qw_km *km, const char *id);
+int64_t km_now_ms(void);
+/* Send m on p's connection. 0, QW_ECLOSED (down), QW_ENOMEM, QW_EINVAL. */
+int km_send(struct km_peer *p, const struct qw_kmlink_msg *m);
+/* Drop p's connection: fail the requests waiting on it and tell down_cb. */
+void km_peer_drop(struct km_peer *p, const char *why);
+/* Append the queued blocks of p to the store (unless resynchronising). */
+void km_drain_blocks(struct km_peer *p);
+/* The same without retrying queued cuts; returns the blocks taken. */
+size_t km_append_blocks(struct km_peer *p);
+/* Complete r (err or keys), unlink and free it. */
+void km_req_finish(struct km_req *r, int err, struct qw_kme_key *keys, size_t n);
+/* Deliver the keys of r to its master SAE and complete it. */
+void km_req_deliver(struct km_req *r);
+/* Erase keys that will never be delivered (ignores those already gone). */
+void km_erase_ids(struct qw_km *km, const struct qw_uuid *ids, size_t n);
+/* Follower: apply queued KEYS_NEW in order. */
+void km_process_in(struct km_peer *p);
+
+#endif

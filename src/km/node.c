@@ -1,0 +1,406 @@
+/* The key manager of a node: peers, the pool feed from the QKD link
+ * threads, request completion, routing and metrics (include/qwave/km.h). */
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+
+#include "km_internal.h"
+#include "qwave/log.h"
+#include "qwave/secmem.h"
+
+int64_t km_now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+struct km_peer *km_peer_find(struct qw_km *km, const char *id)
+{
+	for (size_t i = 0; i < km->npeers; i++)
+		if (!strcmp(km->peers[i].id, id))
+			return &km->peers[i];
+	return NULL;
+}
+
+static void block_free(struct km_block *b)
+{
+	if (!b)
+		return;
+	qw_free_secret(b->bits, b->nbytes);
+	free(b);
+}
+
+size_t km_append_blocks(struct km_peer *p)
+{
+	size_t n = 0;
+
+	/* A pool list sent to the peer must not be outdated by our own
+	 * append before the peer applied it. */
+	if (p->bev && !p->up)
+		return 0;
+	for (;; n++) {
+		struct km_block *b;
+		int ret;
+
+		pthread_mutex_lock(&p->mu);
+		b = p->blk_head;
+		if (b) {
+			p->blk_head = b->next;
+			if (!p->blk_head)
+				p->blk_tail = NULL;
+		}
+		pthread_mutex_unlock(&p->mu);
+		if (!b)
+			break;
+		ret = qw_store_pool_append(p->km->store, p->id, b->id, b->bits, b->nbits);
+		if (ret) {
+			p->blocks_refused++;
+			qw_log(QW_LOG_WARN, "pool %s: block %" PRIu64 " refused: %s", p->id, b->id,
+			       qw_strerror(ret));
+		} else {
+			p->blocks_appended++;
+		}
+		block_free(b);
+	}
+	return n;
+}
+
+void km_drain_blocks(struct km_peer *p)
+{
+	if (km_append_blocks(p) && p->in_head)
+		km_process_in(p);
+}
+
+static void on_blocks(evutil_socket_t fd, short what, void *arg)
+{
+	struct qw_km *km = arg;
+
+	(void)fd;
+	(void)what;
+	for (size_t i = 0; i < km->npeers; i++)
+		km_drain_blocks(&km->peers[i]);
+}
+
+int qw_km_submit_block(struct qw_km *km, const char *peer, uint64_t block_id,
+		       const uint8_t *bits, uint64_t nbits)
+{
+	struct km_peer *p = km_peer_find(km, peer);
+	struct km_block *b;
+
+	if (!p)
+		return QW_ENOTFOUND;
+	b = calloc(1, sizeof(*b));
+	if (!b)
+		return QW_ENOMEM;
+	b->id = block_id;
+	b->nbits = nbits;
+	b->nbytes = (size_t)((nbits + 7) / 8);
+	b->bits = malloc(b->nbytes ? b->nbytes : 1);
+	if (!b->bits) {
+		free(b);
+		return QW_ENOMEM;
+	}
+	memcpy(b->bits, bits, b->nbytes);
+	pthread_mutex_lock(&p->mu);
+	if (p->blk_tail)
+		p->blk_tail->next = b;
+	else
+		p->blk_head = b;
+	p->blk_tail = b;
+	pthread_mutex_unlock(&p->mu);
+	event_active(km->blocks_ev, EV_READ, 0);
+	return 0;
+}
+
+void qw_km_link_report(struct qw_km *km, const char *peer, const struct qw_km_link_report *r)
+{
+	struct km_peer *p = km_peer_find(km, peer);
+
+	if (!p)
+		return;
+	pthread_mutex_lock(&p->mu);
+	p->rep = *r;
+	pthread_mutex_unlock(&p->mu);
+}
+
+struct qw_km *qw_km_new(struct event_base *base, const struct qw_km_conf *conf,
+			struct qw_store *store, int *err)
+{
+	struct qw_km *km;
+	int dummy;
+
+	if (!err)
+		err = &dummy;
+	QW_REQUIRE(base != NULL && conf != NULL && store != NULL);
+	*err = QW_ENOMEM;
+	km = calloc(1, sizeof(*km));
+	if (!km)
+		return NULL;
+	km->base = base;
+	km->conf = conf;
+	km->store = store;
+	km->peers = qw_calloc(conf->nlinks ? conf->nlinks : 1, sizeof(*km->peers));
+	km->blocks_ev = event_new(base, -1, 0, on_blocks, km);
+	if (!km->peers || !km->blocks_ev) {
+		qw_km_free(km);
+		return NULL;
+	}
+	for (size_t i = 0; i < conf->nlinks; i++) {
+		struct km_peer *p = &km->peers[i];
+		p->km = km;
+		p->lc = &conf->links[i];
+		p->id = conf->links[i].peer;
+		p->leader = qw_km_is_leader(conf->id, p->id);
+		p->next_seq = 1;
+		pthread_mutex_init(&p->mu, NULL);
+		km->npeers++;
+	}
+	*err = 0;
+	return km;
+}
+
+void qw_km_free(struct qw_km *km)
+{
+	if (!km)
+		return;
+	km->down_cb = NULL;
+	for (size_t i = 0; i < km->npeers; i++) {
+		struct km_peer *p = &km->peers[i];
+		km_peer_drop(p, "node stopping");
+		while (p->reqs)
+			km_req_finish(p->reqs, QW_ECLOSED, NULL, 0);
+		if (p->retry_ev)
+			event_free(p->retry_ev);
+		while (p->blk_head) {
+			struct km_block *b = p->blk_head;
+			p->blk_head = b->next;
+			block_free(b);
+		}
+		pthread_mutex_destroy(&p->mu);
+	}
+	if (km->blocks_ev)
+		event_free(km->blocks_ev);
+	free(km->peers);
+	free(km);
+}
+
+void qw_km_set_down_cb(struct qw_km *km, void (*cb)(void *arg, const char *peer), void *arg)
+{
+	km->down_cb = cb;
+	km->down_arg = arg;
+}
+
+size_t qw_km_pending(struct qw_km *km)
+{
+	return km->pending;
+}
+
+int qw_km_route(struct qw_km *km, const char *sae, const char **peer)
+{
+	const struct qw_km_conf *c = km->conf;
+
+	for (size_t i = 0; i < c->nsaes; i++) {
+		if (strcmp(c->saes[i].id, sae))
+			continue;
+		if (!strcmp(c->saes[i].node, c->id))
+			return QW_ESTATE;
+		for (size_t j = 0; j < c->nlinks; j++)
+			if (!strcmp(c->links[j].peer, c->saes[i].node)) {
+				*peer = c->links[j].peer;
+				return 0;
+			}
+		return QW_EUNSUPPORTED;
+	}
+	return QW_ENOTFOUND;
+}
+
+/* ---- request completion ---- */
+
+void km_req_finish(struct km_req *r, int err, struct qw_kme_key *keys, size_t n)
+{
+	struct km_peer *p = r->p;
+	qw_kme_keys_cb cb = r->cb;
+	void *arg = r->arg;
+
+	for (struct km_req **pr = &p->reqs; *pr; pr = &(*pr)->next)
+		if (*pr == r) {
+			*pr = r->next;
+			break;
+		}
+	if (r->timer)
+		event_free(r->timer);
+	free(r->k.ids);
+	r->km->pending--;
+	if (err)
+		p->requests_failed++;
+	free(r);
+	cb(arg, err, keys, n);
+}
+
+void km_req_deliver(struct km_req *r)
+{
+	struct qw_km *km = r->km;
+	size_t bytes = r->k.size_bits / 8, total = bytes * r->k.count, outlen = 0;
+	struct qw_kme_key *keys = NULL;
+	uint8_t *out = NULL;
+	int ret = QW_ENOMEM;
+
+	out = qw_secure_alloc(total);
+	keys = qw_calloc(r->k.count, sizeof(*keys));
+	if (!out || !keys)
+		goto fail;
+	ret = qw_store_key_deliver_many(km->store, r->k.ids, r->k.count, r->k.master, out, total,
+					&outlen, NULL);
+	if (ret)
+		goto fail;
+	ret = QW_ENOMEM;
+	for (uint32_t i = 0; i < r->k.count; i++) {
+		keys[i].key = malloc(bytes);
+		if (!keys[i].key) {
+			qw_kme_keys_free(keys, i);
+			keys = NULL;
+			goto fail;
+		}
+		memcpy(keys[i].key, out + (size_t)i * bytes, bytes);
+		keys[i].size_bits = r->k.size_bits;
+		qw_uuid_format(&r->k.ids[i], keys[i].key_id);
+	}
+	qw_secure_free(out, total);
+	r->p->keys_master += r->k.count;
+	km->keys_delivered += r->k.count;
+	km_req_finish(r, 0, keys, r->k.count);
+	return;
+fail:
+	/* after a failed deliver_many nothing was delivered: the keys stay
+	 * RESERVED for the master, so erase them rather than strand them */
+	if (ret != QW_ENOMEM || out)
+		km_erase_ids(km, r->k.ids, r->k.count);
+	qw_secure_free(out, total);
+	free(keys);
+	qw_log(QW_LOG_WARN, "delivering %u key(s) to %s failed: %s", r->k.count, r->k.master,
+	       qw_strerror(ret));
+	km_req_finish(r, ret, NULL, 0);
+}
+
+/* ---- metrics ---- */
+
+void qw_km_count_status(struct qw_km *km, int status)
+{
+	size_t i;
+
+	for (i = 0; i < 16 && km->status[i].status; i++)
+		if (km->status[i].status == status)
+			break;
+	if (i == 16)
+		return;
+	km->status[i].status = status;
+	km->status[i].n++;
+}
+
+static int pf(struct qw_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int pf(struct qw_buf *b, const char *fmt, ...)
+{
+	char line[512];
+	va_list ap;
+	int n;
+
+	va_start(ap, fmt);
+	n = vsnprintf(line, sizeof(line), fmt, ap);
+	va_end(ap);
+	if (n < 0)
+		return QW_EINVAL;
+	return qw_buf_append(b, line, (size_t)n < sizeof(line) ? (size_t)n : sizeof(line) - 1);
+}
+
+#define HELP(b, name, type, text) \
+	pf(b, "# HELP " name " " text "\n# TYPE " name " " type "\n")
+
+int qw_km_metrics(struct qw_km *km, struct qw_buf *b)
+{
+	const char *node = km->conf->id;
+	int ret = 0;
+
+	ret |= HELP(b, "qwave_pool_bits", "gauge", "Unconsumed link-key bits in the pool shared with a neighbour.");
+	for (size_t i = 0; i < km->npeers; i++) {
+		uint64_t bits = 0;
+		if (qw_store_pool_available(km->store, km->peers[i].id, &bits))
+			continue;
+		ret |= pf(b, "qwave_pool_bits{node=\"%s\",peer=\"%s\"} %" PRIu64 "\n", node,
+			  km->peers[i].id, bits);
+	}
+	ret |= HELP(b, "qwave_pool_keys", "gauge", "Keys of the default key_size the pool can supply now.");
+	for (size_t i = 0; i < km->npeers; i++) {
+		uint64_t bits = 0;
+		if (qw_store_pool_available(km->store, km->peers[i].id, &bits))
+			continue;
+		ret |= pf(b, "qwave_pool_keys{node=\"%s\",peer=\"%s\"} %" PRIu64 "\n", node,
+			  km->peers[i].id, bits / km->conf->limits.key_size);
+	}
+	ret |= HELP(b, "qwave_pool_bits_dropped_total", "counter", "Pool bits discarded by resynchronisation.");
+	for (size_t i = 0; i < km->npeers; i++) {
+		struct qw_store_stats st;
+		if (qw_store_stats(km->store, km->peers[i].id, &st))
+			continue;
+		ret |= pf(b, "qwave_pool_bits_dropped_total{node=\"%s\",peer=\"%s\"} %" PRIu64 "\n",
+			  node, km->peers[i].id, st.bits_dropped);
+	}
+	ret |= HELP(b, "qwave_keys_delivered_total", "counter", "Keys handed to SAEs (master: enc_keys, slave: dec_keys).");
+	for (size_t i = 0; i < km->npeers; i++) {
+		ret |= pf(b, "qwave_keys_delivered_total{node=\"%s\",peer=\"%s\",role=\"master\"} %" PRIu64 "\n",
+			  node, km->peers[i].id, km->peers[i].keys_master);
+		ret |= pf(b, "qwave_keys_delivered_total{node=\"%s\",peer=\"%s\",role=\"slave\"} %" PRIu64 "\n",
+			  node, km->peers[i].id, km->peers[i].keys_slave);
+	}
+	ret |= HELP(b, "qwave_keys_cut_total", "counter", "Keys cut from the pool for the other end's SAEs.");
+	for (size_t i = 0; i < km->npeers; i++)
+		ret |= pf(b, "qwave_keys_cut_total{node=\"%s\",peer=\"%s\"} %" PRIu64 "\n", node,
+			  km->peers[i].id, km->peers[i].keys_cut);
+	ret |= HELP(b, "qwave_etsi_requests_total", "counter", "ETSI GS QKD 014 requests by HTTP status code.");
+	for (size_t i = 0; i < 16 && km->status[i].status; i++)
+		ret |= pf(b, "qwave_etsi_requests_total{node=\"%s\",code=\"%d\"} %" PRIu64 "\n", node,
+			  km->status[i].status, km->status[i].n);
+	ret |= HELP(b, "qwave_km_link_up", "gauge", "1 when the KM link to the neighbour is up and resynchronised.");
+	for (size_t i = 0; i < km->npeers; i++)
+		ret |= pf(b, "qwave_km_link_up{node=\"%s\",peer=\"%s\"} %d\n", node, km->peers[i].id,
+			  km->peers[i].up);
+	ret |= HELP(b, "qwave_km_resyncs_total", "counter", "KM link resynchronisations.");
+	for (size_t i = 0; i < km->npeers; i++)
+		ret |= pf(b, "qwave_km_resyncs_total{node=\"%s\",peer=\"%s\"} %" PRIu64 "\n", node,
+			  km->peers[i].id, km->peers[i].resyncs);
+	for (int k = 0; k < 6; k++) {
+		static const char *const names[] = {
+			"qwave_qkd_link_up", "qwave_qkd_qber", "qwave_qkd_secret_key_rate_bps",
+			"qwave_qkd_secret_bits_total", "qwave_qkd_blocks_dropped_total",
+			"qwave_qkd_qber_alarms_total" };
+		static const char *const types[] = { "gauge", "gauge", "gauge", "counter", "counter", "counter" };
+		static const char *const helps[] = {
+			"1 when the QKD link's classical channel is connected.",
+			"QBER estimate of the last distillation session.",
+			"Secret key rate of the last session (bit/s of wall time).",
+			"Secret bits distilled into the pool.",
+			"Key blocks dropped by the distillation.",
+			"QBER alarms (a block's QBER above the threshold)." };
+		ret |= pf(b, "# HELP %s %s\n# TYPE %s %s\n", names[k], helps[k], names[k], types[k]);
+		for (size_t i = 0; i < km->npeers; i++) {
+			struct km_peer *p = &km->peers[i];
+			struct qw_km_link_report r;
+			double v;
+			pthread_mutex_lock(&p->mu);
+			r = p->rep;
+			pthread_mutex_unlock(&p->mu);
+			v = k == 0 ? r.up : k == 1 ? r.qber : k == 2 ? r.key_rate_bps :
+			    k == 3 ? (double)r.secret_bits : k == 4 ? (double)r.blocks_dropped :
+			    (double)r.alarms;
+			ret |= pf(b, "%s{node=\"%s\",peer=\"%s\"} %.6g\n", names[k], node, p->id, v);
+		}
+	}
+	return ret ? QW_ENOMEM : 0;
+}

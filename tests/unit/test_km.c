@@ -1,0 +1,691 @@
+/* Key manager: two nodes in one process, each with its own store, joined
+ * by an in-process KM link (a bufferevent pair). Checks that both ends
+ * hold equal keys, that the slave's store has committed the keys before
+ * the master's request completes (the slave can never ask too early), that
+ * dec_keys by another SAE is refused, that a key is delivered once, the
+ * follower-initiated path, out-of-step recovery by resynchronisation, and
+ * the KM-link message parser (round trips, malformed input). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+
+#include "qwave/config.h"
+#include "qwave/km.h"
+#include "qwave/kmlink.h"
+#include "qwave/rng.h"
+#include "qwave/store.h"
+
+static const char *const conf_text[2] = {
+	"[node]\nid = node-a\ndata_dir = /nonexistent\nlisten = 127.0.0.1:1\n"
+	"cert = a.crt\nkey = a.key\nca = ca.crt\nrequest_timeout_ms = 2000\n"
+	"[limits]\nkey_size = 256\nmax_key_per_request = 16\nmax_key_size = 1024\nmin_key_size = 64\n"
+	"[link]\npeer = node-b\naddress = 127.0.0.1:2\npsk_file = psk\n"
+	"[sae]\nid = sae-a\nnode = node-a\n[sae]\nid = sae-b\nnode = node-b\n"
+	"[sae]\nid = sae-c\nnode = node-b\n",
+	"[node]\nid = node-b\ndata_dir = /nonexistent\nlisten = 127.0.0.1:2\n"
+	"cert = b.crt\nkey = b.key\nca = ca.crt\nrequest_timeout_ms = 2000\n"
+	"[limits]\nkey_size = 256\nmax_key_per_request = 16\nmax_key_size = 1024\nmin_key_size = 64\n"
+	"[link]\npeer = node-a\npsk_file = psk\n"
+	"[sae]\nid = sae-a\nnode = node-a\n[sae]\nid = sae-b\nnode = node-b\n"
+	"[sae]\nid = sae-c\nnode = node-b\n",
+};
+
+struct node {
+	struct qw_config *cfg;
+	struct qw_km_conf conf;
+	struct qw_store *store;
+	struct qw_km *km;
+	char db[96];
+};
+
+struct fx {
+	char dir[64];
+	struct event_base *base;
+	struct node n[2];
+	struct qw_rng *rng;
+	uint64_t next_block;
+};
+
+struct result {
+	int done, err;
+	struct qw_kme_key *keys;
+	size_t n;
+	/* keys found committed in the slave's store when the callback ran */
+	size_t slave_had;
+	struct qw_store *slave_store;
+};
+
+static void rm_db(const char *db)
+{
+	char p[128];
+
+	unlink(db);
+	snprintf(p, sizeof(p), "%s-wal", db);
+	unlink(p);
+	snprintf(p, sizeof(p), "%s-shm", db);
+	unlink(p);
+}
+
+static void connect_nodes(struct fx *f)
+{
+	struct bufferevent *pair[2];
+
+	assert_int_equal(bufferevent_pair_new(f->base, BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS,
+					      pair), 0);
+	assert_int_equal(qw_km_attach(f->n[0].km, "node-b", pair[0]), 0);
+	assert_int_equal(qw_km_attach(f->n[1].km, "node-a", pair[1]), 0);
+}
+
+static void run_until(struct fx *f, int (*cond)(void *), void *arg)
+{
+	/* up to ~10 s: a follower retries a cut for KM_APPLY_RETRY_MS */
+	for (int i = 0; i < 200000 && !cond(arg); i++) {
+		event_base_loop(f->base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
+		if (i % 16 == 15)
+			usleep(1000);
+	}
+	assert_true(cond(arg));
+}
+
+static int both_up(void *arg)
+{
+	struct fx *f = arg;
+
+	return qw_km_link_up(f->n[0].km, "node-b") && qw_km_link_up(f->n[1].km, "node-a");
+}
+
+static int is_done(void *arg)
+{
+	return ((struct result *)arg)->done;
+}
+
+/* The same secret block at both ends, as the QKD link's sink gives it. */
+static void add_block(struct fx *f, uint64_t nbits, int only)
+{
+	size_t nb = (size_t)((nbits + 7) / 8);
+	uint8_t *bits = malloc(nb);
+	uint64_t id = ++f->next_block;
+
+	assert_non_null(bits);
+	assert_int_equal(qw_rng_bytes(f->rng, bits, nb), 0);
+	if (nbits % 8)
+		bits[nb - 1] &= (uint8_t)(0xff << (8 - nbits % 8));
+	for (int i = 0; i < 2; i++)
+		if (only < 0 || only == i)
+			assert_int_equal(qw_store_pool_append(f->n[i].store, i ? "node-a" : "node-b",
+							      id, bits, nbits), 0);
+	free(bits);
+}
+
+static int setup(void **state)
+{
+	struct fx *f = calloc(1, sizeof(*f));
+	uint8_t mk[QW_STORE_MASTER_KEY_BYTES];
+	struct qw_store_opts so = { .sync = QW_STORE_SYNC_NORMAL };
+
+	if (!f)
+		return -1;
+	strcpy(f->dir, "/tmp/qw_km_XXXXXX");
+	if (!mkdtemp(f->dir))
+		return -1;
+	f->rng = qw_rng_new_seeded(4242);
+	f->base = event_base_new();
+	if (!f->rng || !f->base)
+		return -1;
+	for (int i = 0; i < 2; i++) {
+		struct node *n = &f->n[i];
+		struct qw_config_error e;
+		int err;
+
+		if (qw_config_parse_string(conf_text[i], i ? "b.conf" : "a.conf", &n->cfg, &e) ||
+		    qw_km_conf_load(n->cfg, &n->conf, &e))
+			return -1;
+		snprintf(n->db, sizeof(n->db), "%s/%c.db", f->dir, 'a' + i);
+		if (qw_rng_bytes(f->rng, mk, sizeof(mk)))
+			return -1;
+		n->store = qw_store_open(n->db, mk, &so, &err);
+		if (!n->store)
+			return -1;
+		n->km = qw_km_new(f->base, &n->conf, n->store, &err);
+		if (!n->km)
+			return -1;
+	}
+	*state = f;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	struct fx *f = *state;
+
+	for (int i = 0; i < 2; i++) {
+		qw_km_free(f->n[i].km);
+		qw_store_close(f->n[i].store);
+		qw_km_conf_clear(&f->n[i].conf);
+		qw_config_free(f->n[i].cfg);
+		rm_db(f->n[i].db);
+	}
+	rmdir(f->dir);
+	event_base_free(f->base);
+	qw_rng_free(f->rng);
+	free(f);
+	return 0;
+}
+
+static void on_keys(void *arg, int err, struct qw_kme_key *keys, size_t n)
+{
+	struct result *r = arg;
+
+	r->done = 1;
+	r->err = err;
+	r->keys = keys;
+	r->n = n;
+	for (size_t i = 0; r->slave_store && i < n; i++) {
+		struct qw_store_key_info info;
+		struct qw_uuid id;
+		assert_int_equal(qw_uuid_parse(&id, keys[i].key_id), 0);
+		if (qw_store_key_info(r->slave_store, &id, &info) == 0 &&
+		    info.state == QW_STORE_RESERVED)
+			r->slave_had++;
+	}
+}
+
+static void get_keys(struct fx *f, int node, const char *master, const char *slave,
+		     uint32_t number, uint32_t size, struct result *r)
+{
+	struct qw_kme_get_key_req rq = { .master_sae = master, .slave_sae = slave,
+					 .number = number, .size_bits = size };
+
+	memset(r, 0, sizeof(*r));
+	r->slave_store = f->n[!node].store;
+	qw_km_kme_ops()->get_keys(f->n[node].km, &rq, on_keys, r);
+	run_until(f, is_done, r);
+}
+
+static void dec_keys(struct fx *f, int node, const char *caller, const char *master,
+		     const struct result *enc, struct result *r)
+{
+	const char *ids[16];
+
+	for (size_t i = 0; i < enc->n; i++)
+		ids[i] = enc->keys[i].key_id;
+	memset(r, 0, sizeof(*r));
+	qw_km_kme_ops()->get_keys_with_ids(f->n[node].km, caller, master, ids, enc->n, on_keys, r);
+	run_until(f, is_done, r);
+}
+
+static void assert_same_keys(const struct result *a, const struct result *b)
+{
+	assert_int_equal(a->n, b->n);
+	for (size_t i = 0; i < a->n; i++) {
+		assert_string_equal(a->keys[i].key_id, b->keys[i].key_id);
+		assert_int_equal(a->keys[i].size_bits, b->keys[i].size_bits);
+		assert_memory_equal(a->keys[i].key, b->keys[i].key, a->keys[i].size_bits / 8);
+	}
+}
+
+static uint64_t pool(struct fx *f, int i)
+{
+	uint64_t bits = 0;
+
+	assert_int_equal(qw_store_pool_available(f->n[i].store, i ? "node-a" : "node-b", &bits), 0);
+	return bits;
+}
+
+static void test_leader_master(void **state)
+{
+	struct fx *f = *state;
+	struct result enc, dec, again;
+	struct qw_kme_status st;
+
+	add_block(f, 8000, -1);
+	connect_nodes(f);
+	run_until(f, both_up, f);
+	assert_int_equal(qw_km_kme_ops()->status(f->n[0].km, "sae-a", "sae-b", &st), 0);
+	assert_string_equal(st.source_kme_id, "node-a");
+	assert_string_equal(st.target_kme_id, "node-b");
+	assert_int_equal(st.stored_key_count, 8000 / 256);
+	assert_int_equal(qw_km_kme_ops()->status(f->n[0].km, "sae-b", "sae-a", &st), QW_EPERM);
+	assert_int_equal(qw_km_kme_ops()->status(f->n[0].km, "sae-a", "nobody", &st), QW_ENOTFOUND);
+
+	get_keys(f, 0, "sae-a", "sae-b", 3, 256, &enc);
+	assert_int_equal(enc.err, 0);
+	assert_int_equal(enc.n, 3);
+	/* the slave's KME committed every key before the master got them */
+	assert_int_equal(enc.slave_had, 3);
+	assert_int_equal(pool(f, 0), 8000 - 3 * 256);
+	assert_int_equal(pool(f, 1), 8000 - 3 * 256);
+
+	/* the wrong SAE: refused, nothing consumed */
+	dec_keys(f, 1, "sae-c", "sae-a", &enc, &dec);
+	assert_int_equal(dec.err, QW_EPERM);
+	/* wrong master named */
+	dec_keys(f, 1, "sae-b", "sae-c", &enc, &dec);
+	assert_int_equal(dec.err, QW_EPERM);
+	dec_keys(f, 1, "sae-b", "sae-a", &enc, &dec);
+	assert_int_equal(dec.err, 0);
+	assert_same_keys(&enc, &dec);
+	/* a second delivery is refused */
+	dec_keys(f, 1, "sae-b", "sae-a", &enc, &again);
+	assert_int_equal(again.err, QW_ENOTFOUND);
+	qw_kme_keys_free(enc.keys, enc.n);
+	qw_kme_keys_free(dec.keys, dec.n);
+
+	/* limits */
+	get_keys(f, 0, "sae-a", "sae-b", 17, 256, &enc);
+	assert_int_equal(enc.err, QW_ERANGE);
+	get_keys(f, 0, "sae-a", "sae-b", 1, 2048, &enc);
+	assert_int_equal(enc.err, QW_ERANGE);
+	get_keys(f, 0, "sae-a", "sae-b", 1, 60, &enc);
+	assert_int_equal(enc.err, QW_ERANGE);
+	/* a caller attached elsewhere cannot be a master here */
+	get_keys(f, 0, "sae-b", "sae-a", 1, 256, &enc);
+	assert_int_equal(enc.err, QW_EPERM);
+	/* not enough material: nothing cut */
+	get_keys(f, 0, "sae-a", "sae-b", 16, 1024, &enc);
+	assert_int_equal(enc.err, QW_EAGAIN);
+	assert_int_equal(pool(f, 0), 8000 - 3 * 256);
+}
+
+static void test_follower_master(void **state)
+{
+	struct fx *f = *state;
+	struct result enc, dec;
+
+	add_block(f, 4096, -1);
+	add_block(f, 4096, -1);
+	connect_nodes(f);
+	run_until(f, both_up, f);
+	/* sizes in multiples of 8 cut across block boundaries */
+	get_keys(f, 1, "sae-c", "sae-a", 5, 1000, &enc);
+	assert_int_equal(enc.err, 0);
+	assert_int_equal(enc.n, 5);
+	assert_int_equal(enc.slave_had, 5);
+	assert_int_equal(pool(f, 0), 8192 - 5000);
+	assert_int_equal(pool(f, 1), 8192 - 5000);
+	dec_keys(f, 0, "sae-a", "sae-c", &enc, &dec);
+	assert_int_equal(dec.err, 0);
+	assert_same_keys(&enc, &dec);
+	qw_kme_keys_free(dec.keys, dec.n);
+	/* keys requested from both ends interleaved stay in step */
+	for (int i = 0; i < 4; i++) {
+		struct result a, b, da, db;
+		get_keys(f, i & 1, i & 1 ? "sae-b" : "sae-a", i & 1 ? "sae-a" : "sae-b", 1, 128, &a);
+		get_keys(f, !(i & 1), i & 1 ? "sae-a" : "sae-b", i & 1 ? "sae-c" : "sae-a", 1, 64, &b);
+		assert_int_equal(a.err, 0);
+		assert_int_equal(b.err, 0);
+		dec_keys(f, !(i & 1), i & 1 ? "sae-a" : "sae-b", i & 1 ? "sae-b" : "sae-a", &a, &da);
+		dec_keys(f, i & 1, i & 1 ? "sae-c" : "sae-a", i & 1 ? "sae-a" : "sae-b", &b, &db);
+		assert_int_equal(da.err, 0);
+		assert_int_equal(db.err, 0);
+		assert_same_keys(&a, &da);
+		assert_same_keys(&b, &db);
+		qw_kme_keys_free(a.keys, a.n);
+		qw_kme_keys_free(b.keys, b.n);
+		qw_kme_keys_free(da.keys, da.n);
+		qw_kme_keys_free(db.keys, db.n);
+	}
+	assert_int_equal(pool(f, 0), pool(f, 1));
+	qw_kme_keys_free(enc.keys, enc.n);
+}
+
+static int down(void *arg)
+{
+	struct fx *f = arg;
+
+	return !qw_km_link_up(f->n[1].km, "node-a");
+}
+
+/* A block one end lost (e.g. NORMAL-mode power loss): resync drops it,
+ * keys the other end never committed are erased, and keys flow again. */
+static void test_resync(void **state)
+{
+	struct fx *f = *state;
+	struct result enc, dec;
+	struct qw_store_key_info info;
+	struct qw_uuid lonely;
+
+	add_block(f, 2048, 0);     /* only the leader has block 1 */
+	add_block(f, 4096, -1);    /* both have block 2 */
+	/* a key only the follower has (its peer lost it) */
+	{
+		const char *sl[1] = { "sae-b" };
+		struct qw_store_key_req rq = { .peer = "node-a", .size_bits = 64,
+					       .master_sae = "sae-a", .slave_saes = sl, .n_slaves = 1 };
+		assert_int_equal(qw_store_key_create(f->n[1].store, &rq, 1, &lonely, NULL), 0);
+	}
+	connect_nodes(f);
+	run_until(f, both_up, f);
+	assert_int_equal(qw_store_key_info(f->n[1].store, &lonely, &info), 0);
+	assert_int_equal(info.state, QW_STORE_ERASED);
+	/* block 1 went from the leader's pool (the follower never had it) */
+	assert_int_equal(pool(f, 0), pool(f, 1));
+	assert_int_equal(pool(f, 0), 4096 - 64);
+	get_keys(f, 0, "sae-a", "sae-b", 2, 256, &enc);
+	assert_int_equal(enc.err, 0);
+	dec_keys(f, 1, "sae-b", "sae-a", &enc, &dec);
+	assert_int_equal(dec.err, 0);
+	assert_same_keys(&enc, &dec);
+	qw_kme_keys_free(enc.keys, enc.n);
+	qw_kme_keys_free(dec.keys, dec.n);
+
+	/* out of step behind the protocol's back: the follower consumed bits
+	 * on its own; the next cut fails there, the link drops and
+	 * resynchronises, and the request after it succeeds */
+	{
+		uint8_t junk[8];
+		assert_int_equal(qw_store_pool_take(f->n[1].store, "node-a", 64, NULL, junk,
+						    sizeof(junk), NULL), 0);
+	}
+	get_keys(f, 0, "sae-a", "sae-b", 1, 256, &enc);
+	assert_int_not_equal(enc.err, 0);
+	run_until(f, down, f);
+	connect_nodes(f);
+	run_until(f, both_up, f);
+	assert_int_equal(pool(f, 0), pool(f, 1));
+	get_keys(f, 0, "sae-a", "sae-b", 1, 256, &enc);
+	assert_int_equal(enc.err, 0);
+	dec_keys(f, 1, "sae-b", "sae-a", &enc, &dec);
+	assert_int_equal(dec.err, 0);
+	assert_same_keys(&enc, &dec);
+	qw_kme_keys_free(enc.keys, enc.n);
+	qw_kme_keys_free(dec.keys, dec.n);
+}
+
+/* Blocks from link threads land in the pool; a request while the link is
+ * down fails at once (503) rather than hang. */
+static void test_blocks_and_down(void **state)
+{
+	struct fx *f = *state;
+	struct result enc;
+	uint8_t bits[512];
+
+	memset(bits, 0x5a, sizeof(bits));
+	get_keys(f, 0, "sae-a", "sae-b", 1, 256, &enc);
+	assert_int_equal(enc.err, QW_EAGAIN);
+	assert_int_equal(qw_km_submit_block(f->n[0].km, "node-b", 7, bits, 4096), 0);
+	assert_int_equal(qw_km_submit_block(f->n[1].km, "node-a", 7, bits, 4096), 0);
+	assert_int_equal(qw_km_submit_block(f->n[1].km, "nobody", 7, bits, 4096), QW_ENOTFOUND);
+	connect_nodes(f);
+	run_until(f, both_up, f);
+	event_base_loop(f->base, EVLOOP_NONBLOCK);
+	assert_int_equal(pool(f, 0), 4096);
+	assert_int_equal(pool(f, 1), 4096);
+	{
+		struct qw_buf b;
+		qw_buf_init(&b, 0);
+		assert_int_equal(qw_km_metrics(f->n[0].km, &b), 0);
+		assert_int_equal(qw_buf_append_u8(&b, 0), 0);
+		assert_non_null(strstr((char *)b.data, "qwave_pool_bits{node=\"node-a\",peer=\"node-b\"} 4096\n"));
+		assert_non_null(strstr((char *)b.data, "# TYPE qwave_qkd_qber gauge\n"));
+		qw_buf_free(&b);
+	}
+}
+
+/* ---- messages ---- */
+
+static void roundtrip(const struct qw_kmlink_msg *m)
+{
+	struct qw_buf b;
+	struct qw_kmlink_msg out;
+	size_t flen;
+
+	qw_buf_init(&b, 0);
+	assert_int_equal(qw_kmlink_encode(m, &b), 0);
+	assert_int_equal(qw_kmlink_frame_len(b.data, b.len, &flen), 0);
+	assert_int_equal(flen, b.len);
+	assert_int_equal(qw_kmlink_parse(b.data, b.len, &out), 0);
+	assert_int_equal(out.type, m->type);
+	assert_int_equal(out.seq, m->seq);
+	/* every truncation and every extension is refused */
+	for (size_t cut = 0; cut < b.len; cut++) {
+		struct qw_kmlink_msg t;
+		assert_int_equal(qw_kmlink_parse(b.data, cut, &t), QW_EPARSE);
+	}
+	assert_int_equal(qw_buf_append_u8(&b, 0), 0);
+	{
+		struct qw_kmlink_msg t;
+		assert_int_equal(qw_kmlink_parse(b.data, b.len, &t), QW_EPARSE);
+	}
+	switch (m->type) {
+	case QW_KMLINK_KEYS_NEW:
+		assert_int_equal(out.u.keys.pos.block_id, m->u.keys.pos.block_id);
+		assert_int_equal(out.u.keys.pos.bit, m->u.keys.pos.bit);
+		assert_memory_equal(out.u.keys.ids, m->u.keys.ids, m->u.keys.count * sizeof(struct qw_uuid));
+		/* fall through */
+	case QW_KMLINK_KEYS_REQ:
+		assert_int_equal(out.u.keys.count, m->u.keys.count);
+		assert_int_equal(out.u.keys.size_bits, m->u.keys.size_bits);
+		assert_string_equal(out.u.keys.master, m->u.keys.master);
+		assert_int_equal(out.u.keys.n_slaves, m->u.keys.n_slaves);
+		assert_string_equal(out.u.keys.slaves[1], m->u.keys.slaves[1]);
+		break;
+	case QW_KMLINK_POOL_BLOCKS:
+		assert_int_equal(out.u.pool.n, m->u.pool.n);
+		assert_memory_equal(out.u.pool.blocks, m->u.pool.blocks, m->u.pool.n * sizeof(*m->u.pool.blocks));
+		break;
+	case QW_KMLINK_KEY_LIST:
+		assert_int_equal(out.u.keylist.n, m->u.keylist.n);
+		break;
+	case QW_KMLINK_HELLO:
+		assert_int_equal(out.u.hello.channel, m->u.hello.channel);
+		assert_string_equal(out.u.hello.node, m->u.hello.node);
+		break;
+	case QW_KMLINK_KEYS_NACK:
+		assert_int_equal(out.u.nack_error, m->u.nack_error);
+		break;
+	default:
+		break;
+	}
+	qw_kmlink_msg_clear(&out);
+	qw_buf_free(&b);
+}
+
+static void test_messages(void **state)
+{
+	struct qw_kmlink_msg m;
+	struct qw_uuid ids[3];
+	struct qw_store_block_state blocks[2] = { { 5, 1000, 10 }, { 9, 64, 64 } };
+	struct qw_buf b;
+	struct qw_kmlink_msg out;
+
+	(void)state;
+	for (int i = 0; i < 3; i++)
+		assert_int_equal(qw_uuid_generate(&ids[i]), 0);
+	memset(&m, 0, sizeof(m));
+	m.type = QW_KMLINK_KEYS_NEW;
+	m.seq = UINT64_C(0x8000000000000007);
+	m.u.keys.pos.block_id = 77;
+	m.u.keys.pos.bit = 123;
+	m.u.keys.size_bits = 256;
+	m.u.keys.count = 3;
+	m.u.keys.ids = ids;
+	strcpy(m.u.keys.master, "sae-a");
+	m.u.keys.n_slaves = 2;
+	strcpy(m.u.keys.slaves[0], "sae-b");
+	strcpy(m.u.keys.slaves[1], "sae.c_2");
+	roundtrip(&m);
+	m.type = QW_KMLINK_KEYS_REQ;
+	roundtrip(&m);
+	memset(&m, 0, sizeof(m));
+	m.type = QW_KMLINK_POOL_BLOCKS;
+	m.u.pool.blocks = blocks;
+	m.u.pool.n = 2;
+	roundtrip(&m);
+	memset(&m, 0, sizeof(m));
+	m.type = QW_KMLINK_KEY_LIST;
+	m.u.keylist.ids = ids;
+	m.u.keylist.n = 3;
+	roundtrip(&m);
+	memset(&m, 0, sizeof(m));
+	m.type = QW_KMLINK_HELLO;
+	m.u.hello.channel = QW_KMLINK_CHAN_QKD;
+	strcpy(m.u.hello.node, "node-a");
+	roundtrip(&m);
+	memset(&m, 0, sizeof(m));
+	m.type = QW_KMLINK_KEYS_NACK;
+	m.u.nack_error = QW_ESTATE;
+	roundtrip(&m);
+	memset(&m, 0, sizeof(m));
+	m.type = QW_KMLINK_RESYNC_DONE;
+	roundtrip(&m);
+
+	/* the encoder refuses what the parser would refuse */
+	memset(&m, 0, sizeof(m));
+	qw_buf_init(&b, 0);
+	m.type = QW_KMLINK_KEYS_REQ;
+	m.u.keys.count = 1;
+	m.u.keys.size_bits = 12;
+	strcpy(m.u.keys.master, "a");
+	m.u.keys.n_slaves = 1;
+	strcpy(m.u.keys.slaves[0], "b");
+	assert_int_equal(qw_kmlink_encode(&m, &b), QW_EINVAL);
+	m.u.keys.size_bits = 16;
+	strcpy(m.u.keys.master, "bad id");
+	assert_int_equal(qw_kmlink_encode(&m, &b), QW_EINVAL);
+	assert_int_equal(b.len, 0);
+	m.type = 0x20; /* relay range: reserved */
+	assert_int_equal(qw_kmlink_encode(&m, &b), QW_EINVAL);
+
+	/* malformed frames */
+	{
+		static const uint8_t bad_version[16] = { 2, 4 };
+		static const uint8_t relay[16] = { 1, 0x20 };
+		static const uint8_t unknown[16] = { 1, 0x7f };
+		static const uint8_t reserved[16] = { 1, 4, 0, 1 };
+		static const uint8_t huge[16] = { 1, 2, 0, 0, 0xff, 0xff, 0xff, 0xff };
+		static const uint8_t done[16] = { 1, 4 };
+		/* POOL_BLOCKS claiming 2 entries with bytes for 1 */
+		uint8_t short_list[16 + 4 + 24] = { 1, 2, 0, 0, 0, 0, 0, 28 };
+		/* KEYS_NEW whose used > nbits style violation: count 0 */
+		uint8_t zero_keys[16 + 16 + 8 + 2 + 2 + 2] = { 1, 0x11, 0, 0, 0, 0, 0, 30 };
+		size_t flen;
+
+		short_list[16 + 3] = 2;
+		zero_keys[16 + 16 + 3] = 0x80; /* size 128 bits, count 0 */
+		zero_keys[16 + 24] = 1;
+		zero_keys[16 + 25] = 'a';
+		zero_keys[16 + 26] = 1;
+		zero_keys[16 + 27] = 1;
+		zero_keys[16 + 28] = 'b';
+		assert_int_equal(qw_kmlink_parse(bad_version, 16, &out), QW_EPARSE);
+		assert_int_equal(qw_kmlink_parse(relay, 16, &out), QW_EPARSE);
+		assert_int_equal(qw_kmlink_parse(unknown, 16, &out), QW_EPARSE);
+		assert_int_equal(qw_kmlink_parse(reserved, 16, &out), QW_EPARSE);
+		assert_int_equal(qw_kmlink_frame_len(huge, 16, &flen), QW_EPARSE);
+		assert_int_equal(qw_kmlink_frame_len(done, 15, &flen), QW_EAGAIN);
+		assert_int_equal(qw_kmlink_parse(done, 16, &out), 0);
+		qw_kmlink_msg_clear(&out);
+		assert_int_equal(qw_kmlink_parse(short_list, sizeof(short_list), &out), QW_EPARSE);
+		assert_int_equal(qw_kmlink_parse(zero_keys, sizeof(zero_keys), &out), QW_EPARSE);
+	}
+	qw_buf_free(&b);
+}
+
+/* ---- configuration ---- */
+
+static void expect_conf_error(const char *text, int code, const char *msg)
+{
+	struct qw_config *cfg = NULL;
+	struct qw_config_error e;
+	struct qw_km_conf c;
+
+	assert_int_equal(qw_config_parse_string(text, "n.conf", &cfg, &e), 0);
+	assert_int_equal(qw_km_conf_load(cfg, &c, &e), code);
+	if (!strstr(e.msg, msg))
+		fail_msg("expected '%s' in '%s'", msg, e.msg);
+	qw_km_conf_clear(&c);
+	qw_config_free(cfg);
+}
+
+static void test_config(void **state)
+{
+	struct qw_config *cfg = NULL;
+	struct qw_config_error e;
+	struct qw_km_conf c;
+	char host[64];
+	uint16_t port;
+
+	(void)state;
+	assert_int_equal(qw_config_parse_string(conf_text[0], "a.conf", &cfg, &e), 0);
+	assert_int_equal(qw_km_conf_load(cfg, &c, &e), 0);
+	assert_string_equal(c.id, "node-a");
+	assert_int_equal(c.nlinks, 1);
+	assert_int_equal(c.nsaes, 3);
+	assert_int_equal(c.limits.max_key_per_request, 16);
+	assert_int_equal(c.limits.max_key_count, 100000);
+	assert_int_equal(c.links[0].source, QW_KM_SOURCE_SIM);
+	assert_true(c.links[0].optics.distance_km > 0);
+	qw_km_conf_clear(&c);
+	qw_config_free(cfg);
+
+	expect_conf_error("[node]\nid = a\n", QW_ENOTFOUND, "n.conf:1: missing key 'data_dir' in [node]");
+	expect_conf_error("[node]\nid = a b\ndata_dir = x\n", QW_EINVAL, "n.conf:2: key 'id' in [node]");
+	expect_conf_error("[node]\nid = a\ndata_dir = x\nlisten = 1.2.3:4\n", QW_EPARSE,
+			  "n.conf:4: key 'listen' in [node]: '1.2.3:4' is not an address");
+	expect_conf_error("[node]\nid = a\ndata_dir = x\nsync = maybe\n", QW_EINVAL,
+			  "n.conf:4: key 'sync' in [node]: 'maybe' is not one of full, normal");
+	expect_conf_error("[node]\nid = a\ndata_dir = x\n[limits]\nkey_size = 100\n", QW_ERANGE,
+			  "n.conf:5: key 'key_size' in [limits]: 100 is not a multiple of 8");
+	expect_conf_error("[node]\nid = a\ndata_dir = x\n[limits]\nmax_key_per_request = 0\n", QW_ERANGE,
+			  "n.conf:5:");
+	expect_conf_error("[node]\nid = a\ndata_dir = x\n[limits]\nmin_key_size = 512\nkey_size = 256\n",
+			  QW_ERANGE, "n.conf:4: [limits] needs min_key_size <= key_size");
+	expect_conf_error("[node]\nid = a\ndata_dir = x\n[limit]\n", QW_EINVAL, "n.conf:4");
+	expect_conf_error("[node]\nid = a\ndata_dir = x\n[etsi]\nlisten = 127.0.0.1:0\n", QW_ENOTFOUND,
+			  "n.conf:4: [etsi] needs cert, key and ca");
+	expect_conf_error("[node]\nid = a\ndata_dir = x\n[link]\npeer = b\n", QW_ENOTFOUND,
+			  "n.conf:1: [node] needs 'listen'");
+	expect_conf_error("[node]\nid = a\ndata_dir = x\nlisten = 127.0.0.1:0\ncert = c\nkey = k\nca = ca\n"
+			  "[link]\npeer = b\npsk_file = p\ndistance_km = -3\n", QW_ERANGE, "n.conf:11: key 'distance_km' in [link]");
+	expect_conf_error("[node]\nid = a\ndata_dir = x\nlisten = 127.0.0.1:0\ncert = c\nkey = k\nca = ca\n"
+			  "[link]\npeer = b\npsk_file = p\n", QW_ENOTFOUND,
+			  "n.conf:8: [link] to b needs key 'address'");
+	expect_conf_error("[node]\nid = b\ndata_dir = x\nlisten = 127.0.0.1:0\ncert = c\nkey = k\nca = ca\n"
+			  "[link]\npeer = a\npsk_file = p\nmu = 0.05\nnu = 0.1\n", QW_EINVAL,
+			  "n.conf:8: [link] to a: optics inconsistent");
+	expect_conf_error("[node]\nid = b\ndata_dir = x\nlisten = 127.0.0.1:0\ncert = c\nkey = k\nca = ca\n"
+			  "[link]\npeer = a\npsk_file = p\nsource = etsi014\n", QW_EUNSUPPORTED,
+			  "n.conf:11: key 'source' in [link]");
+	expect_conf_error("[node]\nid = b\ndata_dir = x\nlisten = 127.0.0.1:0\ncert = c\nkey = k\nca = ca\n"
+			  "[link]\npeer = a\npsk_file = p\n[link]\npeer = a\npsk_file = p\n", QW_EEXIST,
+			  "n.conf:11: second [link] to a (first at line 8)");
+	expect_conf_error("[node]\nid = a\ndata_dir = x\n[sae]\nid = s\nnode = far\n", QW_ENOTFOUND,
+			  "n.conf:4: [sae] s: node far is neither");
+	expect_conf_error("[node]\nid = a\ndata_dir = x\n[sae]\nid = s\nnode = a\n[sae]\nid = s\nnode = a\n",
+			  QW_EEXIST, "n.conf:7: SAE s declared twice");
+
+	assert_int_equal(qw_km_parse_addr("127.0.0.1:8443", host, &port), 0);
+	assert_string_equal(host, "127.0.0.1");
+	assert_int_equal(port, 8443);
+	assert_int_equal(qw_km_parse_addr("localhost:0", host, &port), 0);
+	assert_int_equal(qw_km_parse_addr("127.0.0.1:65536", host, &port), QW_EPARSE);
+	assert_int_equal(qw_km_parse_addr("127.0.0.1:", host, &port), QW_EPARSE);
+	assert_int_equal(qw_km_parse_addr(":80", host, &port), QW_EPARSE);
+	assert_int_equal(qw_km_parse_addr("300.0.0.1:80", host, &port), QW_EPARSE);
+	assert_int_equal(qw_km_is_leader("node-a", "node-b"), 1);
+	assert_int_equal(qw_km_is_leader("node-b", "node-a"), 0);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_config),
+		cmocka_unit_test(test_messages),
+		cmocka_unit_test_setup_teardown(test_leader_master, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_follower_master, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_resync, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_blocks_and_down, setup, teardown),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
