@@ -40,6 +40,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "qwave/error.h"
 #include "qwave/secmem.h"
@@ -49,6 +50,8 @@
 #define QW_HAVE_X86 1
 #include <immintrin.h>
 #endif
+
+#define HUGE_BYTES ((size_t)2 << 20)
 
 /* The in-cache part of the transforms: blocks of 2^15 words (256 KiB). */
 #define FFT_CACHE_LOG 15
@@ -66,6 +69,7 @@ struct xor_op {
 static struct xor_op conv_ops[CONV_BASE + 1][CONV_MAXOPS];
 static unsigned conv_nops[CONV_BASE + 1];
 static pthread_once_t setup_once = PTHREAD_ONCE_INIT;
+static int have_avx2; /* for the XOR runs of the basis conversions */
 
 /* ---- GF(2^64) ------------------------------------------------------------ */
 
@@ -248,6 +252,9 @@ static int setup_ok;
 
 static void setup(void)
 {
+#ifdef QW_HAVE_X86
+	have_avx2 = __builtin_cpu_supports("avx2");
+#endif
 	cantor[0] = 1;
 	for (unsigned i = 1; i < 64; i++)
 		if (solve_artin_schreier(cantor[i - 1], &cantor[i]))
@@ -289,8 +296,35 @@ uint64_t qw_tpz_omega(uint64_t u)
 
 /* ---- monomial <-> novel basis ------------------------------------------- */
 
+#ifdef QW_HAVE_X86
+__attribute__((target("avx2"))) static void xor_run_avx2(uint64_t *restrict d,
+							  const uint64_t *restrict s, size_t n)
+{
+	size_t i = 0;
+
+	for (; i + 8 <= n; i += 8) {
+		__m256i *pd = (__m256i *)(void *)(d + i);
+		const __m256i *ps = (const __m256i *)(const void *)(s + i);
+
+		_mm256_storeu_si256(pd, _mm256_xor_si256(_mm256_loadu_si256(pd),
+							 _mm256_loadu_si256(ps)));
+		_mm256_storeu_si256(pd + 1, _mm256_xor_si256(_mm256_loadu_si256(pd + 1),
+							     _mm256_loadu_si256(ps + 1)));
+	}
+	for (; i < n; i++)
+		d[i] ^= s[i];
+}
+#endif
+
+/* d[i] ^= s[i], i < n (the ranges never overlap) */
 static void xor_run(uint64_t *restrict d, const uint64_t *restrict s, size_t n)
 {
+#ifdef QW_HAVE_X86
+	if (n >= 8 && have_avx2) {
+		xor_run_avx2(d, s, n);
+		return;
+	}
+#endif
 	for (size_t i = 0; i < n; i++)
 		d[i] ^= s[i];
 }
@@ -300,31 +334,51 @@ static void xor_run(uint64_t *restrict d, const uint64_t *restrict s, size_t n)
  * tau). Split f = A + y^(tau D) B (n = 2 tau D, deg A, B < tau D) and B =
  * B0 + y^((tau-1) D) B1 (deg B1 < D). Since Y^D = y^(tau D) + y^D,
  *   f = (A + y^D (B0 + B1)) + Y^D (B + B1),
- * both parts of degree < tau D: two runs of XORs, then recurse. */
-static void taylor(uint64_t *f, size_t n, size_t tau, size_t w)
+ * both parts of degree < tau D: two runs of XORs, then recurse. Elements
+ * from len on are zero (and stay zero: every step is triangular), which
+ * skips the runs and halves that read only zeros. */
+static size_t min_size(size_t a, size_t b)
 {
-	size_t d;
-
-	if (n <= tau)
-		return;
-	d = n / (2 * tau);
-	xor_run(f + tau * d * w, f + (2 * tau - 1) * d * w, d * w);
-	xor_run(f + d * w, f + tau * d * w, (tau - 1) * d * w);
-	taylor(f, n / 2, tau, w);
-	taylor(f + n / 2 * w, n / 2, tau, w);
+	return a < b ? a : b;
 }
 
-static void itaylor(uint64_t *f, size_t n, size_t tau, size_t w)
+static void taylor_runs(uint64_t *f, size_t n, size_t tau, size_t w, size_t len)
+{
+	size_t d = n / (2 * tau);
+
+	if (len > (2 * tau - 1) * d)
+		xor_run(f + tau * d * w, f + (2 * tau - 1) * d * w,
+			min_size(d, len - (2 * tau - 1) * d) * w);
+	if (len > tau * d)
+		xor_run(f + d * w, f + tau * d * w, min_size((tau - 1) * d, len - tau * d) * w);
+}
+
+static void taylor(uint64_t *f, size_t n, size_t tau, size_t w, size_t len)
+{
+	if (n <= tau || len == 0)
+		return;
+	taylor_runs(f, n, tau, w, len);
+	taylor(f, n / 2, tau, w, min_size(len, n / 2));
+	if (len > n / 2)
+		taylor(f + n / 2 * w, n / 2, tau, w, len - n / 2);
+}
+
+static void itaylor(uint64_t *f, size_t n, size_t tau, size_t w, size_t len)
 {
 	size_t d;
 
-	if (n <= tau)
+	if (n <= tau || len == 0)
 		return;
 	d = n / (2 * tau);
-	itaylor(f, n / 2, tau, w);
-	itaylor(f + n / 2 * w, n / 2, tau, w);
-	xor_run(f + d * w, f + tau * d * w, (tau - 1) * d * w);
-	xor_run(f + tau * d * w, f + (2 * tau - 1) * d * w, d * w);
+	itaylor(f, n / 2, tau, w, min_size(len, n / 2));
+	if (len > n / 2)
+		itaylor(f + n / 2 * w, n / 2, tau, w, len - n / 2);
+	/* the two runs again, in the opposite order */
+	if (len > tau * d)
+		xor_run(f + d * w, f + tau * d * w, min_size((tau - 1) * d, len - tau * d) * w);
+	if (len > (2 * tau - 1) * d)
+		xor_run(f + tau * d * w, f + (2 * tau - 1) * d * w,
+			min_size(d, len - (2 * tau - 1) * d) * w);
 }
 
 static void apply_ops(uint64_t *f, unsigned k, size_t w, int inv)
@@ -348,6 +402,36 @@ static void apply_ops(uint64_t *f, unsigned k, size_t w, int inv)
 	}
 }
 
+/* The 16-coefficient conversion (the bottom of every recursion) written
+ * out: the XOR runs conv_rec records for k = 4 (setup() records them too;
+ * the tests check the transforms against direct evaluation). */
+static void conv16(uint64_t *f, size_t w, int inv)
+{
+	for (size_t q = 0; q < w; q++) {
+		uint64_t x[16];
+
+		for (unsigned i = 0; i < 16; i++)
+			x[i] = f[i * w + q];
+		if (!inv) {
+			x[8] ^= x[14]; x[9] ^= x[15]; x[2] ^= x[8]; x[3] ^= x[9]; x[4] ^= x[10]; x[5] ^= x[11];
+			x[6] ^= x[12]; x[7] ^= x[13]; x[4] ^= x[7]; x[1] ^= x[4]; x[2] ^= x[5]; x[3] ^= x[6];
+			x[12] ^= x[15]; x[9] ^= x[12]; x[10] ^= x[13]; x[11] ^= x[14]; x[8] ^= x[12];
+			x[9] ^= x[13]; x[10] ^= x[14]; x[11] ^= x[15]; x[4] ^= x[8]; x[5] ^= x[9];
+			x[6] ^= x[10]; x[7] ^= x[11]; x[2] ^= x[3]; x[1] ^= x[2]; x[6] ^= x[7]; x[5] ^= x[6];
+			x[10] ^= x[11]; x[9] ^= x[10]; x[14] ^= x[15]; x[13] ^= x[14];
+		} else {
+			x[13] ^= x[14]; x[14] ^= x[15]; x[9] ^= x[10]; x[10] ^= x[11]; x[5] ^= x[6];
+			x[6] ^= x[7]; x[1] ^= x[2]; x[2] ^= x[3]; x[4] ^= x[8]; x[5] ^= x[9]; x[6] ^= x[10];
+			x[7] ^= x[11]; x[8] ^= x[12]; x[9] ^= x[13]; x[10] ^= x[14]; x[11] ^= x[15];
+			x[9] ^= x[12]; x[10] ^= x[13]; x[11] ^= x[14]; x[12] ^= x[15]; x[1] ^= x[4];
+			x[2] ^= x[5]; x[3] ^= x[6]; x[4] ^= x[7]; x[2] ^= x[8]; x[3] ^= x[9]; x[4] ^= x[10];
+			x[5] ^= x[11]; x[6] ^= x[12]; x[7] ^= x[13]; x[8] ^= x[14]; x[9] ^= x[15];
+		}
+		for (unsigned i = 0; i < 16; i++)
+			f[i * w + q] = x[i];
+	}
+}
+
 static unsigned split_pow2(unsigned k)
 {
 	unsigned a = 1;
@@ -357,45 +441,56 @@ static unsigned split_pow2(unsigned k)
 	return a;
 }
 
-/* 2^k elements of w words each, from monomial to novel coefficients. */
-static void conv_rec(uint64_t *f, unsigned k, size_t w)
+/* 2^k elements of w words each, from monomial to novel coefficients;
+ * elements from len on are zero. The novel basis is triangular (deg X_j =
+ * j), so they stay zero, and so do the rows of the Taylor expansion past
+ * ceil(len / tau). */
+static void conv_rec(uint64_t *f, unsigned k, size_t w, size_t len)
 {
 	unsigned a;
 	size_t tau, rows;
 
-	if (k <= 1)
+	if (k <= 1 || len == 0)
 		return;
+	if (k == 4 && w == 1) {
+		conv16(f, w, 0);
+		return;
+	}
 	if (k <= CONV_BASE) {
 		apply_ops(f, k, w, 0);
 		return;
 	}
 	a = split_pow2(k);
 	tau = (size_t)1 << a;
-	rows = (size_t)1 << (k - a);
-	taylor(f, (size_t)1 << k, tau, w);
-	conv_rec(f, k - a, tau * w);
+	rows = (len + tau - 1) >> a;
+	taylor(f, (size_t)1 << k, tau, w, len);
+	conv_rec(f, k - a, tau * w, rows);
 	for (size_t r = 0; r < rows; r++)
-		conv_rec(f + r * tau * w, a, w);
+		conv_rec(f + r * tau * w, a, w, tau);
 }
 
-static void iconv_rec(uint64_t *f, unsigned k, size_t w)
+static void iconv_rec(uint64_t *f, unsigned k, size_t w, size_t len)
 {
 	unsigned a;
 	size_t tau, rows;
 
-	if (k <= 1)
+	if (k <= 1 || len == 0)
 		return;
+	if (k == 4 && w == 1) {
+		conv16(f, w, 1);
+		return;
+	}
 	if (k <= CONV_BASE) {
 		apply_ops(f, k, w, 1);
 		return;
 	}
 	a = split_pow2(k);
 	tau = (size_t)1 << a;
-	rows = (size_t)1 << (k - a);
+	rows = (len + tau - 1) >> a;
 	for (size_t r = 0; r < rows; r++)
-		iconv_rec(f + r * tau * w, a, w);
-	iconv_rec(f, k - a, tau * w);
-	itaylor(f, (size_t)1 << k, tau, w);
+		iconv_rec(f + r * tau * w, a, w, tau);
+	iconv_rec(f, k - a, tau * w, rows);
+	itaylor(f, (size_t)1 << k, tau, w, len);
 }
 
 int qw_tpz_to_novel(uint64_t *f, unsigned logn)
@@ -404,7 +499,7 @@ int qw_tpz_to_novel(uint64_t *f, unsigned logn)
 
 	if (ret)
 		return ret;
-	conv_rec(f, logn, 1);
+	conv_rec(f, logn, 1, (size_t)1 << logn);
 	return 0;
 }
 
@@ -414,7 +509,7 @@ int qw_tpz_from_novel(uint64_t *f, unsigned logn)
 
 	if (ret)
 		return ret;
-	iconv_rec(f, logn, 1);
+	iconv_rec(f, logn, 1, (size_t)1 << logn);
 	return 0;
 }
 
@@ -606,9 +701,57 @@ static void block_levels(uint64_t *f, unsigned top, uint64_t t, int inv, int lev
 #endif
 }
 
-/* Depth first above the cache size: one level over the whole block, then
- * each half. */
-static void fft_rec(uint64_t *f, unsigned top, uint64_t t, int inv, int level)
+#ifdef QW_HAVE_X86
+/* Levels top and top - 1 of a block of 4q elements in one sweep (one pass
+ * over memory instead of two): quarters a, b, c, d; level top pairs (a, c)
+ * and (b, d) with twiddle c_t, level top - 1 pairs (a, b) with c_2t and
+ * (c, d) with c_(2t+1). */
+__attribute__((target("vpclmulqdq,avx2,pclmul"))) static void
+radix4_vclmul(uint64_t *f, size_t q, uint64_t t, int inv)
+{
+	__m256i w0 = _mm256_set1_epi64x((long long)omega(2 * t));
+	__m256i w1 = _mm256_set1_epi64x((long long)omega(4 * t));
+	__m256i w2 = _mm256_set1_epi64x((long long)omega(4 * t + 2));
+
+	for (size_t j = 0; j < q; j += 4) {
+		__m256i *pa = (__m256i *)(void *)(f + j), *pb = (__m256i *)(void *)(f + q + j);
+		__m256i *pc = (__m256i *)(void *)(f + 2 * q + j);
+		__m256i *pd = (__m256i *)(void *)(f + 3 * q + j);
+		__m256i a = _mm256_loadu_si256(pa), b = _mm256_loadu_si256(pb);
+		__m256i c = _mm256_loadu_si256(pc), d = _mm256_loadu_si256(pd);
+
+		if (!inv) {
+			a = _mm256_xor_si256(a, mul4(c, w0));
+			c = _mm256_xor_si256(c, a);
+			b = _mm256_xor_si256(b, mul4(d, w0));
+			d = _mm256_xor_si256(d, b);
+			a = _mm256_xor_si256(a, mul4(b, w1));
+			b = _mm256_xor_si256(b, a);
+			c = _mm256_xor_si256(c, mul4(d, w2));
+			d = _mm256_xor_si256(d, c);
+		} else {
+			b = _mm256_xor_si256(b, a);
+			a = _mm256_xor_si256(a, mul4(b, w1));
+			d = _mm256_xor_si256(d, c);
+			c = _mm256_xor_si256(c, mul4(d, w2));
+			c = _mm256_xor_si256(c, a);
+			a = _mm256_xor_si256(a, mul4(c, w0));
+			d = _mm256_xor_si256(d, b);
+			b = _mm256_xor_si256(b, mul4(d, w0));
+		}
+		_mm256_storeu_si256(pa, a);
+		_mm256_storeu_si256(pb, b);
+		_mm256_storeu_si256(pc, c);
+		_mm256_storeu_si256(pd, d);
+	}
+}
+#endif
+
+/* Depth first above the cache size: the top level (or two) over the whole
+ * block, then each part. Forward only: elements from len on are zero; while
+ * the upper half is zero the butterfly is a copy (f1 = 0: f0 stays, f1
+ * becomes f0). */
+static void fft_rec(uint64_t *f, unsigned top, uint64_t t, int inv, int level, size_t len)
 {
 	size_t h = (size_t)1 << top;
 
@@ -616,10 +759,30 @@ static void fft_rec(uint64_t *f, unsigned top, uint64_t t, int inv, int level)
 		block_levels(f, top, t, inv, level);
 		return;
 	}
+	if (!inv && len <= h) {
+		memcpy(f + h, f, h * sizeof(*f));
+		fft_rec(f, top - 1, 2 * t, 0, level, len);
+		fft_rec(f + h, top - 1, 2 * t + 1, 0, level, len);
+		return;
+	}
+#ifdef QW_HAVE_X86
+	if (level >= 2 && top >= FFT_CACHE_LOG) {
+		/* both levels top, top - 1 out of cache: fuse them */
+		size_t q = h / 2;
+
+		if (!inv)
+			radix4_vclmul(f, q, t, 0);
+		for (unsigned i = 0; i < 4; i++)
+			fft_rec(f + i * q, top - 2, 4 * t + i, inv, level, 2 * q);
+		if (inv)
+			radix4_vclmul(f, q, t, 1);
+		return;
+	}
+#endif
 	if (!inv)
 		bfly(f, f + h, h, omega(2 * t), 0, level);
-	fft_rec(f, top - 1, 2 * t, inv, level);
-	fft_rec(f + h, top - 1, 2 * t + 1, inv, level);
+	fft_rec(f, top - 1, 2 * t, inv, level, h);
+	fft_rec(f + h, top - 1, 2 * t + 1, inv, level, h);
 	if (inv)
 		bfly(f, f + h, h, omega(2 * t), 1, level);
 }
@@ -631,7 +794,7 @@ int qw_tpz_fft(uint64_t *f, unsigned logn, int level)
 	if (ret)
 		return ret;
 	if (logn >= 1)
-		fft_rec(f, logn - 1, 0, 0, level);
+		fft_rec(f, logn - 1, 0, 0, level, (size_t)1 << logn);
 	return 0;
 }
 
@@ -642,7 +805,7 @@ int qw_tpz_ifft(uint64_t *f, unsigned logn, int level)
 	if (ret)
 		return ret;
 	if (logn >= 1)
-		fft_rec(f, logn - 1, 0, 1, level);
+		fft_rec(f, logn - 1, 0, 1, level, (size_t)1 << logn);
 	return 0;
 }
 
@@ -730,29 +893,40 @@ static unsigned log2_ceil(size_t n)
 }
 
 /* a (seed side) and b (key side) are loaded by the caller into A, B of
- * 2^k words; on return A holds the product's chunk coefficients. */
-static int mul_core(uint64_t *A, uint64_t *B, unsigned k, int level)
+ * 2^k words, nonzero below la and lb; on return A holds the product's
+ * chunk coefficients, zero from la + lb - 1 on. */
+static int mul_core(uint64_t *A, size_t la, uint64_t *B, size_t lb, unsigned k, int level)
 {
 	int ret = ensure_setup();
 
 	if (ret)
 		return ret;
-	conv_rec(A, k, 1);
-	fft_rec(A, k - 1, 0, 0, level);
-	conv_rec(B, k, 1);
-	fft_rec(B, k - 1, 0, 0, level);
+	conv_rec(A, k, 1, la);
+	fft_rec(A, k - 1, 0, 0, level, la);
+	conv_rec(B, k, 1, lb);
+	fft_rec(B, k - 1, 0, 0, level, lb);
 	pointwise(A, B, (size_t)1 << k, level);
-	fft_rec(A, k - 1, 0, 1, level);
-	iconv_rec(A, k, 1);
+	fft_rec(A, k - 1, 0, 1, level, (size_t)1 << k);
+	iconv_rec(A, k, 1, la + lb - 1);
 	return 0;
 }
 
 static uint64_t *alloc_words(size_t n)
 {
-	/* 64-byte aligned for the vector loads; size a multiple of 64 bytes */
-	size_t bytes = (n * sizeof(uint64_t) + 63) & ~(size_t)63;
+	size_t bytes = n * sizeof(uint64_t);
+	uint64_t *p;
 
-	return aligned_alloc(64, bytes);
+	if (bytes < HUGE_BYTES)
+		return aligned_alloc(64, (bytes + 63) & ~(size_t)63);
+	/* Large transforms stride over the whole array: 2 MiB pages cut the
+	 * page faults and TLB misses (a hint; ignored where unsupported). */
+	bytes = (bytes + HUGE_BYTES - 1) & ~(HUGE_BYTES - 1);
+	p = aligned_alloc(HUGE_BYTES, bytes);
+#ifdef MADV_HUGEPAGE
+	if (p)
+		(void)madvise(p, bytes, MADV_HUGEPAGE);
+#endif
+	return p;
 }
 
 static void free_words(uint64_t *p, size_t n)
@@ -788,7 +962,7 @@ static int product(const uint64_t *a, size_t abits, const uint64_t *b, size_t bb
 		goto out;
 	load_chunks(A, n, a, abits);
 	load_chunks(B, n, b, bbits);
-	ret = mul_core(A, B, k, level);
+	ret = mul_core(A, na, B, nb, k, level);
 	if (ret)
 		goto out;
 	*pa = A;
@@ -815,18 +989,150 @@ int qw_tpz_fft_mul(uint64_t *c, const uint64_t *a, size_t abits, const uint64_t 
 	return 0;
 }
 
+/* Bits [off, off + 64) of the string w (nw words), zero outside it; off
+ * may be negative. */
+static uint64_t bits64_at(const uint64_t *w, size_t nw, long long off)
+{
+	size_t q;
+	unsigned sh;
+	uint64_t v;
+
+	if (off <= -64)
+		return 0;
+	if (off < 0)
+		return nw ? w[0] << (unsigned)(-off) : 0;
+	q = (size_t)off >> 6;
+	sh = (unsigned)(off & 63);
+	if (q >= nw)
+		return 0;
+	v = w[q] >> sh;
+	if (sh && q + 1 < nw)
+		v |= w[q + 1] << (64 - sh);
+	return v;
+}
+
+/* f (2^k words) = 32-bit chunks of bits [off, off + len) of w. */
+static void load_segment(uint64_t *f, size_t n, const uint64_t *w, size_t nw, long long off,
+			 size_t len)
+{
+	size_t nc = (len + 31) / 32;
+
+	for (size_t c = 0; c < nc; c++)
+		f[c] = bits64_at(w, nw, off + 32 * (long long)c) & 0xffffffffu;
+	if (len & 31)
+		f[nc - 1] &= ((uint64_t)1 << (len & 31)) - 1;
+	memset(f + nc, 0, (n - nc) * sizeof(*f));
+}
+
+#ifdef QW_HAVE_X86
+__attribute__((target("vpclmulqdq,avx2,pclmul"))) static size_t
+mul_acc_vclmul(uint64_t *acc, const uint64_t *a, const uint64_t *b, size_t n)
+{
+	size_t i = 0;
+
+	for (; i + 4 <= n; i += 4) {
+		__m256i *pc = (__m256i *)(void *)(acc + i);
+		__m256i p = mul4(_mm256_loadu_si256((const __m256i *)(const void *)(a + i)),
+				 _mm256_loadu_si256((const __m256i *)(const void *)(b + i)));
+
+		_mm256_storeu_si256(pc, _mm256_xor_si256(_mm256_loadu_si256(pc), p));
+	}
+	return i;
+}
+#endif
+
+/* acc[i] += a[i] b[i] */
+static void mul_acc(uint64_t *acc, const uint64_t *a, const uint64_t *b, size_t n, int level)
+{
+	size_t i = 0;
+
+#ifdef QW_HAVE_X86
+	if (level >= 2)
+		i = mul_acc_vclmul(acc, a, b, n);
+#endif
+	for (; i < n; i++)
+		acc[i] ^= qw_tpz_gf64_mul(a[i], b[i], level);
+}
+
+/* The key is cut into B blocks of K bits (K a multiple of 32); block J
+ * (bits j0 = J K ..) meets the seed bits from sigma_J = n - j0 - K on, and
+ *   y_i = sum_J [s_J(z) x_J(z)]_(K - 1 + i),
+ * s_J the K + m - 1 seed bits from sigma_J, x_J the block's bits. All the
+ * products are read at the same place, so they add up before a single
+ * inverse transform: 2 B + 1 transforms of 2^k >= (2 K + m) / 32 points.
+ * Pick B by that cost (smaller transforms also stay in cache). */
+static unsigned plan_blocks(size_t n, size_t m, size_t *kbits)
+{
+	double best = 0;
+	unsigned best_k = 0;
+
+	for (size_t b = 1; b <= 64; b++) {
+		size_t k = (n + b - 1) / b, lp, nn;
+		unsigned lg;
+		double cost;
+
+		k = (k + 31) & ~(size_t)31;
+		if (b > 1 && (b - 1) * k >= n)
+			break; /* no more distinct block counts */
+		lp = (k + m - 1 + 31) / 32 + k / 32 - 1;
+		lg = log2_ceil(lp);
+		if (lg < 3)
+			lg = 3;
+		if (lg > QW_TPZ_FFT_MAXLOG)
+			continue;
+		nn = (size_t)1 << lg;
+		/* butterflies plus about 6 word operations per point for the
+		 * basis conversions, loads and the pointwise product */
+		cost = (double)(2 * b + 1) * (double)nn * (lg + 6.0);
+		if (!best_k || cost < best) {
+			best = cost;
+			best_k = lg;
+			*kbits = k;
+		}
+	}
+	return best_k;
+}
+
 int qw_tpz_fft_hash(const struct qw_bitvec *key, const struct qw_bitvec *seed, size_t m,
 		    struct qw_bitvec *out, int level)
 {
-	uint64_t *A = NULL;
-	size_t nc, n = key->nbits;
-	unsigned k;
-	int ret = product(seed->w, seed->nbits, key->w, n, &A, &nc, &k, level);
+	size_t n = key->nbits, kb = 0, nn = 0, ls, lx;
+	uint64_t *acc = NULL, *S = NULL, *X = NULL;
+	unsigned k = plan_blocks(n, m, &kb);
+	int ret;
 
+	if (!k)
+		return QW_EINVAL;
+	ret = ensure_setup();
 	if (ret)
 		return ret;
-	/* y_i = coefficient n - 1 + i of s(z) x(z) */
-	fold_range(A, nc, n - 1, m, out->w);
-	free_words(A, (size_t)1 << k);
-	return 0;
+	nn = (size_t)1 << k;
+	ls = (kb + m - 1 + 31) / 32;
+	lx = kb / 32;
+	ret = QW_ENOMEM;
+	acc = alloc_words(nn);
+	S = alloc_words(nn);
+	X = alloc_words(nn);
+	if (!acc || !S || !X)
+		goto out;
+	memset(acc, 0, nn * sizeof(*acc));
+	for (size_t j0 = 0; j0 < n; j0 += kb) {
+		load_segment(S, nn, seed->w, seed->nwords, (long long)n - (long long)j0 - (long long)kb,
+			     kb + m - 1);
+		load_segment(X, nn, key->w, key->nwords, (long long)j0, kb);
+		conv_rec(S, k, 1, ls);
+		fft_rec(S, k - 1, 0, 0, level, ls);
+		conv_rec(X, k, 1, lx);
+		fft_rec(X, k - 1, 0, 0, level, lx);
+		mul_acc(acc, S, X, nn, level);
+	}
+	fft_rec(acc, k - 1, 0, 1, level, nn);
+	iconv_rec(acc, k, 1, ls + lx - 1);
+	fold_range(acc, ls + lx - 1, kb - 1, m, out->w);
+	ret = 0;
+out:
+	free_words(acc, nn);
+	free_words(S, nn);
+	free_words(X, nn);
+	return ret;
 }
