@@ -1,0 +1,632 @@
+/* `qwave bench etsi014`: Get key (enc_keys, 1 key of 256 bits) requests per
+ * second through the ETSI GS QKD 014 server over keep-alive mutual-TLS
+ * connections, with latency percentiles, and the same load against nginx
+ * serving a static body of the same size under the same TLS settings.
+ *
+ * Keys come from an in-memory pool of random material in this file (the
+ * key manager behind kme.h is measured by `qwave bench store`): the figure
+ * is the HTTPS + ETSI front end's own cost. The load generator (libcurl,
+ * one thread and one keep-alive connection per client) runs on the same
+ * machine and competes with the server for the CPU. */
+#define _XOPEN_SOURCE 700
+#include <errno.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <ftw.h>
+
+#include <curl/curl.h>
+#include <event2/event.h>
+#include <event2/thread.h>
+#include <jansson.h>
+#include <openssl/rand.h>
+
+#include "../src/cmd/cli.h"
+#include "bench.h"
+#include "qwave/encoding.h"
+#include "qwave/etsi014.h"
+#include "qwave/https.h"
+#include "qwave/kme.h"
+#include "qwave/pki.h"
+#include "qwave/secmem.h"
+#include "qwave/uuid.h"
+
+#define NGINX "/usr/sbin/nginx"
+#define POOL_BYTES (1u << 20)
+#define MAX_CLIENTS 256
+#define KEY_BITS 256
+#define TARGET "/api/v1/keys/sae-B/enc_keys?number=1&size=256"
+
+int qw_bench_etsi014(int argc, char **argv);
+
+/* ---- in-memory key source ---- */
+
+struct pool {
+	uint8_t *buf;
+	size_t pos;
+	uint64_t keys;
+};
+
+static int src_status(void *ctx, const char *caller, const char *slave, struct qw_kme_status *o)
+{
+	(void)ctx;
+	(void)caller;
+	if (strcmp(slave, "sae-B"))
+		return QW_ENOTFOUND;
+	snprintf(o->source_kme_id, sizeof(o->source_kme_id), "kme-bench-A");
+	snprintf(o->target_kme_id, sizeof(o->target_kme_id), "kme-bench-B");
+	o->key_size = KEY_BITS;
+	o->stored_key_count = POOL_BYTES / (KEY_BITS / 8);
+	o->max_key_count = o->stored_key_count;
+	o->max_key_per_request = 128;
+	o->max_key_size = 1024;
+	o->min_key_size = 64;
+	o->max_sae_id_count = 0;
+	return 0;
+}
+
+/* Cut keys from the pool; refill it with fresh random material when it
+ * runs out (a real KM would answer 503 instead). */
+static void src_get_keys(void *ctx, const struct qw_kme_get_key_req *r, qw_kme_keys_cb cb,
+			 void *arg)
+{
+	struct pool *p = ctx;
+	size_t kb = r->size_bits / 8;
+	struct qw_kme_key *keys = calloc(r->number, sizeof(*keys));
+	struct qw_uuid u;
+
+	if (!keys) {
+		cb(arg, QW_ENOMEM, NULL, 0);
+		return;
+	}
+	for (uint32_t i = 0; i < r->number; i++) {
+		if (p->pos + kb > POOL_BYTES) {
+			if (RAND_bytes(p->buf, POOL_BYTES) != 1) {
+				qw_kme_keys_free(keys, i);
+				cb(arg, QW_ECRYPTO, NULL, 0);
+				return;
+			}
+			p->pos = 0;
+		}
+		keys[i].key = malloc(kb);
+		if (!keys[i].key || qw_uuid_generate(&u)) {
+			qw_kme_keys_free(keys, i + 1);
+			cb(arg, QW_ENOMEM, NULL, 0);
+			return;
+		}
+		memcpy(keys[i].key, p->buf + p->pos, kb);
+		qw_wipe(p->buf + p->pos, kb); /* handed out once */
+		p->pos += kb;
+		keys[i].size_bits = r->size_bits;
+		qw_uuid_format(&u, keys[i].key_id);
+		p->keys++;
+	}
+	cb(arg, 0, keys, r->number);
+}
+
+static void src_get_with_ids(void *ctx, const char *caller, const char *master,
+			     const char *const *ids, size_t n, qw_kme_keys_cb cb, void *arg)
+{
+	(void)ctx;
+	(void)caller;
+	(void)master;
+	(void)ids;
+	(void)n;
+	cb(arg, QW_ENOTFOUND, NULL, 0);
+}
+
+static const struct qw_kme_ops src_ops = {
+	.status = src_status,
+	.get_keys = src_get_keys,
+	.get_keys_with_ids = src_get_with_ids,
+};
+
+/* ---- load generator ---- */
+
+struct load {
+	const char *dir;
+	uint16_t port;
+	double t_start, t_end;
+	/* per client */
+	double *lat;
+	size_t n, cap;
+	uint64_t errors;
+	size_t body_len;
+};
+
+static size_t count_body(char *p, size_t sz, size_t n, void *arg)
+{
+	(void)p;
+	*(size_t *)arg += sz * n;
+	return sz * n;
+}
+
+static void *client(void *arg)
+{
+	struct load *l = arg;
+	CURL *c = curl_easy_init();
+	char p[600], url[128];
+	size_t got;
+
+	if (!c)
+		return NULL;
+	snprintf(url, sizeof(url), "https://127.0.0.1:%u" TARGET, l->port);
+	snprintf(p, sizeof(p), "%s/ca.crt", l->dir);
+	curl_easy_setopt(c, CURLOPT_CAINFO, p);
+	snprintf(p, sizeof(p), "%s/sae-sae-A.crt", l->dir);
+	curl_easy_setopt(c, CURLOPT_SSLCERT, p);
+	snprintf(p, sizeof(p), "%s/sae-sae-A.key", l->dir);
+	curl_easy_setopt(c, CURLOPT_SSLKEY, p);
+	curl_easy_setopt(c, CURLOPT_SSLVERSION, (long)CURL_SSLVERSION_TLSv1_3);
+	curl_easy_setopt(c, CURLOPT_URL, url);
+	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, count_body);
+	curl_easy_setopt(c, CURLOPT_WRITEDATA, &got);
+	curl_easy_setopt(c, CURLOPT_TIMEOUT, 10L);
+	for (;;) {
+		double t0 = qw_bench_now(), t1;
+		long status = 0;
+		CURLcode rc;
+
+		if (t0 >= l->t_end)
+			break;
+		got = 0;
+		rc = curl_easy_perform(c);
+		t1 = qw_bench_now();
+		curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+		if (t0 < l->t_start)
+			continue; /* warm-up: handshake, first allocations */
+		if (rc != CURLE_OK || status != 200) {
+			l->errors++;
+			continue;
+		}
+		l->body_len = got;
+		if (l->n == l->cap) {
+			size_t nc = l->cap ? 2 * l->cap : 4096;
+			double *nl = realloc(l->lat, nc * sizeof(*nl));
+
+			if (!nl)
+				break;
+			l->lat = nl;
+			l->cap = nc;
+		}
+		l->lat[l->n++] = (t1 - t0) * 1e3;
+	}
+	curl_easy_cleanup(c);
+	return NULL;
+}
+
+struct figures {
+	double rps, p50, p99;
+	uint64_t requests, errors;
+	size_t body_len;
+};
+
+static int cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+
+	return (x > y) - (x < y);
+}
+
+static int run_load(const char *dir, uint16_t port, int clients, double seconds,
+		    struct figures *f)
+{
+	struct load *l = calloc((size_t)clients, sizeof(*l));
+	pthread_t th[MAX_CLIENTS];
+	double now = qw_bench_now(), *all = NULL;
+	size_t total = 0, k = 0;
+	int started = 0, ret = QW_ENOMEM;
+
+	memset(f, 0, sizeof(*f));
+	if (!l)
+		return QW_ENOMEM;
+	for (int i = 0; i < clients; i++) {
+		l[i].dir = dir;
+		l[i].port = port;
+		l[i].t_start = now + 0.5;
+		l[i].t_end = now + 0.5 + seconds;
+	}
+	for (; started < clients; started++)
+		if (pthread_create(&th[started], NULL, client, &l[started]))
+			break;
+	for (int i = 0; i < started; i++)
+		pthread_join(th[i], NULL);
+	for (int i = 0; i < clients; i++) {
+		total += l[i].n;
+		f->errors += l[i].errors;
+		if (l[i].body_len)
+			f->body_len = l[i].body_len;
+	}
+	if (started < clients)
+		goto out;
+	if (total && !(all = malloc(total * sizeof(*all))))
+		goto out;
+	for (int i = 0; i < clients; i++) {
+		memcpy(all + k, l[i].lat, l[i].n * sizeof(*all));
+		k += l[i].n;
+	}
+	if (total) {
+		qsort(all, total, sizeof(*all), cmp_double);
+		f->p50 = all[total / 2];
+		f->p99 = all[(size_t)((double)(total - 1) * 0.99)];
+	}
+	f->requests = total;
+	f->rps = (double)total / seconds;
+	ret = 0;
+out:
+	for (int i = 0; i < clients; i++)
+		free(l[i].lat);
+	free(l);
+	free(all);
+	return ret;
+}
+
+/* ---- our server ---- */
+
+static struct event_base *srv_base;
+
+static void *loop(void *arg)
+{
+	(void)arg;
+	event_base_loop(srv_base, EVLOOP_NO_EXIT_ON_EMPTY);
+	return NULL;
+}
+
+static int bench_qwave(const char *dir, int clients, double seconds, struct figures *f,
+		       uint64_t *keys_cut)
+{
+	struct pool pool = { 0 };
+	struct qw_https_opts o = { 0 };
+	struct qw_https_server *srv = NULL;
+	struct qw_etsi014 *api = NULL;
+	char crt[600], key[600], ca[600];
+	pthread_t th;
+	int err = QW_ENOMEM;
+
+	if (!(pool.buf = qw_secure_alloc(POOL_BYTES)))
+		return QW_ENOMEM;
+	pool.pos = POOL_BYTES; /* filled on first use */
+	evthread_use_pthreads();
+	if (!(srv_base = event_base_new()))
+		goto out;
+	snprintf(crt, sizeof(crt), "%s/node-kme-bench.crt", dir);
+	snprintf(key, sizeof(key), "%s/node-kme-bench.key", dir);
+	snprintf(ca, sizeof(ca), "%s/ca.crt", dir);
+	o.cert_file = crt;
+	o.key_file = key;
+	o.ca_file = ca;
+	if (!(srv = qw_https_server_new(srv_base, &o, &err)))
+		goto out;
+	if (!(api = qw_etsi014_new(srv, &src_ops, &pool, &err)))
+		goto out;
+	if (pthread_create(&th, NULL, loop, NULL)) {
+		err = QW_ENOMEM;
+		goto out;
+	}
+	err = run_load(dir, qw_https_server_port(srv), clients, seconds, f);
+	event_base_loopbreak(srv_base);
+	pthread_join(th, NULL);
+	*keys_cut = pool.keys;
+out:
+	qw_https_server_free(srv);
+	qw_etsi014_free(api);
+	if (srv_base) {
+		event_base_loop(srv_base, EVLOOP_NONBLOCK); /* deferred frees */
+		event_base_free(srv_base);
+	}
+	srv_base = NULL;
+	qw_secure_free(pool.buf, POOL_BYTES);
+	return err;
+}
+
+/* ---- nginx ---- */
+
+static uint16_t free_port(void)
+{
+	struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	socklen_t sl = sizeof(a);
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+	uint16_t port = 0;
+
+	if (fd < 0)
+		return 0;
+	if (!bind(fd, (struct sockaddr *)&a, sizeof(a)) &&
+	    !getsockname(fd, (struct sockaddr *)&a, &sl))
+		port = ntohs(a.sin_port);
+	close(fd);
+	return port;
+}
+
+static int wait_listening(uint16_t port, pid_t pid)
+{
+	for (int i = 0; i < 500; i++) {
+		struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons(port),
+					 .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+		int fd = socket(AF_INET, SOCK_STREAM, 0), ok;
+
+		if (fd < 0)
+			return -1;
+		ok = connect(fd, (struct sockaddr *)&a, sizeof(a)) == 0;
+		close(fd);
+		if (ok)
+			return 0;
+		if (waitpid(pid, NULL, WNOHANG) == pid)
+			return -1;
+		usleep(10000);
+	}
+	return -1;
+}
+
+static int write_text(const char *path, const char *text, size_t len)
+{
+	FILE *f = fopen(path, "w");
+	int ok;
+
+	if (!f)
+		return -1;
+	ok = fwrite(text, 1, len, f) == len;
+	return fclose(f) == 0 && ok ? 0 : -1;
+}
+
+/* A Key container of the same size as the server's answer. */
+static size_t sample_body(char *out, size_t cap)
+{
+	uint8_t k[KEY_BITS / 8];
+	char b64[64], id[QW_UUID_STR_BYTES];
+	struct qw_uuid u;
+
+	if (RAND_bytes(k, sizeof(k)) != 1 || qw_uuid_generate(&u) ||
+	    qw_base64_encode(b64, sizeof(b64), k, sizeof(k)))
+		return 0;
+	qw_uuid_format(&u, id);
+	return (size_t)snprintf(out, cap, "{\"keys\":[{\"key_ID\":\"%s\",\"key\":\"%s\"}]}", id, b64);
+}
+
+static int bench_nginx(const char *dir, int clients, double seconds, struct figures *f,
+		       const char **why)
+{
+	char conf[8192], p[700], body[256];
+	size_t blen;
+	uint16_t port = free_port();
+	pid_t pid;
+	int ret, status;
+
+	if (access(NGINX, X_OK) != 0) {
+		*why = "nginx not installed";
+		return 1;
+	}
+	if (!port || !(blen = sample_body(body, sizeof(body)))) {
+		*why = "no free port";
+		return 1;
+	}
+	snprintf(p, sizeof(p), "%s/www/api/v1/keys/sae-B", dir);
+	for (char *s = strchr(p + strlen(dir) + 1, '/'); ; s = strchr(s + 1, '/')) {
+		if (s)
+			*s = '\0';
+		if (mkdir(p, 0755) && errno != EEXIST) {
+			*why = "cannot create the nginx document root";
+			return 1;
+		}
+		if (!s)
+			break;
+		*s = '/';
+	}
+	snprintf(p, sizeof(p), "%s/www/api/v1/keys/sae-B/enc_keys", dir);
+	if (write_text(p, body, blen)) {
+		*why = "cannot write the nginx document";
+		return 1;
+	}
+	/* Same TLS as qw_https: 1.2+ (the client asks for 1.3), client
+	 * certificates verified against the CA, keep-alive without limit,
+	 * one worker for our one event loop. */
+	snprintf(conf, sizeof(conf),
+		 "%s"
+		 "worker_processes 1;\n"
+		 "daemon off;\n"
+		 "pid %s/nginx.pid;\n"
+		 "error_log %s/nginx-error.log warn;\n"
+		 "events { worker_connections 1024; }\n"
+		 "http {\n"
+		 "  access_log off;\n"
+		 "  client_body_temp_path %s/tmp-body;\n"
+		 "  proxy_temp_path %s/tmp-proxy;\n"
+		 "  fastcgi_temp_path %s/tmp-fcgi;\n"
+		 "  uwsgi_temp_path %s/tmp-uwsgi;\n"
+		 "  scgi_temp_path %s/tmp-scgi;\n"
+		 "  keepalive_requests 100000000;\n"
+		 "  keepalive_timeout 60s;\n"
+		 "  server {\n"
+		 "    listen 127.0.0.1:%u ssl;\n"
+		 "    ssl_certificate %s/node-kme-bench.crt;\n"
+		 "    ssl_certificate_key %s/node-kme-bench.key;\n"
+		 "    ssl_client_certificate %s/ca.crt;\n"
+		 "    ssl_verify_client on;\n"
+		 "    ssl_protocols TLSv1.2 TLSv1.3;\n"
+		 "    location / { root %s/www; default_type application/json; }\n"
+		 "  }\n"
+		 "}\n",
+		 geteuid() == 0 ? "user root;\n" : "", dir, dir, dir, dir, dir, dir, dir, port, dir,
+		 dir, dir, dir);
+	snprintf(p, sizeof(p), "%s/nginx.conf", dir);
+	if (write_text(p, conf, strlen(conf))) {
+		*why = "cannot write nginx.conf";
+		return 1;
+	}
+	pid = fork();
+	if (pid < 0) {
+		*why = "fork failed";
+		return 1;
+	}
+	if (pid == 0) {
+		char prefix[600];
+
+		snprintf(prefix, sizeof(prefix), "%s/", dir);
+		execl(NGINX, "nginx", "-q", "-p", prefix, "-c", p, (char *)NULL);
+		_exit(127);
+	}
+	if (wait_listening(port, pid)) {
+		kill(pid, SIGTERM);
+		waitpid(pid, NULL, 0);
+		*why = "nginx did not start (see its error log)";
+		return 1;
+	}
+	ret = run_load(dir, port, clients, seconds, f);
+	/* SIGTERM: fast shutdown of master and worker; nothing stays behind. */
+	kill(pid, SIGTERM);
+	waitpid(pid, &status, 0);
+	if (ret) {
+		*why = "load generator failed";
+		return 1;
+	}
+	if (f->body_len != blen) {
+		*why = "nginx answered with another body";
+		return 1;
+	}
+	return 0;
+}
+
+/* ---- driver ---- */
+
+static int rm_one(const char *p, const struct stat *st, int flag, struct FTW *ftw)
+{
+	(void)st;
+	(void)flag;
+	(void)ftw;
+	return remove(p);
+}
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"usage: qwave bench etsi014 [--clients C] [--seconds S] [--no-nginx] [--json]\n\n"
+		"ETSI GS QKD 014 Get key (enc_keys, 1 key of %d bits) over keep-alive\n"
+		"mutual-TLS (TLS 1.3, ECDSA P-256) connections from C concurrent clients\n"
+		"(libcurl, one thread each) for S seconds after 0.5 s of warm-up. Keys come\n"
+		"from an in-memory pool of random material. Then the same load against nginx\n"
+		"(" NGINX ", one worker) serving a static body of the same size with the\n"
+		"same TLS settings. The load generator shares the machine's cores with the\n"
+		"server it measures.\n\n"
+		"  --clients C   concurrent connections (default 4, at most %d)\n"
+		"  --seconds S   measured time per server (default 5)\n"
+		"  --no-nginx    skip the nginx comparison\n"
+		"  --json        print one JSON object\n",
+		KEY_BITS, MAX_CLIENTS);
+}
+
+int qw_bench_etsi014(int argc, char **argv)
+{
+	int clients = 4, json = 0, nginx = 1, ret = QW_EXIT_FAIL, err;
+	double seconds = 5;
+	char dir[] = "/tmp/qwave-bench-etsi014-XXXXXX";
+	struct qw_pki_issue_opts io = { .kind = QW_PKI_NODE, .id = "kme-bench" };
+	struct figures q, n;
+	const char *why = NULL;
+	uint64_t keys_cut = 0;
+	int have_nginx = 0;
+	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+
+	for (int i = 1; i < argc; i++) {
+		uint64_t v;
+		double d;
+
+		if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+			usage(stdout);
+			return QW_EXIT_OK;
+		} else if (!strcmp(argv[i], "--json")) {
+			json = 1;
+		} else if (!strcmp(argv[i], "--no-nginx")) {
+			nginx = 0;
+		} else if (!strcmp(argv[i], "--clients") && i + 1 < argc) {
+			if (qw_cli_parse_u64(argv[++i], &v) || v < 1 || v > MAX_CLIENTS)
+				return qw_cli_usage_error("bench etsi014", "--clients: 1..%d",
+							  MAX_CLIENTS);
+			clients = (int)v;
+		} else if (!strcmp(argv[i], "--seconds") && i + 1 < argc) {
+			if (qw_cli_parse_double(argv[++i], &d) || !(d >= 0.5 && d <= 600))
+				return qw_cli_usage_error("bench etsi014", "--seconds: 0.5..600");
+			seconds = d;
+		} else {
+			return qw_cli_usage_error("bench etsi014", "unknown argument '%s'", argv[i]);
+		}
+	}
+	signal(SIGPIPE, SIG_IGN);
+	curl_global_init(CURL_GLOBAL_DEFAULT);
+	if (!mkdtemp(dir)) {
+		curl_global_cleanup();
+		return qw_cli_fail("cannot create a scratch directory in /tmp");
+	}
+	qw_cli_progress("issuing certificates in %s", dir);
+	if ((err = qw_pki_ca_init(dir, QW_PK_ECDSA_P256, "bench CA", 1)) ||
+	    (err = qw_pki_issue(dir, &io))) {
+		qw_cli_fail("PKI setup failed: %s", qw_strerror(err));
+		goto out;
+	}
+	io.kind = QW_PKI_SAE;
+	io.id = "sae-A";
+	if ((err = qw_pki_issue(dir, &io))) {
+		qw_cli_fail("PKI setup failed: %s", qw_strerror(err));
+		goto out;
+	}
+	qw_cli_progress("qwave ETSI 014 server: %d clients, %.1f s", clients, seconds);
+	if ((err = bench_qwave(dir, clients, seconds, &q, &keys_cut))) {
+		qw_cli_fail("benchmark failed: %s", qw_strerror(err));
+		goto out;
+	}
+	if (nginx) {
+		qw_cli_progress("nginx: %d clients, %.1f s", clients, seconds);
+		have_nginx = bench_nginx(dir, clients, seconds, &n, &why) == 0;
+	} else {
+		why = "skipped (--no-nginx)";
+	}
+	qw_cli_progress_done();
+	if (json) {
+		json_t *o = json_pack("{s:s, s:i, s:f, s:i, s:s, s:s, s:I, s:I, s:I, s:f, s:f, s:f}",
+				      "bench", "etsi014", "clients", clients, "seconds", seconds,
+				      "key_bits", KEY_BITS, "key_source",
+				      "in-memory pool of random material (bench_etsi014.c)",
+				      "load_generator",
+				      "libcurl easy handles, one thread per client, same machine",
+				      "cores", (json_int_t)ncpu, "requests", (json_int_t)q.requests,
+				      "errors", (json_int_t)q.errors, "requests_per_s", q.rps,
+				      "p50_ms", q.p50, "p99_ms", q.p99);
+
+		json_object_set_new(o, "body_bytes", json_integer((json_int_t)q.body_len));
+		json_object_set_new(o, "nginx_requests_per_s", have_nginx ? json_real(n.rps) : json_null());
+		json_object_set_new(o, "nginx_p50_ms", have_nginx ? json_real(n.p50) : json_null());
+		json_object_set_new(o, "nginx_p99_ms", have_nginx ? json_real(n.p99) : json_null());
+		json_object_set_new(o, "nginx_errors", have_nginx ? json_integer((json_int_t)n.errors) : json_null());
+		json_object_set_new(o, "ratio_to_nginx",
+				    have_nginx && n.rps > 0 ? json_real(q.rps / n.rps) : json_null());
+		if (!have_nginx)
+			json_object_set_new(o, "nginx_note", json_string(why));
+		qw_cli_print_json(o);
+	} else {
+		printf("ETSI 014 Get key, 1 key of %d bits, %d keep-alive mutual-TLS clients, %.1f s\n"
+		       "(keys: in-memory random pool; load generator: libcurl on the same %ld cores)\n\n",
+		       KEY_BITS, clients, seconds, ncpu);
+		printf("  %-8s %12s %10s %10s %8s\n", "server", "requests/s", "p50 (ms)", "p99 (ms)",
+		       "errors");
+		printf("  %-8s %12.0f %10.3f %10.3f %8llu\n", "qwave", q.rps, q.p50, q.p99,
+		       (unsigned long long)q.errors);
+		if (have_nginx)
+			printf("  %-8s %12.0f %10.3f %10.3f %8llu\n\n  qwave / nginx = %.2f\n", "nginx",
+			       n.rps, n.p50, n.p99, (unsigned long long)n.errors, q.rps / n.rps);
+		else
+			printf("  nginx: %s\n", why);
+		printf("  response body %zu bytes, %llu keys cut\n", q.body_len,
+		       (unsigned long long)keys_cut);
+	}
+	ret = QW_EXIT_OK;
+out:
+	nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+	curl_global_cleanup();
+	return ret;
+}
