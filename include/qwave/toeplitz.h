@@ -58,6 +58,12 @@ QW_WUR int qw_toeplitz_hash(const struct qw_bitvec *key, const struct qw_bitvec 
 QW_WUR int qw_toeplitz_hash_ex(const struct qw_bitvec *key, const struct qw_bitvec *seed,
 			       size_t m, struct qw_bitvec *out,
 			       const struct qw_toeplitz_opts *opts);
+/* The fft method keeps a per-thread workspace between calls (up to about
+ * 24 (n + m) / 8 bytes; wiped after every hash, so it holds no key material
+ * between calls) because fresh pages for every block cost more than the
+ * hash. This frees the calling thread's; thread exit frees it too. */
+void qw_toeplitz_release(void);
+
 /* Name of a method ("auto", "reference", ...) and its inverse (-1 when
  * unknown). */
 const char *qw_toeplitz_method_name(enum qw_toeplitz_method m);

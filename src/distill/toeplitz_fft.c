@@ -70,6 +70,17 @@ static struct xor_op conv_ops[CONV_BASE + 1][CONV_MAXOPS];
 static unsigned conv_nops[CONV_BASE + 1];
 static pthread_once_t setup_once = PTHREAD_ONCE_INIT;
 static int have_avx2; /* for the XOR runs of the basis conversions */
+/* Per-thread workspace of qw_tpz_fft_hash, kept between calls (a PA stage
+ * hashes block after block of one size: fresh pages cost the kernel more
+ * than the hash's own passes). Wiped after every use; freed at thread
+ * exit or by qw_toeplitz_release(). */
+struct workspace {
+	uint64_t *p;
+	size_t words;
+};
+static pthread_key_t ws_key;
+static void free_words(uint64_t *p, size_t n);
+static uint64_t *alloc_words(size_t n);
 
 /* ---- GF(2^64) ------------------------------------------------------------ */
 
@@ -250,8 +261,19 @@ static int record_conv(unsigned k, size_t off, size_t w, unsigned kk)
 
 static int setup_ok;
 
+static void ws_destroy(void *v)
+{
+	struct workspace *ws = v;
+
+	if (ws)
+		free_words(ws->p, 0); /* wiped after each use */
+	free(ws);
+}
+
 static void setup(void)
 {
+	if (pthread_key_create(&ws_key, ws_destroy))
+		return;
 #ifdef QW_HAVE_X86
 	have_avx2 = __builtin_cpu_supports("avx2");
 #endif
@@ -929,6 +951,43 @@ static uint64_t *alloc_words(size_t n)
 	return p;
 }
 
+/* The calling thread's workspace of at least n words, or NULL. */
+static uint64_t *ws_get(size_t n)
+{
+	struct workspace *ws = pthread_getspecific(ws_key);
+
+	if (!ws) {
+		ws = calloc(1, sizeof(*ws));
+		if (!ws || pthread_setspecific(ws_key, ws)) {
+			free(ws);
+			return NULL;
+		}
+	}
+	if (ws->words < n) {
+		free(ws->p);
+		ws->words = 0;
+		ws->p = alloc_words(n);
+		if (!ws->p)
+			return NULL;
+		ws->words = n;
+	}
+	return ws->p;
+}
+
+void qw_toeplitz_release(void)
+{
+	struct workspace *ws;
+
+	if (ensure_setup())
+		return;
+	ws = pthread_getspecific(ws_key);
+	if (ws) {
+		free(ws->p);
+		ws->p = NULL;
+		ws->words = 0;
+	}
+}
+
 static void free_words(uint64_t *p, size_t n)
 {
 	if (p)
@@ -1109,12 +1168,11 @@ int qw_tpz_fft_hash(const struct qw_bitvec *key, const struct qw_bitvec *seed, s
 	nn = (size_t)1 << k;
 	ls = (kb + m - 1 + 31) / 32;
 	lx = kb / 32;
-	ret = QW_ENOMEM;
-	acc = alloc_words(nn);
-	S = alloc_words(nn);
-	X = alloc_words(nn);
-	if (!acc || !S || !X)
-		goto out;
+	acc = ws_get(3 * nn);
+	if (!acc)
+		return QW_ENOMEM;
+	S = acc + nn;
+	X = S + nn;
 	memset(acc, 0, nn * sizeof(*acc));
 	for (size_t j0 = 0; j0 < n; j0 += kb) {
 		load_segment(S, nn, seed->w, seed->nwords, (long long)n - (long long)j0 - (long long)kb,
@@ -1129,10 +1187,7 @@ int qw_tpz_fft_hash(const struct qw_bitvec *key, const struct qw_bitvec *seed, s
 	fft_rec(acc, k - 1, 0, 1, level, nn);
 	iconv_rec(acc, k, 1, ls + lx - 1);
 	fold_range(acc, ls + lx - 1, kb - 1, m, out->w);
-	ret = 0;
-out:
-	free_words(acc, nn);
-	free_words(S, nn);
-	free_words(X, nn);
-	return ret;
+	/* key-dependent: acc, X (and S after the products) */
+	qw_wipe(acc, 3 * nn * sizeof(*acc));
+	return 0;
 }
