@@ -60,9 +60,12 @@ static enum qw_stage_result xchg_process(void *state, struct qw_key_block *b,
 	return QW_STAGE_FORWARD;
 }
 
-/* Stage 2 ("finish"): Alice alone drops every block whose id is a multiple
- * of 7 (Bob learns it from the DROP frame while waiting in recv); the
- * others get a key derived from the id, the same on both sides. */
+/* Stage 2 ("finish"): Bob speaks first ("hi"); Alice alone drops every
+ * block whose id is a multiple of 7 without reading it, so Bob's "hi"
+ * reaches a block Alice already finished (discarded) or is still queued
+ * when she ends it, and Bob learns of the drop from the DROP frame while
+ * waiting in recv. The others get a key derived from the id, the same on
+ * both sides. */
 static enum qw_stage_result finish_process(void *state, struct qw_key_block *b,
 					   struct qw_distill_chan *ch)
 {
@@ -76,14 +79,22 @@ static enum qw_stage_result finish_process(void *state, struct qw_key_block *b,
 			strcpy(b->drop_reason, "id is a multiple of 7");
 			return QW_STAGE_DROP;
 		}
+		if (ch->recv(ch->ctx, &type, &in, &len))
+			return QW_STAGE_ERROR;
+		free(in);
+		if (type != 201)
+			return QW_STAGE_ERROR;
 		if (ch->send(ch->ctx, 200, (const uint8_t *)"ok", 2))
 			return QW_STAGE_ERROR;
 	} else {
-		int r = ch->recv(ch->ctx, &type, &in, &len);
+		int r;
+		if (ch->send(ch->ctx, 201, (const uint8_t *)"hi", 2))
+			return QW_STAGE_ERROR;
+		r = ch->recv(ch->ctx, &type, &in, &len);
 		free(in);
 		if (r == QW_EABORT)
 			return QW_STAGE_DROP;
-		if (r)
+		if (r || type != 200)
 			return QW_STAGE_ERROR;
 	}
 	b->key = qw_bitvec_new(KEY_BITS);
