@@ -74,11 +74,11 @@ QW_WUR int qw_randtest_dft(const struct qw_bitvec *bits, double alpha, unsigned 
 			   struct qw_randtest_result *r);
 /* 2.11 Serial with block length m (0: qw_randtest_default_serial_m()):
  * p_value = P-value1, p_value2 = P-value2. 2 <= m < floor(log2 n) - 2,
- * m <= 24. */
+ * m <= 20. */
 QW_WUR int qw_randtest_serial(const struct qw_bitvec *bits, unsigned m, double alpha,
 			      unsigned flags, struct qw_randtest_result *r);
 /* 2.12 Approximate entropy with block length m (0:
- * qw_randtest_default_apen_m()). 1 <= m < floor(log2 n) - 5, m <= 23. */
+ * qw_randtest_default_apen_m()). 1 <= m < floor(log2 n) - 5, m <= 19. */
 QW_WUR int qw_randtest_approx_entropy(const struct qw_bitvec *bits, unsigned m,
 				      double alpha, unsigned flags,
 				      struct qw_randtest_result *r);
