@@ -1152,6 +1152,17 @@ static unsigned plan_blocks(size_t n, size_t m, size_t *kbits)
 	return best_k;
 }
 
+double qw_tpz_fft_cost(size_t n, size_t m)
+{
+	size_t kb;
+	unsigned k = plan_blocks(n, m, &kb);
+	size_t b = (n + kb - 1) / (kb ? kb : 1);
+
+	if (!k)
+		return 0;
+	return (double)(2 * b + 1) * (double)((size_t)1 << k) * (k + 6.0);
+}
+
 int qw_tpz_fft_hash(const struct qw_bitvec *key, const struct qw_bitvec *seed, size_t m,
 		    struct qw_bitvec *out, int level)
 {

@@ -41,6 +41,10 @@ int qw_tpz_ifft(uint64_t *f, unsigned logn, int level);
 int qw_tpz_fft_mul(uint64_t *c, const uint64_t *a, size_t abits, const uint64_t *b, size_t bbits,
 		   int level);
 
+/* Cost units of qw_tpz_fft_hash for n, m (the plan's 2B + 1 transforms of
+ * 2^k points times k + 6); 0 when it is too large for the transform. */
+double qw_tpz_fft_cost(size_t n, size_t m);
+
 /* out (m bits, already sized) = T_seed key by the additive FFT. Returns 0,
  * QW_EINVAL (too large for the transform) or QW_ENOMEM. */
 int qw_tpz_fft_hash(const struct qw_bitvec *key, const struct qw_bitvec *seed, size_t m,

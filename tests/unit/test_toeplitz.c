@@ -356,6 +356,51 @@ static void test_fft_product(void **st)
 	}
 }
 
+static void fft_equals_karatsuba(size_t n, size_t m)
+{
+	struct qw_bitvec *key = random_bits(n), *seed = random_bits(n + m - 1);
+	struct qw_bitvec *a = qw_bitvec_new(0), *b = qw_bitvec_new(0);
+
+	hash_with(key, seed, m, a, QW_TOEPLITZ_KARATSUBA, 0);
+	hash_with(key, seed, m, b, QW_TOEPLITZ_FFT, 0);
+	if (!qw_bitvec_equal(a, b))
+		fail_msg("n=%zu m=%zu: fft differs from karatsuba", n, m);
+	qw_bitvec_free(key);
+	qw_bitvec_free(seed);
+	qw_bitvec_free(a);
+	qw_bitvec_free(b);
+}
+
+/* Mid-size and random larger sizes, the edges m = 1 and m = n included
+ * (different block plans of the FFT method). QW_TEST_LARGE=1 adds keys of
+ * 2^24 to 2^26 bits (about 10 s more). */
+static void test_fft_matches_karatsuba(void **st)
+{
+	static const size_t sizes[][2] = { { 200013, 1 },       { 200013, 200013 },
+					   { 200013, 77777 },   { 131072, 65536 },
+					   { 999999, 12345 } };
+	const char *large = getenv("QW_TEST_LARGE");
+
+	(void)st;
+	for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++)
+		fft_equals_karatsuba(sizes[i][0], sizes[i][1]);
+	for (int r = 0; r < 3; r++) {
+		size_t n = ((size_t)1 << 20) + (size_t)(xs64() % (3u << 20));
+		size_t m = 1 + (size_t)(xs64() % n);
+
+		fft_equals_karatsuba(n, m);
+	}
+	if (large && !strcmp(large, "1")) {
+		fft_equals_karatsuba((size_t)1 << 24, (size_t)1 << 23);
+		fft_equals_karatsuba(((size_t)1 << 25) + 12345, 3000017);
+		fft_equals_karatsuba((size_t)1 << 26, (size_t)1 << 25);
+	}
+	/* the cached workspace can be dropped and rebuilt */
+	qw_toeplitz_release();
+	fft_equals_karatsuba(100000, 50000);
+	qw_toeplitz_release();
+}
+
 static void test_invalid_lengths(void **st)
 {
 	struct qw_bitvec *key = random_bits(100), *seed = random_bits(149);
@@ -384,6 +429,7 @@ int main(void)
 		cmocka_unit_test(test_small_against_reference),
 		cmocka_unit_test(test_unit_seed_is_shift),
 		cmocka_unit_test(test_large_paths_agree),
+		cmocka_unit_test(test_fft_matches_karatsuba),
 		cmocka_unit_test(test_invalid_lengths),
 	};
 
