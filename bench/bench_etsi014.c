@@ -11,6 +11,7 @@
 #define _XOPEN_SOURCE 700
 #include <errno.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdint.h>
@@ -20,6 +21,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 #include <ftw.h>
 
@@ -28,6 +30,7 @@
 #include <event2/thread.h>
 #include <jansson.h>
 #include <openssl/rand.h>
+#include <openssl/ssl.h>
 
 #include "../src/cmd/cli.h"
 #include "bench.h"
@@ -138,9 +141,22 @@ struct load {
 	/* per client */
 	double *lat;
 	size_t n, cap;
-	uint64_t errors;
+	uint64_t errors, all;
 	size_t body_len;
+	double cpu_s;
 };
+
+/* CPU seconds used by the calling thread. */
+static double thread_cpu(void)
+{
+	struct timespec ts;
+
+	if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts))
+		return 0;
+	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static void record(struct load *l, double t0, double t1);
 
 static size_t count_body(char *p, size_t sz, size_t n, void *arg)
 {
@@ -170,6 +186,7 @@ static void *client(void *arg)
 	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, count_body);
 	curl_easy_setopt(c, CURLOPT_WRITEDATA, &got);
 	curl_easy_setopt(c, CURLOPT_TIMEOUT, 10L);
+	curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L); /* no sigaction per request */
 	for (;;) {
 		double t0 = qw_bench_now(), t1;
 		long status = 0;
@@ -180,6 +197,7 @@ static void *client(void *arg)
 		got = 0;
 		rc = curl_easy_perform(c);
 		t1 = qw_bench_now();
+		l->all++;
 		curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
 		if (t0 < l->t_start)
 			continue; /* warm-up: handshake, first allocations */
@@ -188,23 +206,152 @@ static void *client(void *arg)
 			continue;
 		}
 		l->body_len = got;
-		if (l->n == l->cap) {
-			size_t nc = l->cap ? 2 * l->cap : 4096;
-			double *nl = realloc(l->lat, nc * sizeof(*nl));
-
-			if (!nl)
-				break;
-			l->lat = nl;
-			l->cap = nc;
-		}
-		l->lat[l->n++] = (t1 - t0) * 1e3;
+		record(l, t0, t1);
 	}
 	curl_easy_cleanup(c);
+	l->cpu_s = thread_cpu();
+	return NULL;
+}
+
+/* The light load generator: a blocking OpenSSL TLS 1.3 client speaking
+ * just enough HTTP/1.1 (one request at a time, Content-Length bodies). It
+ * costs a fraction of libcurl's CPU per request, which matters when the
+ * clients share the cores with the server they measure. */
+static int raw_connect(const struct load *l, SSL_CTX **ctxp, SSL **sslp, int *fdp)
+{
+	struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons(l->port),
+				 .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	char p[600];
+	SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+	SSL *ssl = NULL;
+	int fd = -1, one = 1;
+
+	if (!ctx || !SSL_CTX_set_min_proto_version(ctx, TLS1_3_VERSION))
+		goto fail;
+	snprintf(p, sizeof(p), "%s/ca.crt", l->dir);
+	if (SSL_CTX_load_verify_locations(ctx, p, NULL) != 1)
+		goto fail;
+	snprintf(p, sizeof(p), "%s/sae-sae-A.crt", l->dir);
+	if (SSL_CTX_use_certificate_chain_file(ctx, p) != 1)
+		goto fail;
+	snprintf(p, sizeof(p), "%s/sae-sae-A.key", l->dir);
+	if (SSL_CTX_use_PrivateKey_file(ctx, p, SSL_FILETYPE_PEM) != 1)
+		goto fail;
+	SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+	if ((fd = socket(AF_INET, SOCK_STREAM, 0)) < 0 ||
+	    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) ||
+	    connect(fd, (struct sockaddr *)&a, sizeof(a)))
+		goto fail;
+	if (!(ssl = SSL_new(ctx)) || !SSL_set_fd(ssl, fd) ||
+	    !X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), "127.0.0.1") ||
+	    SSL_connect(ssl) != 1)
+		goto fail;
+	*ctxp = ctx;
+	*sslp = ssl;
+	*fdp = fd;
+	return 0;
+fail:
+	SSL_free(ssl);
+	SSL_CTX_free(ctx);
+	if (fd >= 0)
+		close(fd);
+	return -1;
+}
+
+/* One request/response; 0 with the body length, -1 on any failure. */
+static int raw_request(SSL *ssl, size_t *body_len)
+{
+	static const char rq[] = "GET " TARGET " HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
+	char buf[8192], *end, *cl;
+	size_t have = 0, need = 0, hdr = 0;
+	int n;
+
+	if (SSL_write(ssl, rq, (int)sizeof(rq) - 1) != (int)sizeof(rq) - 1)
+		return -1;
+	for (;;) {
+		n = SSL_read(ssl, buf + have, (int)(sizeof(buf) - 1 - have));
+		if (n <= 0)
+			return -1;
+		have += (size_t)n;
+		buf[have] = '\0';
+		if (!hdr) {
+			if (!(end = strstr(buf, "\r\n\r\n")))
+				continue;
+			hdr = (size_t)(end - buf) + 4;
+			if (strncmp(buf, "HTTP/1.1 200 ", 13))
+				return -1;
+			cl = strstr(buf, "Content-Length:");
+			if (!cl || cl > end)
+				return -1;
+			need = hdr + strtoul(cl + 15, NULL, 10);
+		}
+		if (have >= need) {
+			*body_len = need - hdr;
+			return have == need ? 0 : -1;
+		}
+		if (have >= sizeof(buf) - 1)
+			return -1;
+	}
+}
+
+static void record(struct load *l, double t0, double t1)
+{
+	if (l->n == l->cap) {
+		size_t nc = l->cap ? 2 * l->cap : 4096;
+		double *nl = realloc(l->lat, nc * sizeof(*nl));
+
+		if (!nl) {
+			l->errors++;
+			return;
+		}
+		l->lat = nl;
+		l->cap = nc;
+	}
+	l->lat[l->n++] = (t1 - t0) * 1e3;
+}
+
+static void *raw_client(void *arg)
+{
+	struct load *l = arg;
+	SSL_CTX *ctx = NULL;
+	SSL *ssl = NULL;
+	int fd = -1;
+
+	if (raw_connect(l, &ctx, &ssl, &fd)) {
+		l->errors++;
+		l->cpu_s = thread_cpu();
+		return NULL;
+	}
+	for (;;) {
+		double t0 = qw_bench_now(), t1;
+		size_t len = 0;
+		int rc;
+
+		if (t0 >= l->t_end)
+			break;
+		rc = raw_request(ssl, &len);
+		t1 = qw_bench_now();
+		l->all++;
+		if (rc) {
+			l->errors++;
+			break; /* the connection is in an unknown state */
+		}
+		if (t0 < l->t_start)
+			continue;
+		l->body_len = len;
+		record(l, t0, t1);
+	}
+	SSL_shutdown(ssl);
+	SSL_free(ssl);
+	SSL_CTX_free(ctx);
+	close(fd);
+	l->cpu_s = thread_cpu();
 	return NULL;
 }
 
 struct figures {
 	double rps, p50, p99;
+	double client_cpu_us; /* load generator CPU per request */
 	uint64_t requests, errors;
 	size_t body_len;
 };
@@ -215,6 +362,8 @@ static int cmp_double(const void *a, const void *b)
 
 	return (x > y) - (x < y);
 }
+
+static int use_curl;
 
 static int run_load(const char *dir, uint16_t port, int clients, double seconds,
 		    struct figures *f)
@@ -235,16 +384,20 @@ static int run_load(const char *dir, uint16_t port, int clients, double seconds,
 		l[i].t_end = now + 0.5 + seconds;
 	}
 	for (; started < clients; started++)
-		if (pthread_create(&th[started], NULL, client, &l[started]))
+		if (pthread_create(&th[started], NULL, use_curl ? client : raw_client, &l[started]))
 			break;
 	for (int i = 0; i < started; i++)
 		pthread_join(th[i], NULL);
 	for (int i = 0; i < clients; i++) {
 		total += l[i].n;
 		f->errors += l[i].errors;
+		f->client_cpu_us += l[i].cpu_s;
+		k += l[i].all;
 		if (l[i].body_len)
 			f->body_len = l[i].body_len;
 	}
+	f->client_cpu_us = k ? f->client_cpu_us * 1e6 / (double)k : 0;
+	k = 0;
 	if (started < clients)
 		goto out;
 	if (total && !(all = malloc(total * sizeof(*all))))
@@ -272,11 +425,13 @@ out:
 /* ---- our server ---- */
 
 static struct event_base *srv_base;
+static double srv_cpu_s;
 
 static void *loop(void *arg)
 {
 	(void)arg;
 	event_base_loop(srv_base, EVLOOP_NO_EXIT_ON_EMPTY);
+	srv_cpu_s = thread_cpu();
 	return NULL;
 }
 
@@ -288,6 +443,7 @@ static int bench_qwave(const char *dir, int clients, double seconds, struct figu
 	struct qw_https_server *srv = NULL;
 	struct qw_etsi014 *api = NULL;
 	char crt[600], key[600], ca[600];
+	struct event_config *cfg;
 	pthread_t th;
 	int err = QW_ENOMEM;
 
@@ -295,7 +451,13 @@ static int bench_qwave(const char *dir, int clients, double seconds, struct figu
 		return QW_ENOMEM;
 	pool.pos = POOL_BYTES; /* filled on first use */
 	evthread_use_pthreads();
-	if (!(srv_base = event_base_new()))
+	/* Batch the read/write interest changes of each loop iteration into
+	 * one epoll_ctl per socket (libevent's epoll changelist). */
+	if ((cfg = event_config_new()))
+		event_config_set_flag(cfg, EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST);
+	srv_base = cfg ? event_base_new_with_config(cfg) : NULL;
+	event_config_free(cfg);
+	if (!srv_base)
 		goto out;
 	snprintf(crt, sizeof(crt), "%s/node-kme-bench.crt", dir);
 	snprintf(key, sizeof(key), "%s/node-kme-bench.key", dir);
@@ -506,24 +668,28 @@ static int rm_one(const char *p, const struct stat *st, int flag, struct FTW *ft
 static void usage(FILE *f)
 {
 	fprintf(f,
-		"usage: qwave bench etsi014 [--clients C] [--seconds S] [--no-nginx] [--json]\n\n"
+		"usage: qwave bench etsi014 [--clients C] [--seconds S] [--client raw|curl]\n"
+		"                           [--no-nginx] [--json]\n\n"
 		"ETSI GS QKD 014 Get key (enc_keys, 1 key of %d bits) over keep-alive\n"
 		"mutual-TLS (TLS 1.3, ECDSA P-256) connections from C concurrent clients\n"
-		"(libcurl, one thread each) for S seconds after 0.5 s of warm-up. Keys come\n"
-		"from an in-memory pool of random material. Then the same load against nginx\n"
-		"(" NGINX ", one worker) serving a static body of the same size with the\n"
-		"same TLS settings. The load generator shares the machine's cores with the\n"
-		"server it measures.\n\n"
-		"  --clients C   concurrent connections (default 4, at most %d)\n"
-		"  --seconds S   measured time per server (default 5)\n"
-		"  --no-nginx    skip the nginx comparison\n"
-		"  --json        print one JSON object\n",
+		"(one thread and one connection each) for S seconds after 0.5 s of warm-up.\n"
+		"Keys come from an in-memory pool of random material. Then the same load\n"
+		"against nginx (" NGINX ", one worker) serving a static body of the same\n"
+		"size with the same TLS settings. The load generator shares the machine's\n"
+		"cores with the server it measures.\n\n"
+		"  --clients C      concurrent connections (default 8, at most %d)\n"
+		"  --seconds S      measured time per server (default 5)\n"
+		"  --client raw     load generator: a minimal blocking OpenSSL HTTP/1.1\n"
+		"                   client (default; cheapest on the shared CPU)\n"
+		"  --client curl    libcurl easy handles\n"
+		"  --no-nginx       skip the nginx comparison\n"
+		"  --json           print one JSON object\n",
 		KEY_BITS, MAX_CLIENTS);
 }
 
 int qw_bench_etsi014(int argc, char **argv)
 {
-	int clients = 4, json = 0, nginx = 1, ret = QW_EXIT_FAIL, err;
+	int clients = 8, json = 0, nginx = 1, ret = QW_EXIT_FAIL, err;
 	double seconds = 5;
 	char dir[] = "/tmp/qwave-bench-etsi014-XXXXXX";
 	struct qw_pki_issue_opts io = { .kind = QW_PKI_NODE, .id = "kme-bench" };
@@ -544,6 +710,14 @@ int qw_bench_etsi014(int argc, char **argv)
 			json = 1;
 		} else if (!strcmp(argv[i], "--no-nginx")) {
 			nginx = 0;
+		} else if (!strcmp(argv[i], "--client") && i + 1 < argc) {
+			i++;
+			if (!strcmp(argv[i], "curl"))
+				use_curl = 1;
+			else if (!strcmp(argv[i], "raw"))
+				use_curl = 0;
+			else
+				return qw_cli_usage_error("bench etsi014", "--client: raw or curl");
 		} else if (!strcmp(argv[i], "--clients") && i + 1 < argc) {
 			if (qw_cli_parse_u64(argv[++i], &v) || v < 1 || v > MAX_CLIENTS)
 				return qw_cli_usage_error("bench etsi014", "--clients: 1..%d",
@@ -593,12 +767,16 @@ int qw_bench_etsi014(int argc, char **argv)
 				      "key_bits", KEY_BITS, "key_source",
 				      "in-memory pool of random material (bench_etsi014.c)",
 				      "load_generator",
-				      "libcurl easy handles, one thread per client, same machine",
+				      use_curl ? "libcurl easy handles, one thread per client, same machine"
+					       : "raw OpenSSL HTTP/1.1 client, one thread per client, same machine",
 				      "cores", (json_int_t)ncpu, "requests", (json_int_t)q.requests,
 				      "errors", (json_int_t)q.errors, "requests_per_s", q.rps,
 				      "p50_ms", q.p50, "p99_ms", q.p99);
 
 		json_object_set_new(o, "body_bytes", json_integer((json_int_t)q.body_len));
+		json_object_set_new(o, "server_cpu_us_per_request",
+				    json_real(keys_cut ? srv_cpu_s * 1e6 / (double)keys_cut : 0));
+		json_object_set_new(o, "client_cpu_us_per_request", json_real(q.client_cpu_us));
 		json_object_set_new(o, "nginx_requests_per_s", have_nginx ? json_real(n.rps) : json_null());
 		json_object_set_new(o, "nginx_p50_ms", have_nginx ? json_real(n.p50) : json_null());
 		json_object_set_new(o, "nginx_p99_ms", have_nginx ? json_real(n.p99) : json_null());
@@ -610,8 +788,8 @@ int qw_bench_etsi014(int argc, char **argv)
 		qw_cli_print_json(o);
 	} else {
 		printf("ETSI 014 Get key, 1 key of %d bits, %d keep-alive mutual-TLS clients, %.1f s\n"
-		       "(keys: in-memory random pool; load generator: libcurl on the same %ld cores)\n\n",
-		       KEY_BITS, clients, seconds, ncpu);
+		       "(keys: in-memory random pool; load generator: %s on the same %ld cores)\n\n",
+		       KEY_BITS, clients, seconds, use_curl ? "libcurl" : "raw OpenSSL client", ncpu);
 		printf("  %-8s %12s %10s %10s %8s\n", "server", "requests/s", "p50 (ms)", "p99 (ms)",
 		       "errors");
 		printf("  %-8s %12.0f %10.3f %10.3f %8llu\n", "qwave", q.rps, q.p50, q.p99,
@@ -623,6 +801,8 @@ int qw_bench_etsi014(int argc, char **argv)
 			printf("  nginx: %s\n", why);
 		printf("  response body %zu bytes, %llu keys cut\n", q.body_len,
 		       (unsigned long long)keys_cut);
+		printf("  CPU per request: qwave server thread %.1f us, load generator %.1f us\n",
+		       keys_cut ? srv_cpu_s * 1e6 / (double)keys_cut : 0, q.client_cpu_us);
 	}
 	ret = QW_EXIT_OK;
 out:
