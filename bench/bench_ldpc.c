@@ -33,7 +33,8 @@ static void usage(FILE *f)
 	fprintf(f,
 		"usage: qwave bench ldpc [--qber Q] [--bits N] [--runs R] [--lift Z]\n"
 		"                        [--efficiency F] [--estimate E] [--max-iter I]\n"
-		"                        [--blind ROUNDS] [--step S] [--rate I] [--seed X]\n"
+		"                        [--blind ROUNDS] [--step S] [--max-puncture]\n"
+		"                        [--rate I] [--seed X]\n"
 		"                        [--json]\n\n"
 		"Rate-adaptive LDPC reconciliation of R keys of N bits, each with exactly\n"
 		"round(Q*N) errors, through the real message path. Reports efficiency\n"
@@ -51,6 +52,8 @@ static void usage(FILE *f)
 		"  --max-iter I    decoder iterations per attempt (default 60)\n"
 		"  --blind ROUNDS  blind rounds revealing punctured bits (default 0)\n"
 		"  --step S        punctured values revealed per round (default n/200)\n"
+		"  --max-puncture  blind: start from maximal puncturing (else the rounds\n"
+		"                  only rescue frames of the one-way plan)\n"
 		"  --rate I        force mother code I (0..8: rate 0.50 + 0.05 I)\n"
 		"  --seed X        seed of the keys and error patterns (default 1)\n"
 		"  --json          print one JSON object\n");
@@ -79,7 +82,7 @@ int qw_bench_ldpc(int argc, char **argv)
 	double q = 0.03, est = -1, eff_sum = 0, t_total = 0, dec_total = 0, f = 0, cpu_total = 0;
 	uint64_t bits = 1000000, runs = 10, seed = 1, u, leak_sum = 0, frames = 0, ferr = 0;
 	uint64_t iters = 0, rts = 0, lift = 128, maxit = 60, blind = 0, step = 0;
-	int json = 0, ret = QW_EXIT_FAIL, err, rate = -1;
+	int json = 0, ret = QW_EXIT_FAIL, err, rate = -1, maxp = 0;
 	struct qw_bitvec *a = NULL, *b = NULL, *e = NULL;
 	struct qw_rng *rng = NULL;
 	struct qw_ldpc_stats st0;
@@ -94,6 +97,9 @@ int qw_bench_ldpc(int argc, char **argv)
 			return QW_EXIT_OK;
 		} else if (!strcmp(o, "--json")) {
 			json = 1;
+			continue;
+		} else if (!strcmp(o, "--max-puncture")) {
+			maxp = 1;
 			continue;
 		}
 		if (!val)
@@ -143,6 +149,7 @@ int qw_bench_ldpc(int argc, char **argv)
 	p.max_iter = (unsigned)maxit;
 	p.blind_rounds = (unsigned)blind;
 	p.blind_step = (unsigned)step;
+	p.blind_max_puncture = maxp;
 	p.rate_index = rate;
 	if (est < 0)
 		est = q > 0 ? q : 1e-4;

@@ -62,9 +62,13 @@ struct qw_ldpc_params {
 	uint64_t code_seed;    /* public seed of the matrices */
 	int rate_index;        /* -1: choose from the QBER; else force mother code i */
 	/* Blind rounds after a failure (0 = one-way): each reveals
-	 * blind_step punctured values per failed frame (0 = ceil(n/200)). */
+	 * blind_step punctured values per failed frame (0 = ceil(n/200)).
+	 * With blind_max_puncture the frames start from the code's maximal
+	 * puncturing at efficiency f (blind reconciliation proper); without,
+	 * the one-way plan is kept and the rounds only rescue failed frames. */
 	unsigned blind_rounds;
 	unsigned blind_step;
+	int blind_max_puncture;
 	/* Stage only: on frame failures, remove the failed frames' bits from
 	 * both keys and keep the block (1), or drop the whole block (0). */
 	int keep_partial;

@@ -99,7 +99,7 @@ int qw_ldpc_choose(const struct qw_ldpc_params *par, double qber, size_t nbits,
 	     h2(clamp_qber(qber));
 	if (fh >= 1.0)
 		return QW_ERANGE;
-	if (p.blind_rounds) {
+	if (p.blind_rounds && p.blind_max_puncture) {
 		/* Blind: start from the most punctured frames (the reserve
 		 * the rounds reveal); the code whose payload at efficiency f
 		 * is largest, i.e. the fewest frames. */

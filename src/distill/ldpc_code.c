@@ -513,21 +513,18 @@ int qw_ldpc_code_syndrome(const struct qw_ldpc_code *c, const struct qw_bitvec *
 	return 0;
 }
 
-int ldpc_syndrome_matches(const struct qw_ldpc_code *c, const uint64_t *x, const uint64_t *syn,
-			  uint64_t *acc)
+size_t ldpc_syndrome_unsat(const struct qw_ldpc_code *c, const uint64_t *x, const uint64_t *syn,
+			   uint64_t *acc)
 {
 	unsigned zw = c->zw;
+	size_t bad = 0;
 
 	for (unsigned i = 0; i < c->mb; i++) {
-		uint64_t d = 0;
-
 		memcpy(acc, syn + (size_t)i * zw, zw * 8);
 		for (uint32_t e = c->row_start[i]; e < c->row_start[i + 1]; e++)
 			rot_xor(acc, x + (size_t)c->ent_col[e] * zw, zw, c->ent_shift[e]);
 		for (unsigned w = 0; w < zw; w++)
-			d |= acc[w];
-		if (d)
-			return 0;
+			bad += (size_t)__builtin_popcountll(acc[w]);
 	}
-	return 1;
+	return bad;
 }

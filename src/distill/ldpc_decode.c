@@ -19,6 +19,7 @@
  * arithmetic; the AVX2 kernel and the portable one compute bit-identical
  * results. Decoding stops as soon as the hard decisions satisfy the
  * syndrome. */
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -30,6 +31,10 @@
 #endif
 
 int ldpc_force_portable;
+/* Iterations without a new minimum of unsatisfied checks before a frame
+ * is given up (measured: 12 loses no frame that 60 iterations save at
+ * Q = 2-5 %, 8 starts to). */
+#define LDPC_STALL 12u
 
 struct ldpc_work {
 	size_t n, m;
@@ -299,7 +304,8 @@ int ldpc_decode(const struct qw_ldpc_code *c, struct ldpc_work *w, const int16_t
 		const uint64_t *syn, unsigned max_iter, uint64_t *x, unsigned *iters)
 {
 	int simd = 0, ok = 0;
-	unsigned it = 0;
+	unsigned it = 0, best_it = 0;
+	size_t unsat, best = SIZE_MAX;
 
 	QW_REQUIRE(w->n == c->n && w->m == c->m && w->z == c->z && w->nent == c->nent &&
 		   w->maxdeg >= c->max_row_deg);
@@ -322,11 +328,20 @@ int ldpc_decode(const struct qw_ldpc_code *c, struct ldpc_work *w, const int16_t
 		else
 #endif
 			hard_portable(w);
-		if (ldpc_syndrome_matches(c, w->x, syn, w->acc)) {
+		unsat = ldpc_syndrome_unsat(c, w->x, syn, w->acc);
+		if (unsat == 0) {
 			ok = 1;
 			break;
 		}
-		if (it >= max_iter)
+		if (unsat < best) {
+			best = unsat;
+			best_it = it;
+		}
+		/* Give up when the number of unsatisfied checks has not
+		 * reached a new minimum for LDPC_STALL iterations: such frames
+		 * practically never converge later (docs/ldpc.md), and failed
+		 * frames would otherwise cost max_iter iterations each. */
+		if (it >= max_iter || it - best_it >= LDPC_STALL)
 			break;
 		it++;
 		for (unsigned i = 0; i < c->mb; i++) {

@@ -47,9 +47,9 @@ int ldpc_decode(const struct qw_ldpc_code *c, struct ldpc_work *w, const int16_t
 		const uint64_t *syn, unsigned max_iter, uint64_t *x, unsigned *iters);
 /* syn (m bits, zeroed first) = H x over packed words. */
 void ldpc_syndrome_words(const struct qw_ldpc_code *c, const uint64_t *x, uint64_t *syn);
-/* 1 when H x = syn; acc is scratch of z / 64 words. */
-int ldpc_syndrome_matches(const struct qw_ldpc_code *c, const uint64_t *x, const uint64_t *syn,
-			  uint64_t *acc);
+/* Number of checks of H x = syn that fail; acc is scratch of z / 64 words. */
+size_t ldpc_syndrome_unsat(const struct qw_ldpc_code *c, const uint64_t *x, const uint64_t *syn,
+			   uint64_t *acc);
 
 /* Tests set this to run the portable kernel on AVX2 machines. */
 extern int ldpc_force_portable;

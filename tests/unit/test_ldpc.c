@@ -352,6 +352,7 @@ static void test_blind_leak_exact(void **unused)
 	p.efficiency = 1.02; /* too ambitious: most frames fail at first */
 	p.blind_rounds = 20;
 	p.blind_step = 100;
+	p.blind_max_puncture = 1;
 	alice = qw_ldpc_alice_new(&p, a, 0.03, ar, NULL);
 	bob = qw_ldpc_bob_new(&p, b);
 	assert_non_null(alice);
