@@ -113,13 +113,12 @@ __attribute__((target("pclmul,sse4.1"))) static inline __m128i mul2(__m128i a, _
 {
 	__m128i pe = _mm_clmulepi64_si128(a, b, 0x00), po = _mm_clmulepi64_si128(a, b, 0x11);
 	__m128i lo = _mm_unpacklo_epi64(pe, po), hi = _mm_unpackhi_epi64(pe, po);
+	const __m128i fold = _mm_setr_epi8(0, 1, 3, 2, 6, 7, 5, 4, 13, 12, 14, 15, 11, 10, 8, 9);
 
-	hi = _mm_xor_si128(hi, _mm_xor_si128(_mm_srli_epi64(hi, 60),
-					     _mm_xor_si128(_mm_srli_epi64(hi, 61),
-							   _mm_srli_epi64(hi, 63))));
-	lo = _mm_xor_si128(lo, hi);
-	lo = _mm_xor_si128(lo, _mm_xor_si128(_mm_slli_epi64(hi, 1), _mm_slli_epi64(hi, 3)));
-	return _mm_xor_si128(lo, _mm_slli_epi64(hi, 4));
+	/* as gf64_reduce, the top-nibble fold by table (see mul4) */
+	hi = _mm_xor_si128(hi, _mm_shuffle_epi8(fold, _mm_srli_epi64(hi, 60)));
+	hi = _mm_xor_si128(hi, _mm_slli_epi64(hi, 1));
+	return _mm_xor_si128(lo, _mm_xor_si128(hi, _mm_slli_epi64(hi, 3)));
 }
 
 /* Four products: lanes (0, 2) from the even, (1, 3) from the odd clmul. */
@@ -128,14 +127,15 @@ __attribute__((target("vpclmulqdq,avx2,pclmul"))) static inline __m256i mul4(__m
 	__m256i pe = _mm256_clmulepi64_epi128(a, b, 0x00);
 	__m256i po = _mm256_clmulepi64_epi128(a, b, 0x11);
 	__m256i lo = _mm256_unpacklo_epi64(pe, po), hi = _mm256_unpackhi_epi64(pe, po);
+	/* hi >> 60 + hi >> 61 + hi >> 63 depends on the top nibble v only:
+	 * v + v >> 1 + v >> 3, looked up (the other bytes index entry 0 = 0) */
+	const __m256i fold = _mm256_setr_epi8(0, 1, 3, 2, 6, 7, 5, 4, 13, 12, 14, 15, 11, 10, 8, 9,
+					      0, 1, 3, 2, 6, 7, 5, 4, 13, 12, 14, 15, 11, 10, 8, 9);
 
-	hi = _mm256_xor_si256(hi, _mm256_xor_si256(_mm256_srli_epi64(hi, 60),
-						   _mm256_xor_si256(_mm256_srli_epi64(hi, 61),
-								    _mm256_srli_epi64(hi, 63))));
-	lo = _mm256_xor_si256(lo, hi);
-	lo = _mm256_xor_si256(lo, _mm256_xor_si256(_mm256_slli_epi64(hi, 1),
-						   _mm256_slli_epi64(hi, 3)));
-	return _mm256_xor_si256(lo, _mm256_slli_epi64(hi, 4));
+	hi = _mm256_xor_si256(hi, _mm256_shuffle_epi8(fold, _mm256_srli_epi64(hi, 60)));
+	/* hi g mod x^64 with g = (1 + x)(1 + x^3) */
+	hi = _mm256_xor_si256(hi, _mm256_slli_epi64(hi, 1));
+	return _mm256_xor_si256(lo, _mm256_xor_si256(hi, _mm256_slli_epi64(hi, 3)));
 }
 
 __attribute__((target("pclmul,sse4.1"))) static uint64_t gf64_mul_clmul(uint64_t a, uint64_t b)
@@ -686,43 +686,6 @@ static void bfly(uint64_t *lo, uint64_t *hi, size_t h, uint64_t c, int inv, int 
 	bfly_portable(lo, hi, h, c, inv);
 }
 
-/* Levels top .. 0 (forward) or 0 .. top (inverse) of the block of 2^(top+1)
- * elements at f whose level-top index is t, entirely in cache. */
-static void block_levels(uint64_t *f, unsigned top, uint64_t t, int inv, int level)
-{
-	int lo_level = 0;
-
-#ifdef QW_HAVE_X86
-	if (level >= 2 && top >= 2)
-		lo_level = 2; /* levels 1, 0 by low_levels_vclmul */
-#endif
-	if (inv) {
-#ifdef QW_HAVE_X86
-		if (lo_level)
-			low_levels_vclmul(f, (size_t)2 << top, t << (top - 1), 1);
-#endif
-		for (int i = lo_level; i <= (int)top; i++) {
-			size_t h = (size_t)1 << i, nb = (size_t)1 << (top - (unsigned)i);
-
-			for (size_t b = 0; b < nb; b++)
-				bfly(f + 2 * h * b, f + 2 * h * b + h, h,
-				     omega(2 * ((t << (top - (unsigned)i)) + b)), 1, level);
-		}
-		return;
-	}
-	for (int i = (int)top; i >= lo_level; i--) {
-		size_t h = (size_t)1 << i, nb = (size_t)1 << (top - (unsigned)i);
-
-		for (size_t b = 0; b < nb; b++)
-			bfly(f + 2 * h * b, f + 2 * h * b + h, h,
-			     omega(2 * ((t << (top - (unsigned)i)) + b)), 0, level);
-	}
-#ifdef QW_HAVE_X86
-	if (lo_level)
-		low_levels_vclmul(f, (size_t)2 << top, t << (top - 1), 0);
-#endif
-}
-
 #ifdef QW_HAVE_X86
 /* Levels top and top - 1 of a block of 4q elements in one sweep (one pass
  * over memory instead of two): quarters a, b, c, d; level top pairs (a, c)
@@ -768,6 +731,68 @@ radix4_vclmul(uint64_t *f, size_t q, uint64_t t, int inv)
 	}
 }
 #endif
+
+#ifdef QW_HAVE_X86
+/* block_levels() with the vector kernels: levels top .. 2 two at a time
+ * (radix4_vclmul; an odd count starts with one single level), then 1 and 0
+ * together (low_levels_vclmul); the inverse in the opposite order. */
+static void block_levels_vclmul(uint64_t *f, unsigned top, uint64_t t, int inv)
+{
+	int single = (top - 1) & 1;
+	unsigned hi_pair = single ? top - 1 : top;
+
+	if (!inv) {
+		if (single)
+			bfly_vclmul(f, f + ((size_t)1 << top), (size_t)1 << top, omega(2 * t), 0);
+		for (unsigned i = hi_pair; i >= 3; i -= 2) {
+			size_t q = (size_t)1 << (i - 1), nb = (size_t)1 << (top - i);
+
+			for (size_t b = 0; b < nb; b++)
+				radix4_vclmul(f + 4 * q * b, q, (t << (top - i)) + b, 0);
+		}
+		low_levels_vclmul(f, (size_t)2 << top, t << (top - 1), 0);
+		return;
+	}
+	low_levels_vclmul(f, (size_t)2 << top, t << (top - 1), 1);
+	for (unsigned i = 3; i <= hi_pair; i += 2) {
+		size_t q = (size_t)1 << (i - 1), nb = (size_t)1 << (top - i);
+
+		for (size_t b = 0; b < nb; b++)
+			radix4_vclmul(f + 4 * q * b, q, (t << (top - i)) + b, 1);
+	}
+	if (single)
+		bfly_vclmul(f, f + ((size_t)1 << top), (size_t)1 << top, omega(2 * t), 1);
+}
+#endif
+
+/* Levels top .. 0 (forward) or 0 .. top (inverse) of the block of 2^(top+1)
+ * elements at f whose level-top index is t, entirely in cache. */
+static void block_levels(uint64_t *f, unsigned top, uint64_t t, int inv, int level)
+{
+#ifdef QW_HAVE_X86
+	if (level >= 2 && top >= 2) {
+		block_levels_vclmul(f, top, t, inv);
+		return;
+	}
+#endif
+	if (inv) {
+		for (int i = 0; i <= (int)top; i++) {
+			size_t h = (size_t)1 << i, nb = (size_t)1 << (top - (unsigned)i);
+
+			for (size_t b = 0; b < nb; b++)
+				bfly(f + 2 * h * b, f + 2 * h * b + h, h,
+				     omega(2 * ((t << (top - (unsigned)i)) + b)), 1, level);
+		}
+		return;
+	}
+	for (int i = (int)top; i >= 0; i--) {
+		size_t h = (size_t)1 << i, nb = (size_t)1 << (top - (unsigned)i);
+
+		for (size_t b = 0; b < nb; b++)
+			bfly(f + 2 * h * b, f + 2 * h * b + h, h,
+			     omega(2 * ((t << (top - (unsigned)i)) + b)), 0, level);
+	}
+}
 
 /* Depth first above the cache size: the top level (or two) over the whole
  * block, then each part. Forward only: elements from len on are zero; while
