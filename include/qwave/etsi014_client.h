@@ -121,6 +121,9 @@ QW_WUR int qw_etsi_client_new(const struct qw_etsi_client_opts *o,
 			      struct qw_etsi_client **out, struct qw_etsi_error *err);
 /* Closes the connection. NULL accepted. */
 void qw_etsi_client_free(struct qw_etsi_client *c);
+/* Connections opened so far (1 after any number of calls on one kept-alive
+ * connection). */
+uint64_t qw_etsi_client_connections(const struct qw_etsi_client *c);
 
 /* Get status (5.2) for slave_sae. 0 and *out filled (release with
  * qw_etsi_status_clear), or an error as listed above (*out then zeroed). */

@@ -36,6 +36,11 @@ struct qw_etsi_client {
 	 * KME (the handshake then fails). */
 	int id_mismatch;
 	char seen_id[QW_ETSI_ID_MAX + 1];
+	/* TLS events of the current call (info callback): a fatal alert from
+	 * the KME, and whether a handshake completed. */
+	char alert[64];
+	int handshake_done;
+	uint64_t connects;        /* TCP+TLS connections opened so far */
 	char errbuf[CURL_ERROR_SIZE];
 	/* response body of the current call */
 	char *resp;
@@ -610,14 +615,30 @@ static int verify_kme_id(int preverify_ok, X509_STORE_CTX *xs)
 	return 0;
 }
 
+static void on_tls_info(const SSL *ssl, int where, int ret)
+{
+	struct qw_etsi_client *c = SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), ssl_ctx_idx);
+
+	if (!c)
+		return;
+	if (where & SSL_CB_HANDSHAKE_DONE)
+		c->handshake_done = 1;
+	if ((where & SSL_CB_READ_ALERT) && !strcmp(SSL_alert_type_string(ret), "F"))
+		snprintf(c->alert, sizeof(c->alert), "%s", SSL_alert_desc_string_long(ret));
+}
+
 static CURLcode on_ssl_ctx(CURL *curl, void *sslctx, void *arg)
 {
 	SSL_CTX *ctx = sslctx;
+	struct qw_etsi_client *c = arg;
 
 	(void)curl;
-	if (!SSL_CTX_set_ex_data(ctx, ssl_ctx_idx, arg))
+	if (!SSL_CTX_set_ex_data(ctx, ssl_ctx_idx, c))
 		return CURLE_OUT_OF_MEMORY;
-	SSL_CTX_set_verify(ctx, SSL_CTX_get_verify_mode(ctx) | SSL_VERIFY_PEER, verify_kme_id);
+	SSL_CTX_set_info_callback(ctx, on_tls_info);
+	if (c->expect_kme_id)
+		SSL_CTX_set_verify(ctx, SSL_CTX_get_verify_mode(ctx) | SSL_VERIFY_PEER,
+				   verify_kme_id);
 	return CURLE_OK;
 }
 
@@ -716,13 +737,15 @@ int qw_etsi_client_new(const struct qw_etsi_client_opts *o, struct qw_etsi_clien
 		SETOPT(CURLOPT_XFERINFODATA, c);
 		SETOPT(CURLOPT_NOPROGRESS, 0L);
 	}
-	if (c->expect_kme_id) {
-		if (curl_easy_setopt(c->curl, CURLOPT_SSL_CTX_FUNCTION, on_ssl_ctx) != CURLE_OK) {
+	/* OpenSSL hooks: the KME ID check, and TLS alerts for clear messages.
+	 * Other TLS back ends lack them; only the KME ID check is required. */
+	if (curl_easy_setopt(c->curl, CURLOPT_SSL_CTX_FUNCTION, on_ssl_ctx) != CURLE_OK ||
+	    curl_easy_setopt(c->curl, CURLOPT_SSL_CTX_DATA, c) != CURLE_OK) {
+		if (c->expect_kme_id) {
 			set_err(err, 0, "checking the KME ID needs libcurl built with OpenSSL");
 			ret = QW_EUNSUPPORTED;
 			goto out;
 		}
-		SETOPT(CURLOPT_SSL_CTX_DATA, c);
 	}
 	*out = c;
 	c = NULL;
@@ -730,6 +753,12 @@ int qw_etsi_client_new(const struct qw_etsi_client_opts *o, struct qw_etsi_clien
 out:
 	qw_etsi_client_free(c);
 	return ret;
+}
+
+uint64_t qw_etsi_client_connections(const struct qw_etsi_client *c)
+{
+	QW_REQUIRE(c);
+	return c->connects;
 }
 
 static int transport_error(struct qw_etsi_client *c, CURLcode rc, struct qw_etsi_error *err)
@@ -771,12 +800,29 @@ static int transport_error(struct qw_etsi_client *c, CURLcode rc, struct qw_etsi
 	default:
 		break;
 	}
-	/* A KME that refuses our certificate aborts the handshake with an
-	 * alert; in TLS 1.3 it arrives with the first read. */
-	if (strstr(why, "alert certificate required") || strstr(why, "alert unknown ca") ||
-	    strstr(why, "alert bad certificate") || strstr(why, "alert certificate unknown") ||
-	    strstr(why, "alert certificate expired") || strstr(why, "alert certificate revoked")) {
-		set_err(err, 0, "KME refused our client certificate: %s", why);
+	/* A KME that refuses our certificate ends the handshake with a fatal
+	 * alert (RFC 8446 6.2); in TLS 1.3 it comes after the client's
+	 * Finished, so the client may only see the connection drop. */
+	if (c->alert[0]) {
+		static const char *const cert_alerts[] = {
+			"certificate required", "unknown CA", "bad certificate",
+			"certificate unknown", "certificate expired", "certificate revoked",
+			"unsupported certificate", "access denied", "decrypt error",
+		};
+
+		for (size_t i = 0; i < sizeof(cert_alerts) / sizeof(cert_alerts[0]); i++)
+			if (!strcasecmp(c->alert, cert_alerts[i])) {
+				set_err(err, 0, "KME refused our client certificate (TLS alert: %s)",
+					c->alert);
+				return QW_EAUTH;
+			}
+		set_err(err, 0, "KME ended the TLS handshake (alert: %s): %s", c->alert, why);
+		return QW_EIO;
+	}
+	if (c->handshake_done && (rc == CURLE_RECV_ERROR || rc == CURLE_SEND_ERROR ||
+				  rc == CURLE_GOT_NOTHING || rc == CURLE_COULDNT_CONNECT)) {
+		set_err(err, 0, "KME closed the connection right after the TLS handshake: it "
+				"refused our client certificate? (%s)", why);
 		return QW_EAUTH;
 	}
 	if (rc == CURLE_SSL_CONNECT_ERROR) {
@@ -799,6 +845,8 @@ static int perform(struct qw_etsi_client *c, const char *url, const char *body,
 
 	c->errbuf[0] = '\0';
 	c->id_mismatch = 0;
+	c->alert[0] = '\0';
+	c->handshake_done = 0;
 	c->resp_too_big = 0;
 	if (c->resp)
 		qw_wipe(c->resp, c->resp_cap);
@@ -830,6 +878,12 @@ static int perform(struct qw_etsi_client *c, const char *url, const char *body,
 		goto out;
 	}
 	rc = curl_easy_perform(c->curl);
+	{
+		long nc = 0;
+
+		if (curl_easy_getinfo(c->curl, CURLINFO_NUM_CONNECTS, &nc) == CURLE_OK && nc > 0)
+			c->connects += (uint64_t)nc;
+	}
 	/* the handle must not keep pointers into hdr/body past this call */
 	curl_easy_setopt(c->curl, CURLOPT_HTTPHEADER, (struct curl_slist *)NULL);
 	if (body)

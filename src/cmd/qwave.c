@@ -14,6 +14,7 @@ static const struct qw_cli_cmd groups[] = {
 	{ "crypto", qw_cmd_crypto, "crypto service: SM2/SM3/SM4/ZUC/AES from files or stdin" },
 	{ "demo", qw_cmd_demo, "end-to-end showcase (entropy, DRBG, ZUC, SM4/AES, SM2)" },
 	{ "randtest", qw_cmd_randtest, "NIST SP 800-22 randomness report for a key or bit file" },
+	{ "keys", qw_cmd_keys, "ETSI GS QKD 014 client: key status, get keys, get keys by ID from a KME" },
 	{ NULL, NULL, NULL },
 };
 
