@@ -50,7 +50,8 @@ static void usage(FILE *f)
 		"                  calibrated for frame error rates of ~3 %% or less)\n"
 		"  --estimate E    QBER estimate given to the protocol (default Q)\n"
 		"  --max-iter I    decoder iterations per attempt (default 60)\n"
-		"  --blind ROUNDS  blind rounds revealing punctured bits (default 0)\n"
+		"  --blind ROUNDS  rounds revealing punctured bits of failed frames\n"
+		"                  (default 4; 0 = strictly one-way)\n"
 		"  --step S        punctured values revealed per round (default n/200)\n"
 		"  --max-puncture  blind: start from maximal puncturing (else the rounds\n"
 		"                  only rescue frames of the one-way plan)\n"
@@ -81,7 +82,7 @@ int qw_bench_ldpc(int argc, char **argv)
 	struct qw_ldpc_params p;
 	double q = 0.03, est = -1, eff_sum = 0, t_total = 0, dec_total = 0, f = 0, cpu_total = 0;
 	uint64_t bits = 1000000, runs = 10, seed = 1, u, leak_sum = 0, frames = 0, ferr = 0;
-	uint64_t iters = 0, rts = 0, lift = 128, maxit = 60, blind = 0, step = 0;
+	uint64_t iters = 0, rts = 0, lift = 128, maxit = 60, blind = 4, step = 0;
 	int json = 0, ret = QW_EXIT_FAIL, err, rate = -1, maxp = 0;
 	struct qw_bitvec *a = NULL, *b = NULL, *e = NULL;
 	struct qw_rng *rng = NULL;

@@ -89,8 +89,9 @@ struct qw_ldpc_stats {
 	double decode_seconds;    /* Bob's decoder time (CPU-bound, one thread) */
 };
 
-/* Defaults: Z = 128, automatic f, 60 iterations, automatic
- * rate, one-way, drop the block on failure. */
+/* Defaults: Z = 128, automatic f, 60 iterations, automatic rate, up to 4
+ * rescue rounds (blind_rounds = 4, one-way plan: a single message each
+ * way unless a frame fails), drop the block on failure. */
 void qw_ldpc_params_init(struct qw_ldpc_params *p);
 
 /* The target efficiency used when params.efficiency is 0: calibrated for

@@ -32,6 +32,9 @@ void qw_ldpc_params_init(struct qw_ldpc_params *p)
 	p->lift = 128;
 	p->efficiency = 0;
 	p->max_iter = 60;
+	/* One message each way unless a frame fails; then up to four rescue
+	 * rounds (docs/ldpc.md: no frame lost at the default efficiency). */
+	p->blind_rounds = 4;
 	p->code_seed = 0x716b64ull;
 	p->rate_index = -1;
 }
