@@ -27,6 +27,8 @@
 #include "qwave/secmem.h"
 
 #define NOTE_BYTES 96
+/* Responses up to this size leave as one TLS write (see coalesce). */
+#define QW_HTTPS_COALESCE_MAX (64u * 1024u)
 
 struct route {
 	char *prefix;
@@ -244,7 +246,8 @@ static int load_ctx(struct qw_https_server *s, const struct qw_https_opts *o)
 		return QW_ECRYPTO;
 	SSL_CTX_set_options(s->ssl, SSL_OP_CIPHER_SERVER_PREFERENCE | SSL_OP_NO_RENEGOTIATION |
 					    SSL_OP_NO_COMPRESSION);
-	SSL_CTX_set_mode(s->ssl, SSL_MODE_RELEASE_BUFFERS);
+	/* coalesce() may move bytes a pending SSL_write retry points at. */
+	SSL_CTX_set_mode(s->ssl, SSL_MODE_RELEASE_BUFFERS | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
 	if (SSL_CTX_use_certificate_chain_file(s->ssl, o->cert_file) != 1 ||
 	    SSL_CTX_use_PrivateKey_file(s->ssl, o->key_file, SSL_FILETYPE_PEM) != 1)
 		return QW_EIO;
@@ -442,13 +445,48 @@ static const char *reason(int status)
 	}
 }
 
+static void wipe_free(const void *data, size_t len, void *arg)
+{
+	(void)arg;
+	qw_free_secret((void *)data, len);
+}
+
+/* evhttp queues the header block and the body as two evbuffer chains, and
+ * bufferevent_openssl turns each chain into its own TLS record and write()
+ * (the writes happen later, when the socket is writable). Merging what is
+ * queued into one buffer of ours halves the records and syscalls per
+ * response; the buffer is wiped when sent since it may hold keys. */
+static void coalesce(struct bufferevent *bev)
+{
+	struct evbuffer *out = bufferevent_get_output(bev);
+	size_t n = evbuffer_get_length(out);
+	char *buf;
+
+	if (n == 0 || n > QW_HTTPS_COALESCE_MAX || evbuffer_peek(out, -1, NULL, NULL, 0) < 2)
+		return;
+	if (!(buf = malloc(n)))
+		return;
+	if (evbuffer_copyout(out, buf, n) != (ev_ssize_t)n) {
+		qw_free_secret(buf, n);
+		return;
+	}
+	/* Same bytes, same order: whatever was queued before is kept. */
+	evbuffer_drain(out, n);
+	if (evbuffer_add_reference(out, buf, n, wipe_free, NULL) != 0)
+		qw_free_secret(buf, n); /* cannot happen after a drain; never lose data */
+}
+
 static void finish(struct qw_https_req *r, int status)
 {
 	struct qw_https_server *s = r->srv;
+	struct evhttp_connection *con = evhttp_request_get_connection(r->ev);
+	struct bufferevent *bev = con ? evhttp_connection_get_bufferevent(con) : NULL;
 
 	evhttp_add_header(evhttp_request_get_output_headers(r->ev), "Content-Type",
 			  "application/json");
 	evhttp_send_reply(r->ev, status, reason(status), NULL);
+	if (bev)
+		coalesce(bev);
 	if (s->access_log) {
 		struct qw_https_access a = {
 			.method = qw_https_req_method_name(r),
