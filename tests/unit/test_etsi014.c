@@ -579,6 +579,12 @@ static void test_enc_dec_post(void **state)
 	assert_string_equal(h.id[2], g.id[1]);
 	assert_memory_equal(h.key[2], g.key[1], 16);
 
+	/* the largest request: 128 keys of 1024 bits, a body of several TLS
+	 * records */
+	r = post(a, "/api/v1/keys/sae-B/enc_keys", "{\"number\": 128, \"size\": 1024}");
+	expect_keys(r, 128, 1024, NULL);
+	assert_true(r->len > 16384);
+
 	/* empty Key request, as {} or no body at all */
 	expect_keys(post(a, "/api/v1/keys/sae-B/enc_keys", "{}"), 1, 256, NULL);
 	expect_keys(post(a, "/api/v1/keys/sae-B/enc_keys", ""), 1, 256, NULL);
