@@ -694,9 +694,10 @@ static void bfly(uint64_t *lo, uint64_t *hi, size_t h, uint64_t c, int inv, int 
 __attribute__((target("vpclmulqdq,avx2,pclmul"))) static void
 radix4_vclmul(uint64_t *f, size_t q, uint64_t t, int inv)
 {
+	uint64_t o4 = omega(4 * t);
 	__m256i w0 = _mm256_set1_epi64x((long long)omega(2 * t));
-	__m256i w1 = _mm256_set1_epi64x((long long)omega(4 * t));
-	__m256i w2 = _mm256_set1_epi64x((long long)omega(4 * t + 2));
+	__m256i w1 = _mm256_set1_epi64x((long long)o4);
+	__m256i w2 = _mm256_set1_epi64x((long long)(o4 ^ cantor[1])); /* omega(4 t + 2) */
 
 	for (size_t j = 0; j < q; j += 4) {
 		__m256i *pa = (__m256i *)(void *)(f + j), *pb = (__m256i *)(void *)(f + q + j);
@@ -1099,9 +1100,25 @@ static uint64_t bits64_at(const uint64_t *w, size_t nw, long long off)
 static void load_segment(uint64_t *f, size_t n, const uint64_t *w, size_t nw, long long off,
 			 size_t len)
 {
-	size_t nc = (len + 31) / 32;
+	size_t nc = (len + 31) / 32, c = 0;
 
-	for (size_t c = 0; c < nc; c++)
+	if (off >= 0 && !(off & 63)) { /* word aligned: no shifts */
+		size_t q0 = (size_t)off >> 6;
+
+		for (; c + 2 <= nc && q0 + c / 2 < nw; c += 2) {
+			uint64_t v = w[q0 + c / 2];
+
+			f[c] = v & 0xffffffffu;
+			f[c + 1] = v >> 32;
+		}
+	}
+	for (; c + 2 <= nc; c += 2) {
+		uint64_t v = bits64_at(w, nw, off + 32 * (long long)c);
+
+		f[c] = v & 0xffffffffu;
+		f[c + 1] = v >> 32;
+	}
+	if (c < nc)
 		f[c] = bits64_at(w, nw, off + 32 * (long long)c) & 0xffffffffu;
 	if (len & 31)
 		f[nc - 1] &= ((uint64_t)1 << (len & 31)) - 1;
