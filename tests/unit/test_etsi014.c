@@ -14,6 +14,10 @@
 #include <ftw.h>
 #include <pthread.h>
 #include <unistd.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/time.h>
 
 #include <cmocka.h>
 #include <curl/curl.h>
@@ -217,7 +221,8 @@ static const struct qw_kme_ops tops = {
 static char dir[64], other[80];
 static struct tkme kme;
 static struct event_base *base;
-static struct qw_https_server *srv;
+static struct qw_https_server *srv, *srv_slow;
+static uint16_t port_slow;
 static struct qw_etsi014 *api;
 static pthread_t loop_thread;
 static uint16_t port;
@@ -230,6 +235,22 @@ static void access_log(void *arg, const struct qw_https_access *a)
 	snprintf(last_note, sizeof(last_note), "%s", a->note);
 	snprintf(last_peer, sizeof(last_peer), "%s", a->peer_id);
 	last_status = a->status;
+}
+
+/* A generic route as /metrics will use: peer identity, immediate reply. */
+static void metrics(void *arg, struct qw_https_req *r)
+{
+	char body[160];
+	size_t len;
+	int n;
+
+	(void)arg;
+	(void)qw_https_req_body(r, &len);
+	n = snprintf(body, sizeof(body), "{\"peer\":\"%s\",\"kind\":%d,\"path\":\"%s\",\"query\":\"%s\"}",
+		     qw_https_req_peer_id(r) ? qw_https_req_peer_id(r) : "",
+		     (int)qw_https_req_peer_kind(r), qw_https_req_path(r),
+		     qw_https_req_query(r) ? qw_https_req_query(r) : "");
+	qw_https_reply(r, 200, body, (size_t)n);
 }
 
 static void *loop(void *arg)
@@ -293,6 +314,14 @@ static int setup(void **state)
 	api = qw_etsi014_new(srv, &tops, &kme, &err);
 	if (!api || port == 0)
 		return -1;
+	if (qw_https_route(srv, QW_HTTP_GET, "/metrics", metrics, NULL))
+		return -1;
+	/* a second server with a 1 s timeout, for idle connections */
+	o.timeout_s = 1;
+	o.access_log = NULL;
+	if (!(srv_slow = qw_https_server_new(base, &o, &err)))
+		return -1;
+	port_slow = qw_https_server_port(srv_slow);
 	return pthread_create(&loop_thread, NULL, loop, NULL);
 }
 
@@ -302,6 +331,7 @@ static int teardown(void **state)
 	event_base_loopbreak(base);
 	pthread_join(loop_thread, NULL);
 	qw_https_server_free(srv);
+	qw_https_server_free(srv_slow);
 	event_base_loop(base, EVLOOP_NONBLOCK); /* deferred bufferevent frees */
 	qw_etsi014_free(api);
 	event_base_free(base);
@@ -818,6 +848,40 @@ static void test_limits_keepalive(void **state)
 	curl_easy_cleanup(a);
 }
 
+static void test_generic_routes(void **state)
+{
+	CURL *n = client(dir, "node", "kme-B");
+	struct resp *r;
+	struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons(port_slow),
+				 .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	char c;
+	int fd;
+
+	(void)state;
+	/* any verified identity reaches a generic handler, with its kind */
+	r = get(n, "/metrics/x?y=1");
+	assert_int_equal(r->status, 200);
+	assert_string_equal(json_string_value(json_object_get(r->json, "peer")), "kme-B");
+	assert_int_equal(json_integer_value(json_object_get(r->json, "kind")), QW_PKI_NODE);
+	assert_string_equal(json_string_value(json_object_get(r->json, "path")), "/metrics/x");
+	assert_string_equal(json_string_value(json_object_get(r->json, "query")), "y=1");
+	r = post(n, "/metrics", "{}");
+	expect_error(r, 405, "method not allowed");
+	curl_easy_cleanup(n);
+
+	/* a connection that never starts its handshake is closed on timeout */
+	fd = socket(AF_INET, SOCK_STREAM, 0);
+	assert_true(fd >= 0);
+	assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+	{
+		struct timeval tv = { .tv_sec = 10 };
+
+		assert_int_equal(setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)), 0);
+	}
+	assert_int_equal(recv(fd, &c, 1, 0), 0); /* EOF from the server, not our 10 s */
+	close(fd);
+}
+
 /* The parser alone, without sockets. */
 static void test_parse(void **state)
 {
@@ -902,6 +966,7 @@ int main(void)
 		cmocka_unit_test(test_unauthorized),
 		cmocka_unit_test(test_tls_refusals),
 		cmocka_unit_test(test_limits_keepalive),
+		cmocka_unit_test(test_generic_routes),
 	};
 
 	return cmocka_run_group_tests(tests, setup, teardown);
