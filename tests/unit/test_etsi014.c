@@ -919,6 +919,59 @@ static void test_parse(void **state)
 	assert_string_equal(r.key_ids[0], "550e8400-e29b-41d4-a716-446655440000");
 	qw_etsi014_request_clear(&r);
 
+	/* the most key IDs one request may name, and one more; a duplicate
+	 * far from its twin */
+	{
+		size_t cap = 1100 * 52 + 32, pos;
+		char *big = malloc(cap);
+		char ids[1025][QW_UUID_STR_BYTES];
+
+		assert_non_null(big);
+		for (int i = 0; i < 1025; i++) {
+			struct qw_uuid u;
+
+			assert_int_equal(qw_uuid_generate(&u), 0);
+			qw_uuid_format(&u, ids[i]);
+		}
+		for (int n = 1024; n <= 1025; n++) {
+			pos = (size_t)snprintf(big, cap, "{\"key_IDs\":[");
+			for (int i = 0; i < n; i++)
+				pos += (size_t)snprintf(big + pos, cap - pos, "%s{\"key_ID\":\"%s\"}",
+							i ? "," : "", ids[i]);
+			pos += (size_t)snprintf(big + pos, cap - pos, "]}");
+			b = big;
+			if (n == 1024) {
+				assert_int_equal(qw_etsi014_parse(QW_HTTP_POST, "/api/v1/keys/m/dec_keys",
+								  NULL, (const uint8_t *)b, pos, &r, &e),
+						 0);
+				assert_int_equal(r.n_key_ids, 1024);
+				assert_string_equal(r.key_ids[1023], ids[1023]);
+				qw_etsi014_request_clear(&r);
+			} else {
+				assert_int_equal(qw_etsi014_parse(QW_HTTP_POST, "/api/v1/keys/m/dec_keys",
+								  NULL, (const uint8_t *)b, pos, &r, &e),
+						 QW_EINVAL);
+				assert_string_equal(e.message, "key_IDs lists more than 1024 keys");
+				qw_etsi014_error_clear(&e);
+			}
+		}
+		/* ID 0 again at the end */
+		memcpy(ids[1000], ids[0], sizeof(ids[0]));
+		pos = (size_t)snprintf(big, cap, "{\"key_IDs\":[");
+		for (int i = 0; i <= 1000; i++)
+			pos += (size_t)snprintf(big + pos, cap - pos, "%s{\"key_ID\":\"%s\"}",
+						i ? "," : "", ids[i]);
+		pos += (size_t)snprintf(big + pos, cap - pos, "]}");
+		assert_int_equal(qw_etsi014_parse(QW_HTTP_POST, "/api/v1/keys/m/dec_keys", NULL,
+						  (const uint8_t *)big, pos, &r, &e),
+				 QW_EINVAL);
+		assert_int_equal(e.status, 400);
+		assert_memory_equal(e.message, "key_ID ", 7);
+		assert_non_null(strstr(e.message, ids[0]));
+		qw_etsi014_error_clear(&e);
+		free(big);
+	}
+
 	/* a NUL inside the body or a string is never accepted silently */
 	assert_int_equal(qw_etsi014_parse(QW_HTTP_POST, "/api/v1/keys/s/enc_keys", NULL,
 					  (const uint8_t *)"{}\0", 3, &r, &e), QW_EINVAL);
