@@ -107,6 +107,44 @@ void qw_km_conf_clear(struct qw_km_conf *c);
  * "localhost"). 0 or QW_EPARSE. */
 QW_WUR int qw_km_parse_addr(const char *s, char host[64], uint16_t *port);
 
+/* ---- network topology (src/km/topology.c) ------------------------------ */
+
+/* A whole network on one machine, for `qwave net up` (docs/operations.md):
+ *   [node] id = ...                      one per node
+ *   [link] a = .. b = .. length_km = ..  plus any [link] key of a node
+ *                                        configuration except peer,
+ *                                        address, psk_file, distance_km
+ *   [sae]  id = .. node = ..             the node an SAE is attached to
+ *   [limits]                             copied into every node
+ * Strings point into the struct qw_config, which must outlive it. */
+struct qw_km_topo_link {
+	const char *a, *b;
+	double length_km;
+	const struct qw_config_section *sec; /* optics/distillation overrides */
+	int line;
+};
+
+struct qw_km_topo {
+	const char **nodes;
+	size_t nnodes;
+	struct qw_km_topo_link *links;
+	size_t nlinks;
+	struct qw_km_sae_conf *saes;
+	size_t nsaes;
+	const struct qw_config_section *limits; /* or NULL */
+};
+
+/* Validate a topology (IDs, unknown keys, links between declared nodes,
+ * no duplicate link, SAEs at declared nodes; override values are checked
+ * as a node configuration would). 0 or QW_E* with err "file:line: ...";
+ * release with qw_km_topo_clear (also after an error). */
+QW_WUR int qw_km_topo_load(const struct qw_config *cfg, struct qw_km_topo *t,
+			   struct qw_config_error *err);
+void qw_km_topo_clear(struct qw_km_topo *t);
+/* Keys a topology [link] may carry besides a, b and length_km (the node
+ * configuration's [link] keys it passes through), NULL-terminated. */
+extern const char *const qw_km_topo_link_keys[];
+
 /* ---- the key manager (src/km/node.c, kme_impl.c) ----------------------- */
 
 struct qw_km;
@@ -139,8 +177,9 @@ void qw_km_set_down_cb(struct qw_km *km, void (*cb)(void *arg, const char *peer)
 
 /* The neighbour that serves slave SAE sae (a [sae] attached to a peer node
  * of one of this node's links): 0 and *peer, QW_ENOTFOUND (unknown SAE),
- * QW_ESTATE (the SAE is attached here: no link key needed... not served in
- * this version), QW_EUNSUPPORTED (needs relay over several hops). */
+ * QW_ESTATE (the SAE is attached to this node itself: keys between two
+ * SAEs of one node are not served yet), QW_EUNSUPPORTED (the SAE's node is
+ * not a neighbour: multi-hop relay is the next step). */
 QW_WUR int qw_km_route(struct qw_km *km, const char *sae, const char **peer);
 
 /* Thread-safe: a distilled secret block for peer's pool; queued and
@@ -166,6 +205,30 @@ size_t qw_km_pending(struct qw_km *km);
 
 /* Count an ETSI 014 reply status for metrics (the front end's access log). */
 void qw_km_count_status(struct qw_km *km, int status);
+
+/* ---- node networking (src/km/net.c, src/km/qkd.c) --------------------- */
+
+struct qw_km_net;
+
+/* Listen on conf->listen (TLS 1.3, mutual authentication with the node
+ * certificate conf->cert/key against conf->ca; a peer is accepted only if
+ * its certificate names a neighbour node), dial the KM links this node
+ * leads (redialling every second while down), and run one QKD link
+ * endpoint thread per [link] feeding km's pools. Needs libevent's thread
+ * support (evthread_use_pthreads before base was made). A node without
+ * links or listener gets an idle object. NULL and *err: QW_ECRYPTO
+ * (certificate, key or CA unusable), QW_EIO (cannot listen), QW_EINVAL,
+ * QW_ENOMEM. */
+struct qw_km_net *qw_km_net_start(struct qw_km *km, struct event_base *base,
+				  const struct qw_km_conf *conf, int *err);
+/* The listener's bound TCP port (0 when none). */
+uint16_t qw_km_net_port(const struct qw_km_net *net);
+/* Stop the link threads (joined), close every connection. NULL accepted. */
+void qw_km_net_stop(struct qw_km_net *net);
+/* Bytes of a link's bootstrap psk_file (the per-session authentication
+ * key: Wegman-Carter hash keys and one-time pads, frame.h layout) for
+ * error correction ec. */
+size_t qw_km_psk_bytes(enum qw_link_ec ec);
 
 /* Append the node's metrics in Prometheus text exposition format 0.0.4 to
  * out. 0 or QW_ENOMEM. */

@@ -11,5 +11,6 @@ int qw_cmd_demo(int argc, char **argv);
 int qw_cmd_plkg(int argc, char **argv);
 int qw_cmd_randtest(int argc, char **argv);
 int qw_cmd_keys(int argc, char **argv);
+int qw_cmd_net(int argc, char **argv);
 
 #endif

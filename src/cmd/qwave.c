@@ -15,6 +15,7 @@ static const struct qw_cli_cmd groups[] = {
 	{ "demo", qw_cmd_demo, "end-to-end showcase (entropy, DRBG, ZUC, SM4/AES, SM2)" },
 	{ "randtest", qw_cmd_randtest, "NIST SP 800-22 randomness report for a key or bit file" },
 	{ "keys", qw_cmd_keys, "ETSI GS QKD 014 client: key status, get keys, get keys by ID from a KME" },
+	{ "net", qw_cmd_net, "a whole network on this machine: net up FILE, net down" },
 	{ NULL, NULL, NULL },
 };
 

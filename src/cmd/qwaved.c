@@ -1,85 +1,230 @@
 /* qwaved: one trusted node.
  *
- * This is the node's process shell: it reads and validates the node
- * configuration (every error names the file and line), sets up logging,
- * and runs the node's libevent loop until SIGTERM/SIGINT, stopping cleanly.
- * The services hosted by a node (key store, QKD link endpoints, ETSI GS QKD
- * 014 listener) are attached to this loop by the key-management layer. */
+ * Reads and validates the node configuration (every error names the file
+ * and line; --check stops there), then runs the node on one libevent loop:
+ * the key store (data_dir/keys.db, master key data_dir/master.key), the
+ * key manager with its KM links (src/km/), the QKD link endpoint threads,
+ * the ETSI GS QKD 014 listener and the /metrics listener (both HTTPS with
+ * mutual TLS). The bound ports go to a status file (JSON) so that
+ * `qwave net up` can use port 0. SIGTERM/SIGINT stop it cleanly: new
+ * requests are refused, requests in flight finish (up to 3 s), link
+ * threads stop, blocks already distilled reach the store, the store is
+ * checkpointed and closed. docs/operations.md shows how to run it. */
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
 
 #include <event2/event.h>
+#include <event2/thread.h>
 
 #include "qwave/config.h"
 #include "qwave/error.h"
+#include "qwave/etsi014.h"
+#include "qwave/https.h"
+#include "qwave/km.h"
 #include "qwave/log.h"
+#include "qwave/secmem.h"
+#include "qwave/store.h"
 
-static const char *const node_keys[] = { "id", "data_dir", "log_level", "log_format", NULL };
-static const char *const sections[] = { "node", NULL };
+#define STOP_GRACE_MS 3000
 
-struct qwaved_conf {
-	const char *id;
-	const char *data_dir;
-	enum qw_log_level level;
-	int json_log;
+struct qwaved {
+	struct qw_km_conf conf;
+	struct event_base *base;
+	struct qw_store *store;
+	struct qw_km *km;
+	struct qw_km_net *net;
+	struct qw_https_server *etsi_srv, *metrics_srv;
+	struct qw_etsi014 *etsi;
+	struct event *stop_ev;
+	int stopping;
+	int64_t stop_deadline;
 };
+
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
 
 static void usage(FILE *f)
 {
 	fprintf(f, "usage: qwaved -c node.conf [--check]\n\n"
 		   "Run one trusted node of a qwave network.\n\n"
-		   "  -c, --config FILE  node configuration (INI)\n"
+		   "  -c, --config FILE  node configuration (INI; docs/operations.md)\n"
 		   "      --check        validate the configuration and exit\n"
 		   "  -h, --help         this help\n");
 }
 
-/* Validate the configuration; on failure err holds "file:line: ...". */
-static int load_conf(const struct qw_config *cfg, struct qwaved_conf *c,
-		     struct qw_config_error *err)
+/* Files named by the configuration must be readable (--check too). */
+static int check_files(const struct qw_config *cfg, struct qw_config_error *err)
 {
-	const struct qw_config_section *node = qw_config_find(cfg, "node", NULL);
-	const char *v;
+	static const char *const keys[] = { "cert", "key", "ca", "psk_file", "master_key_file" };
+
+	for (size_t i = 0; i < qw_config_nsections(cfg); i++) {
+		const struct qw_config_section *s = qw_config_section_at(cfg, i);
+		for (size_t k = 0; k < sizeof(keys) / sizeof(keys[0]); k++) {
+			int line;
+			const char *v = qw_config_section_get(s, keys[k], &line);
+			if (!v || access(v, R_OK) == 0)
+				continue;
+			if (!strcmp(keys[k], "master_key_file") && errno == ENOENT)
+				continue; /* created on first start */
+			snprintf(err->msg, sizeof(err->msg), "%s:%d: key '%s' in [%s]: cannot read '%.80s': %s",
+				 qw_config_source(cfg), line, keys[k], qw_config_section_name(s), v,
+				 strerror(errno));
+			return QW_EIO;
+		}
+	}
+	return 0;
+}
+
+static int open_store(struct qwaved *d)
+{
+	const struct qw_km_conf *c = &d->conf;
+	uint8_t mk[QW_STORE_MASTER_KEY_BYTES];
+	struct qw_store_opts so = { .sync = c->sync };
+	char mkpath[1024], db[1024];
 	int ret;
 
-	ret = qw_config_check_sections(cfg, sections, err);
-	if (ret)
-		return ret;
-	if (!node) {
-		snprintf(err->msg, sizeof(err->msg), "%s: missing [node] section",
-			 qw_config_source(cfg));
-		return QW_EINVAL;
+	if (c->master_key_file)
+		snprintf(mkpath, sizeof(mkpath), "%s", c->master_key_file);
+	else
+		snprintf(mkpath, sizeof(mkpath), "%s/master.key", c->data_dir);
+	snprintf(db, sizeof(db), "%s/keys.db", c->data_dir);
+	ret = qw_store_masterkey_load(mkpath, mk);
+	if (ret == QW_ENOTFOUND) {
+		ret = qw_store_masterkey_create(mkpath, mk);
+		if (!ret)
+			qw_log(QW_LOG_INFO, "created master key %s", mkpath);
 	}
-	if ((ret = qw_config_check_keys(node, node_keys, err)) ||
-	    (ret = qw_config_require(node, "id", &c->id, err)) ||
-	    (ret = qw_config_require(node, "data_dir", &c->data_dir, err)))
+	if (ret) {
+		qw_log(QW_LOG_ERROR, "master key %s: %s", mkpath, qw_strerror(ret));
 		return ret;
-	c->level = QW_LOG_INFO;
-	v = qw_config_section_get(node, "log_level", NULL);
-	if (v && qw_log_parse_level(v, &c->level)) {
-		int line;
+	}
+	d->store = qw_store_open(db, mk, &so, &ret);
+	qw_wipe(mk, sizeof(mk));
+	if (!d->store)
+		qw_log(QW_LOG_ERROR, "key store %s: %s", db, qw_strerror(ret));
+	return d->store ? 0 : ret;
+}
 
-		(void)qw_config_section_get(node, "log_level", &line);
-		snprintf(err->msg, sizeof(err->msg),
-			 "%s:%d: key 'log_level' in [node]: '%.40s' is not one of debug, info, warn, error",
-			 qw_config_source(cfg), line, v);
-		return QW_EINVAL;
+static void access_log(void *arg, const struct qw_https_access *a)
+{
+	struct qwaved *d = arg;
+
+	if (!strncmp(a->path, QW_ETSI014_PREFIX, strlen(QW_ETSI014_PREFIX)))
+		qw_km_count_status(d->km, a->status);
+	qw_log(a->status >= 500 ? QW_LOG_WARN : QW_LOG_DEBUG, "%s %s %s -> %d %s(%.1f ms)",
+	       a->peer_id, a->method, a->path, a->status, a->note, a->ms);
+}
+
+static void on_metrics(void *arg, struct qw_https_req *req)
+{
+	struct qwaved *d = arg;
+	struct qw_buf b;
+
+	qw_buf_init(&b, 0);
+	if (qw_km_metrics(d->km, &b)) {
+		qw_buf_free(&b);
+		qw_https_reply_error(req, 500, "metrics unavailable");
+		return;
 	}
-	v = qw_config_section_get(node, "log_format", NULL);
-	c->json_log = v && !strcmp(v, "json");
-	return 0;
+	qw_https_reply(req, 200, (const char *)b.data, b.len);
+	qw_buf_free(&b);
+}
+
+static int listen_https(struct qwaved *d, const char *addr, struct qw_https_server **out)
+{
+	const struct qw_km_conf *c = &d->conf;
+	struct qw_https_opts o = { 0 };
+	char host[64];
+	uint16_t port;
+	int ret;
+
+	if (qw_km_parse_addr(addr, host, &port))
+		return QW_EINVAL;
+	o.addr = strcmp(host, "localhost") ? host : "127.0.0.1";
+	o.port = port;
+	o.cert_file = c->etsi_cert;
+	o.key_file = c->etsi_key;
+	o.ca_file = c->etsi_ca;
+	o.tls13_only = 1;
+	o.access_log = access_log;
+	o.access_log_arg = d;
+	*out = qw_https_server_new(d->base, &o, &ret);
+	if (!*out)
+		qw_log(QW_LOG_ERROR, "cannot listen on %s: %s", addr, qw_strerror(ret));
+	return *out ? 0 : ret;
+}
+
+static int write_status(struct qwaved *d)
+{
+	const struct qw_km_conf *c = &d->conf;
+	char path[1024], tmp[1040], text[512];
+	int fd, n, ret = 0;
+
+	if (c->status_file)
+		snprintf(path, sizeof(path), "%s", c->status_file);
+	else
+		snprintf(path, sizeof(path), "%s/status.json", c->data_dir);
+	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+	n = snprintf(text, sizeof(text),
+		     "{\"id\": \"%s\", \"pid\": %ld, \"km_port\": %u, \"etsi_port\": %u, \"metrics_port\": %u}\n",
+		     c->id, (long)getpid(), d->net ? qw_km_net_port(d->net) : 0,
+		     d->etsi_srv ? qw_https_server_port(d->etsi_srv) : 0,
+		     d->metrics_srv ? qw_https_server_port(d->metrics_srv) : 0);
+	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	if (fd < 0 || write(fd, text, (size_t)n) != n)
+		ret = QW_EIO;
+	if (fd >= 0)
+		close(fd);
+	if (!ret && rename(tmp, path))
+		ret = QW_EIO;
+	if (ret)
+		qw_log(QW_LOG_ERROR, "cannot write status file %s: %s", path, strerror(errno));
+	return ret;
+}
+
+static void on_stop_tick(evutil_socket_t fd, short events, void *arg)
+{
+	struct qwaved *d = arg;
+	struct timeval tv = { 0, 50000 };
+	size_t pend = qw_km_pending(d->km);
+
+	(void)fd;
+	(void)events;
+	if (d->etsi_srv)
+		pend += qw_https_server_pending(d->etsi_srv);
+	if (pend == 0 || now_ms() >= d->stop_deadline) {
+		if (pend)
+			qw_log(QW_LOG_WARN, "stopping with %zu request(s) unanswered", pend);
+		event_base_loopexit(d->base, NULL);
+		return;
+	}
+	evtimer_add(d->stop_ev, &tv);
 }
 
 static void on_signal(evutil_socket_t sig, short events, void *arg)
 {
-	struct event_base *base = arg;
+	struct qwaved *d = arg;
 
 	(void)events;
+	if (d->stopping)
+		return;
+	d->stopping = 1;
 	qw_log(QW_LOG_INFO, "signal %d: stopping", (int)sig);
-	event_base_loopexit(base, NULL);
+	d->stop_deadline = now_ms() + STOP_GRACE_MS;
+	on_stop_tick(-1, 0, d);
 }
 
 int main(int argc, char **argv)
@@ -92,13 +237,13 @@ int main(int argc, char **argv)
 	};
 	struct qw_config_error err = { { 0 }, 0 };
 	struct qw_config *cfg = NULL;
-	struct qwaved_conf conf;
-	struct event_base *base = NULL;
+	struct qwaved d;
 	struct event *sigterm = NULL, *sigint = NULL;
 	const char *path = NULL;
-	int check = 0, c, ret = 1;
+	int check = 0, c, ret = 1, r;
 	struct stat st;
 
+	memset(&d, 0, sizeof(d));
 	while ((c = getopt_long(argc, argv, "c:h", opts, NULL)) != -1) {
 		switch (c) {
 		case 'c': path = optarg; break;
@@ -112,46 +257,94 @@ int main(int argc, char **argv)
 		usage(stderr);
 		return 2;
 	}
-	if (qw_config_load(path, &cfg, &err) || load_conf(cfg, &conf, &err)) {
+	if (qw_config_load(path, &cfg, &err) || qw_km_conf_load(cfg, &d.conf, &err) ||
+	    check_files(cfg, &err)) {
 		fprintf(stderr, "qwaved: error: %s\n", err.msg);
 		goto out;
 	}
-	if (stat(conf.data_dir, &st) == 0 && !S_ISDIR(st.st_mode)) {
-		fprintf(stderr, "qwaved: error: data_dir '%s' is not a directory\n", conf.data_dir);
+	if (stat(d.conf.data_dir, &st) == 0 && !S_ISDIR(st.st_mode)) {
+		fprintf(stderr, "qwaved: error: data_dir '%s' is not a directory\n", d.conf.data_dir);
 		goto out;
 	}
 	if (check) {
-		printf("%s: configuration OK (node %s)\n", path, conf.id);
+		printf("%s: configuration OK (node %s, %zu link(s), %zu SAE(s))\n", path, d.conf.id,
+		       d.conf.nlinks, d.conf.nsaes);
 		ret = 0;
 		goto out;
 	}
-	if (mkdir(conf.data_dir, 0700) && errno != EEXIST) {
+	if (mkdir(d.conf.data_dir, 0700) && errno != EEXIST) {
 		fprintf(stderr, "qwaved: error: cannot create data_dir '%s': %s\n",
-			conf.data_dir, strerror(errno));
+			d.conf.data_dir, strerror(errno));
 		goto out;
 	}
-	qw_log_set_level(conf.level);
-	qw_log_set_json(conf.json_log);
-	base = event_base_new();
-	if (!base)
-		goto out;
-	sigterm = evsignal_new(base, SIGTERM, on_signal, base);
-	sigint = evsignal_new(base, SIGINT, on_signal, base);
-	if (!sigterm || !sigint || event_add(sigterm, NULL) || event_add(sigint, NULL))
-		goto out;
+	qw_log_set_level(d.conf.log_level);
+	qw_log_set_json(d.conf.json_log);
 	signal(SIGPIPE, SIG_IGN);
-	qw_log(QW_LOG_INFO, "node %s started (data_dir %s)", conf.id, conf.data_dir);
-	if (event_base_dispatch(base) < 0)
+	/* QKD link threads hand blocks and channel requests to the loop */
+	if (evthread_use_pthreads() || !(d.base = event_base_new()))
 		goto out;
-	qw_log(QW_LOG_INFO, "node %s stopped", conf.id);
+	if (open_store(&d))
+		goto out;
+	d.km = qw_km_new(d.base, &d.conf, d.store, &r);
+	if (!d.km)
+		goto out;
+	d.net = qw_km_net_start(d.km, d.base, &d.conf, &r);
+	if (!d.net) {
+		qw_log(QW_LOG_ERROR, "node network on %s: %s", d.conf.listen, qw_strerror(r));
+		goto out;
+	}
+	if (d.conf.etsi_listen) {
+		if (listen_https(&d, d.conf.etsi_listen, &d.etsi_srv))
+			goto out;
+		d.etsi = qw_etsi014_new(d.etsi_srv, qw_km_kme_ops(), d.km, &r);
+		if (!d.etsi)
+			goto out;
+	}
+	if (d.conf.metrics_listen) {
+		if (listen_https(&d, d.conf.metrics_listen, &d.metrics_srv) ||
+		    qw_https_route(d.metrics_srv, QW_HTTP_GET, "/metrics", on_metrics, &d))
+			goto out;
+	}
+	d.stop_ev = evtimer_new(d.base, on_stop_tick, &d);
+	sigterm = evsignal_new(d.base, SIGTERM, on_signal, &d);
+	sigint = evsignal_new(d.base, SIGINT, on_signal, &d);
+	if (!d.stop_ev || !sigterm || !sigint || event_add(sigterm, NULL) || event_add(sigint, NULL))
+		goto out;
+	if (write_status(&d))
+		goto out;
+	qw_log(QW_LOG_INFO, "node %s started (data_dir %s, %zu link(s), KM port %u, ETSI port %u, metrics port %u)",
+	       d.conf.id, d.conf.data_dir, d.conf.nlinks, qw_km_net_port(d.net),
+	       d.etsi_srv ? qw_https_server_port(d.etsi_srv) : 0,
+	       d.metrics_srv ? qw_https_server_port(d.metrics_srv) : 0);
+	if (event_base_dispatch(d.base) < 0)
+		goto out;
 	ret = 0;
 out:
+	/* link threads first (they feed the loop), then the blocks they
+	 * finished reach the store before it closes */
+	qw_km_net_stop(d.net);
+	if (d.base && d.km)
+		event_base_loop(d.base, EVLOOP_NONBLOCK);
+	qw_etsi014_free(d.etsi);
+	qw_https_server_free(d.etsi_srv);
+	qw_https_server_free(d.metrics_srv);
+	qw_km_free(d.km);
+	if (d.store) {
+		if (qw_store_checkpoint(d.store))
+			qw_log(QW_LOG_WARN, "key store checkpoint deferred to close");
+		qw_store_close(d.store);
+	}
+	if (d.stop_ev)
+		event_free(d.stop_ev);
 	if (sigterm)
 		event_free(sigterm);
 	if (sigint)
 		event_free(sigint);
-	if (base)
-		event_base_free(base);
+	if (d.base)
+		event_base_free(d.base);
+	if (ret == 0 && !check)
+		qw_log(QW_LOG_INFO, "node %s stopped", d.conf.id);
+	qw_km_conf_clear(&d.conf);
 	qw_config_free(cfg);
 	return ret;
 }

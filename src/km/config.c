@@ -331,7 +331,7 @@ static int load_link(const struct qw_config *cfg, const struct qw_config_section
 	if ((ret = get_choice(cfg, s, "bounds", bnames, bvals, &v, err)))
 		return ret;
 	l->bounds = (enum qw_link_bounds)v;
-	v = QW_LINK_EC_LDPC;
+	v = QW_LINK_EC_CASCADE;
 	if ((ret = get_choice(cfg, s, "ec", ecn, ecv, &v, err)))
 		return ret;
 	l->ec = (enum qw_link_ec)v;

@@ -61,7 +61,9 @@ static int read_id(struct qw_reader *r, char out[QW_KMLINK_ID_MAX + 1])
 		return QW_EPARSE;
 	memcpy(out, p, n);
 	out[n] = 0;
-	return qw_kmlink_id_valid(out) ? 0 : QW_EPARSE;
+	/* every byte must be an ID character: an embedded NUL would make the
+	 * ID shorter than its length byte says */
+	return qw_kmlink_id_valid(out) && strlen(out) == n ? 0 : QW_EPARSE;
 }
 
 static int write_id(struct qw_buf *b, const char *id)

@@ -586,6 +586,16 @@ static void test_messages(void **state)
 		assert_int_equal(qw_kmlink_parse(done, 16, &out), 0);
 		qw_kmlink_msg_clear(&out);
 		assert_int_equal(qw_kmlink_parse(short_list, sizeof(short_list), &out), QW_EPARSE);
+		/* an ID with an embedded NUL (found by fuzz_kmlink) */
+		{
+			uint8_t hello[16 + 1 + 1 + 3] = { 1, 1, 0, 0, 0, 0, 0, 5, 0, 0, 0, 0, 0, 0, 0, 0,
+							  1, 3, 'a', 0, 'b' };
+			assert_int_equal(qw_kmlink_parse(hello, sizeof(hello), &out), QW_EPARSE);
+			hello[19] = 'x';
+			assert_int_equal(qw_kmlink_parse(hello, sizeof(hello), &out), 0);
+			assert_string_equal(out.u.hello.node, "axb");
+			qw_kmlink_msg_clear(&out);
+		}
 		assert_int_equal(qw_kmlink_parse(zero_keys, sizeof(zero_keys), &out), QW_EPARSE);
 	}
 	qw_buf_free(&b);

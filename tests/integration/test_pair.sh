@@ -1,0 +1,142 @@
+#!/usr/bin/env bash
+# Two trusted nodes from examples/pair.conf: qwave net up, pools filled by
+# the simulated QKD link, ETSI GS QKD 014 with mutual TLS (status, enc_keys
+# and dec_keys by GET and POST, the same keys at both ends, spec errors, 401
+# for the wrong SAE, no client certificate refused), metrics, then qwave net
+# down leaving no qwaved running.
+set -euo pipefail
+src=${QW_SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}
+build=${QW_BUILD_DIR:-$src/build}
+QWAVE=${QWAVE:-$build/qwave}
+QWAVED=${QWAVED:-$build/qwaved}
+export QWAVED
+command -v curl >/dev/null || { echo "SKIP: curl not installed"; exit 0; }
+dir=$(mktemp -d)
+state=$dir/net
+passed=0
+cleanup() {
+	"$QWAVE" net down --state-dir "$state" >/dev/null 2>&1 || true
+	rm -rf "$dir"
+}
+trap cleanup EXIT
+fail() {
+	echo "FAIL: $*" >&2
+	for f in "$state"/nodes/*.log; do [ -f "$f" ] && { echo "== $f" >&2; tail -20 "$f" >&2; }; done
+	exit 1
+}
+ok() { passed=$((passed + 1)); }
+json() { python3 -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
+
+"$QWAVE" net up "$src/examples/pair.conf" --state-dir "$state" --json >"$dir/up.json" ||
+	fail "net up"
+ca=$(json 'd["ca"]' <"$dir/up.json")
+url_a=$(json '[n for n in d["nodes"] if n["id"]=="node-a"][0]["kme_url"]' <"$dir/up.json")
+url_b=$(json '[n for n in d["nodes"] if n["id"]=="node-b"][0]["kme_url"]' <"$dir/up.json")
+met_a=$(json '[n for n in d["nodes"] if n["id"]=="node-a"][0]["metrics_url"]' <"$dir/up.json")
+cert_a=$(json '[s for s in d["saes"] if s["id"]=="sae-a"][0]["cert"]' <"$dir/up.json")
+key_a=$(json '[s for s in d["saes"] if s["id"]=="sae-a"][0]["key"]' <"$dir/up.json")
+cert_b=$(json '[s for s in d["saes"] if s["id"]=="sae-b"][0]["cert"]' <"$dir/up.json")
+key_b=$(json '[s for s in d["saes"] if s["id"]=="sae-b"][0]["key"]' <"$dir/up.json")
+[ "$(json 'len(d["nodes"])' <"$dir/up.json")" = 2 ] || fail "two nodes expected"
+ok
+# a second net up on the same state directory is refused while it runs
+if "$QWAVE" net up "$src/examples/pair.conf" --state-dir "$state" >/dev/null 2>"$dir/err"; then
+	fail "second net up accepted"
+fi
+grep -q "already up" "$dir/err" || fail "second net up: $(cat "$dir/err")"
+ok
+
+A=(curl -sS --max-time 20 --cacert "$ca" --cert "$cert_a" --key "$key_a")
+B=(curl -sS --max-time 20 --cacert "$ca" --cert "$cert_b" --key "$key_b")
+
+# wait (up to 5 minutes on a loaded machine) for the link to fill the pool
+n=0
+for _ in $(seq 300); do
+	n=$("${A[@]}" "$url_a/api/v1/keys/sae-b/status" | json 'd["stored_key_count"]' 2>/dev/null || echo 0)
+	[ "$n" -ge 8 ] && break
+	sleep 1
+done
+[ "$n" -ge 8 ] || fail "the pool did not fill (stored_key_count $n)"
+ok
+
+st=$("${A[@]}" "$url_a/api/v1/keys/sae-b/status")
+[ "$(echo "$st" | json 'd["source_KME_ID"]')" = node-a ] || fail "status source: $st"
+[ "$(echo "$st" | json 'd["target_KME_ID"]')" = node-b ] || fail "status target: $st"
+[ "$(echo "$st" | json 'd["master_SAE_ID"]+" "+d["slave_SAE_ID"]')" = "sae-a sae-b" ] || fail "status SAEs: $st"
+[ "$(echo "$st" | json 'd["key_size"]')" = 256 ] || fail "status key_size: $st"
+ok
+
+# enc_keys GET at node-a (master sae-a), dec_keys GET at node-b (slave sae-b)
+enc=$("${A[@]}" "$url_a/api/v1/keys/sae-b/enc_keys?number=2&size=512")
+[ "$(echo "$enc" | json 'len(d["keys"])')" = 2 ] || fail "enc_keys GET: $enc"
+id0=$(echo "$enc" | json 'd["keys"][0]["key_ID"]')
+id1=$(echo "$enc" | json 'd["keys"][1]["key_ID"]')
+[ "$(echo "$enc" | json 'len(__import__("base64").b64decode(d["keys"][0]["key"]))')" = 64 ] ||
+	fail "512-bit key is not 64 bytes"
+# 401: another SAE cannot fetch them, and they stay deliverable
+code=$("${A[@]}" -o "$dir/out" -w '%{http_code}' "$url_b/api/v1/keys/sae-a/dec_keys?key_ID=$id0")
+[ "$code" = 401 ] || fail "dec_keys by the wrong SAE: HTTP $code $(cat "$dir/out")"
+ok
+dec=$("${B[@]}" "$url_b/api/v1/keys/sae-a/dec_keys?key_ID=$id0")
+[ "$(echo "$dec" | json 'd["keys"][0]["key"]')" = "$(echo "$enc" | json 'd["keys"][0]["key"]')" ] ||
+	fail "dec_keys GET returned another key"
+# POST with the other ID
+dec=$("${B[@]}" -H 'Content-Type: application/json' -d "{\"key_IDs\":[{\"key_ID\":\"$id1\"}]}" \
+	"$url_b/api/v1/keys/sae-a/dec_keys")
+[ "$(echo "$dec" | json 'd["keys"][0]["key"]')" = "$(echo "$enc" | json 'd["keys"][1]["key"]')" ] ||
+	fail "dec_keys POST returned another key: $dec"
+ok
+# delivered once: a second request finds nothing
+code=$("${B[@]}" -o "$dir/out" -w '%{http_code}' "$url_b/api/v1/keys/sae-a/dec_keys?key_ID=$id0")
+[ "$code" = 400 ] || fail "second dec_keys: HTTP $code"
+grep -q "not found" "$dir/out" || fail "second dec_keys message: $(cat "$dir/out")"
+ok
+
+# the other direction: enc_keys POST at node-b (master sae-b), dec at node-a
+enc=$("${B[@]}" -H 'Content-Type: application/json' -d '{"number":3,"size":256}' \
+	"$url_b/api/v1/keys/sae-a/enc_keys")
+[ "$(echo "$enc" | json 'len(d["keys"])')" = 3 ] || fail "enc_keys POST: $enc"
+ids=$(echo "$enc" | json '",".join("{\"key_ID\":\"%s\"}" % k["key_ID"] for k in d["keys"])')
+dec=$("${A[@]}" -H 'Content-Type: application/json' -d "{\"key_IDs\":[$ids]}" \
+	"$url_a/api/v1/keys/sae-b/dec_keys")
+[ "$(echo "$dec" | json '[k["key"] for k in d["keys"]]')" = "$(echo "$enc" | json '[k["key"] for k in d["keys"]]')" ] ||
+	fail "keys differ between the two nodes"
+ok
+
+# spec errors: size not a multiple of 8, over the limits, unknown slave
+for q in "size=100" "size=16384" "number=1000"; do
+	code=$("${A[@]}" -o "$dir/out" -w '%{http_code}' "$url_a/api/v1/keys/sae-b/enc_keys?$q")
+	[ "$code" = 400 ] || fail "enc_keys?$q: HTTP $code $(cat "$dir/out")"
+done
+code=$("${A[@]}" -o "$dir/out" -w '%{http_code}' "$url_a/api/v1/keys/nobody/status")
+[ "$code" = 400 ] || [ "$code" = 404 ] || fail "status for an unknown slave: HTTP $code"
+ok
+
+# no client certificate: refused in the TLS handshake
+if curl -sS --max-time 10 --cacert "$ca" "$url_a/api/v1/keys/sae-b/status" >/dev/null 2>&1; then
+	fail "a client without certificate was served"
+fi
+ok
+
+# metrics
+"${A[@]}" "$met_a" >"$dir/metrics" || fail "metrics"
+grep -q '^qwave_pool_bits{node="node-a",peer="node-b"} [0-9]' "$dir/metrics" || fail "metrics: pool"
+grep -q '^qwave_keys_delivered_total{node="node-a",peer="node-b",role="master"} 2$' "$dir/metrics" ||
+	fail "metrics: delivered: $(grep delivered "$dir/metrics")"
+grep -q '^qwave_etsi_requests_total{node="node-a",code="200"}' "$dir/metrics" || fail "metrics: requests"
+grep -q '^qwave_qkd_qber{node="node-a",peer="node-b"} 0\.0[0-9]' "$dir/metrics" || fail "metrics: QBER"
+grep -q '^qwave_qkd_secret_key_rate_bps{node="node-a",peer="node-b"} [1-9]' "$dir/metrics" ||
+	fail "metrics: key rate"
+ok
+
+pids=$(json '" ".join(str(n["pid"]) for n in d["nodes"])' <"$dir/up.json")
+"$QWAVE" net down --state-dir "$state" >/dev/null || fail "net down"
+for p in $pids; do
+	if kill -0 "$p" 2>/dev/null && ! grep -q '^[^ ]* [^ ]* Z' "/proc/$p/stat" 2>/dev/null; then
+		fail "qwaved $p still running after net down"
+	fi
+done
+grep -q "stopped" "$state/nodes/node-a.log" || fail "node-a did not stop cleanly"
+"$QWAVE" net down --state-dir "$state" >/dev/null || fail "net down is not idempotent"
+ok
+echo "pair: $passed passed, 0 failed"
