@@ -56,7 +56,7 @@ static void usage(FILE *f)
 		"  --passes P     override the number of passes\n"
 		"  --blocks LIST  override block sizes of the first passes\n"
 		"  --streak S     stop after S error-free BICONF passes (0 = run all;\n"
-		"                 default 20 for optimized, 0 otherwise)\n"
+		"                 default 24 for optimized, 0 otherwise)\n"
 		"  --seed X       seed of the keys and error patterns (default 1)\n"
 		"  --json         print one JSON object\n");
 }
@@ -94,6 +94,7 @@ int qw_bench_cascade(int argc, char **argv)
 	enum qw_cascade_variant v = QW_CASCADE_OPTIMIZED;
 	double q = 0.02, eff_sum = 0, rt_sum = 0, t_total = 0;
 	uint64_t bits = 100000, runs = 100, seed = 1, u, leak_sum = 0, fails = 0;
+	uint64_t to_alice = 0, to_bob = 0;
 	const char *blocks = NULL;
 	int json = 0, policy = -1, streak = -1, ret = QW_EXIT_FAIL, err;
 	unsigned passes = 0;
@@ -203,6 +204,8 @@ int qw_bench_cascade(int argc, char **argv)
 		if (!qw_bitvec_equal(a, b))
 			fails++;
 		leak_sum += st.leaked_bits;
+		to_alice += st.bytes_to_alice;
+		to_bob += st.bytes_to_bob;
 		rt_sum += st.round_trips;
 		if (nerr)
 			eff_sum += (double)st.leaked_bits / ((double)bits * h2((double)nerr / (double)bits));
@@ -242,6 +245,8 @@ int qw_bench_cascade(int argc, char **argv)
 			printf("  throughput        %.1f Mbit/s (per CPU-second of one core, both parties)\n",
 			       mbps);
 			printf("  round trips       %.1f per frame\n", rts);
+			printf("  messages          %.0f bytes to Alice, %.0f bytes to Bob per frame\n",
+			       (double)to_alice / (double)runs, (double)to_bob / (double)runs);
 		}
 	}
 	ret = QW_EXIT_OK;

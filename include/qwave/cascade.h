@@ -42,8 +42,8 @@ enum qw_cascade_variant {
 	 * k1 = 2^ceil(a), k2 = 2^ceil((a+12)/2), k3 = 4096, then n/2 (BICONF
 	 * halves) to 14 passes. */
 	QW_CASCADE_OPTION8,
-	/* qwave's "Cascade with BICONF" (docs/cascade.md): opt. (8)'s k1 and
-	 * k2, then BICONF halves until 20 consecutive ones find no error (at
+	/* qwave's "Cascade with BICONF" (docs/cascade.md): k1 = the largest
+	 * power of two <= 1/Q, k2 as opt. (8), then BICONF halves until 24 consecutive ones find no error (at
 	 * most QW_CASCADE_MAX_PASSES passes in all); every open bisection is
 	 * advanced each round (QW_CASCADE_FEWEST_ROUNDS). */
 	QW_CASCADE_OPTIMIZED,
@@ -78,7 +78,7 @@ struct qw_cascade_stats {
 };
 
 /* Fill p with the defaults of variant v: no overrides; for OPTIMIZED the
- * FEWEST_ROUNDS policy and a BICONF streak of 20, for the published
+ * FEWEST_ROUNDS policy and a BICONF streak of 24, for the published
  * variants LEAST_LEAK and all their passes. */
 void qw_cascade_params_init(struct qw_cascade_params *p, enum qw_cascade_variant v);
 /* "original", "yan", "option8", "optimized" -> *v; 0 or QW_EINVAL. */

@@ -75,8 +75,8 @@ struct qw_cascade_bob {
 	struct bob_pass ps[QW_CASCADE_MAX_PASSES];
 	struct search *s;
 	size_t ns, caps;
-	uint32_t *ready; /* indices of S_READY searches, [rhead, nready) */
-	size_t rhead, nready;
+	uint32_t *ready; /* stack of S_READY searches */
+	size_t nready;
 	uint32_t *sent;  /* indices of S_SENT searches, in query order */
 	size_t nsent;
 	uint32_t *freel; /* slots of dead searches, for reuse */
@@ -344,16 +344,10 @@ static int push_pending(struct qw_cascade_bob *bob, unsigned p, uint32_t b)
 	return 0;
 }
 
-/* Queue search i. A search is queued at most once at a time, so the live
- * part of the queue fits its capacity (one entry per search slot). */
+/* A search is on the ready stack at most once (it is pushed only when it
+ * turns S_READY), so the stack fits one entry per search slot. */
 static void push_ready(struct qw_cascade_bob *bob, uint32_t i)
 {
-	if (bob->nready == bob->caps) {
-		memmove(bob->ready, bob->ready + bob->rhead,
-			(bob->nready - bob->rhead) * sizeof(*bob->ready));
-		bob->nready -= bob->rhead;
-		bob->rhead = 0;
-	}
 	bob->ready[bob->nready++] = i;
 }
 
@@ -612,7 +606,7 @@ static int settle(struct qw_cascade_bob *bob)
 		/* Last in, first out: a search that turned ready through a
 		 * flip is continued at once, which measured fewer rounds than
 		 * first-in-first-out. */
-		if (bob->nready == bob->rhead)
+		if (!bob->nready)
 			return 0;
 		if ((ret = advance(bob, bob->ready[--bob->nready])) != 0)
 			return ret;
@@ -663,14 +657,24 @@ static int start_pass(struct qw_cascade_bob *bob)
 	}
 	if (P->kind == CAS_KIND_MASK) {
 		const uint64_t *kw = bob->key->w, *mw = bob->lay->mask[p]->w;
-		uint64_t in = 0, all = 0;
+		uint64_t in[4] = { 0, 0, 0, 0 }, all[4] = { 0, 0, 0, 0 };
+		size_t nw = bob->key->nwords, w = 0;
 
-		for (size_t w = 0; w < bob->key->nwords; w++) {
-			in ^= kw[w] & mw[w];
-			all ^= kw[w];
+		/* Four independent accumulators: one pass over the key gives
+		 * the parities of S and of the whole key. */
+		for (; w + 4 <= nw; w += 4)
+			for (unsigned j = 0; j < 4; j++) {
+				in[j] ^= kw[w + j] & mw[w + j];
+				all[j] ^= kw[w + j];
+			}
+		for (; w < nw; w++) {
+			in[0] ^= kw[w] & mw[w];
+			all[0] ^= kw[w];
 		}
-		bit_put(P->bobpar, 0, __builtin_parityll(in));
-		bit_put(P->bobpar, 1, __builtin_parityll(in ^ all));
+		in[0] ^= in[1] ^ in[2] ^ in[3];
+		all[0] ^= all[1] ^ all[2] ^ all[3];
+		bit_put(P->bobpar, 0, __builtin_parityll(in[0]));
+		bit_put(P->bobpar, 1, __builtin_parityll(in[0] ^ all[0]));
 	} else {
 		cas_block_parities(P->kind == CAS_KIND_PERM ? P->pk : bob->key, P->k, 0, P->nb,
 				   P->bobpar, 0);

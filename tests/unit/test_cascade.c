@@ -86,10 +86,10 @@ static void test_schedules(void **state)
 
 	qw_cascade_params_init(&p, QW_CASCADE_OPTIMIZED);
 	assert_int_equal(p.policy, QW_CASCADE_FEWEST_ROUNDS);
-	assert_int_equal(p.biconf_streak, 20);
+	assert_int_equal(p.biconf_streak, 24);
 	assert_int_equal(qw_cascade_schedule(&p, 100000, 0.02, k, &np), 0);
 	assert_int_equal(np, QW_CASCADE_MAX_PASSES);
-	assert_int_equal(k[0], 64);
+	assert_int_equal(k[0], 32); /* 2^floor(log2(50)) */
 	assert_int_equal(k[1], 512);
 	assert_int_equal(k[2], 50000);
 	assert_int_equal(k[QW_CASCADE_MAX_PASSES - 1], 50000);
