@@ -33,7 +33,8 @@
  * the frame; p of them are absorbed by Alice's private uniform punctured
  * bits because the punctured columns are independent. Shortened positions
  * hold public zeros, not key bits, and leak nothing. m - p is an upper
- * bound, exact when H has full rank.) Frames that fail are still counted. docs/ldpc.md describes the codes and measurements. */
+ * bound, exact when H has full rank.) Frames that fail are still counted.
+ * docs/ldpc.md describes the codes and measurements. */
 #ifndef QWAVE_LDPC_H
 #define QWAVE_LDPC_H
 

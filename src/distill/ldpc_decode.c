@@ -151,7 +151,8 @@ static inline int32_t corr_s(int32_t u)
 
 static inline int32_t bpm_s(int32_t x, int32_t y)
 {
-	int32_t r = (x < y ? x : y) + corr_s(x + y > 32767 ? 32767 : x + y) - corr_s(x > y ? x - y : y - x);
+	int32_t r = (x < y ? x : y) + corr_s(x + y > 32767 ? 32767 : x + y) -
+		    corr_s(x > y ? x - y : y - x);
 
 	return r < 0 ? 0 : r > 32767 ? 32767 : r;
 }

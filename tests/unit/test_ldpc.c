@@ -569,6 +569,85 @@ static void test_choose(void **unused)
 	assert_int_equal(pp, qw_ldpc_code_max_punctured(qw_ldpc_code_get(ri, 64, p.code_seed)));
 }
 
+/* Random corruptions of valid messages: every result is a clean error
+ * code or a valid outcome, never a crash or out-of-bounds access (run
+ * under the sanitizers). */
+static void test_mutations(void **unused)
+{
+	struct qw_ldpc_params p;
+	struct qw_rng *r = qw_rng_new_seeded(31), *ar = qw_rng_new_seeded(32);
+	struct qw_bitvec *a = random_bits(r, 20000), *b = noisy_copy(r, a, 0.04);
+	struct qw_ldpc_alice *alice;
+	const uint8_t *msg, *rep;
+	uint8_t *syn, *res;
+	size_t len, rlen;
+
+	(void)unused;
+	qw_ldpc_params_init(&p);
+	p.lift = 64;
+	alice = qw_ldpc_alice_new(&p, a, 0.04, ar, NULL);
+	assert_non_null(alice);
+	assert_int_equal(qw_ldpc_alice_syndrome(alice, &msg, &len), 0);
+	syn = malloc(len);
+	assert_non_null(syn);
+	memcpy(syn, msg, len);
+	{
+		struct qw_bitvec *bb = qw_bitvec_dup(b);
+		struct qw_ldpc_bob *bob = qw_ldpc_bob_new(&p, bb);
+
+		assert_int_equal(qw_ldpc_bob_decode(bob, syn, len, &rep, &rlen), 1);
+		res = malloc(rlen);
+		assert_non_null(res);
+		memcpy(res, rep, rlen);
+		qw_ldpc_bob_free(bob);
+		qw_bitvec_free(bb);
+	}
+	for (int k = 0; k < 60; k++) {
+		struct qw_bitvec *bb = qw_bitvec_dup(b);
+		struct qw_ldpc_bob *bob = qw_ldpc_bob_new(&p, bb);
+		uint8_t *m = malloc(len);
+		/* mostly the header, sometimes the syndrome bits */
+		size_t pos = k % 4 ? (size_t)qw_rng_below(r, 40) : (size_t)qw_rng_below(r, len);
+		size_t cut = k % 7 == 3 ? (size_t)qw_rng_below(r, len) : len;
+		int ret;
+
+		assert_non_null(m);
+		memcpy(m, syn, len);
+		m[pos] ^= (uint8_t)(1u << qw_rng_below(r, 8));
+		ret = qw_ldpc_bob_decode(bob, m, cut, &rep, &rlen);
+		assert_true(ret == QW_EPARSE || ret == 0 || ret == 1);
+		if (ret == QW_EPARSE)
+			assert_true(qw_bitvec_equal(bb, b));
+		free(m);
+		qw_ldpc_bob_free(bob);
+		qw_bitvec_free(bb);
+	}
+	for (int k = 0; k < 200; k++) {
+		struct qw_ldpc_alice *al;
+		uint8_t *m = malloc(rlen);
+		const uint8_t *out;
+		size_t olen, pos = (size_t)qw_rng_below(r, rlen);
+		int ret;
+
+		al = qw_ldpc_alice_new(&p, a, 0.04, ar, NULL);
+		assert_int_equal(qw_ldpc_alice_syndrome(al, &out, &olen), 0);
+		assert_non_null(m);
+		memcpy(m, res, rlen);
+		m[pos] ^= (uint8_t)(1u << qw_rng_below(r, 8));
+		ret = qw_ldpc_alice_consume(al, m, k % 5 ? rlen : pos, &out, &olen);
+		assert_true(ret == QW_EPARSE || ret == QW_EPROTO || ret == 0 || ret == 1);
+		free(m);
+		qw_ldpc_alice_free(al);
+	}
+	free(syn);
+	free(res);
+	qw_ldpc_alice_free(alice);
+	qw_bitvec_free(a);
+	qw_bitvec_free(b);
+	qw_rng_free(r);
+	qw_rng_free(ar);
+}
+
 /* ---- the stage over an in-process channel (Alice in a thread) ------------- */
 
 struct qmsg {
@@ -768,6 +847,7 @@ int main(void)
 		cmocka_unit_test(test_blind_leak_exact),
 		cmocka_unit_test(test_malformed),
 		cmocka_unit_test(test_malformed_keeps_key),
+		cmocka_unit_test(test_mutations),
 		cmocka_unit_test(test_stage),
 		cmocka_unit_test(test_stage_failure),
 	};
