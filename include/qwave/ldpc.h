@@ -87,7 +87,7 @@ struct qw_ldpc_stats {
 	uint64_t iterations;      /* decoder iterations, all frames and attempts */
 	uint64_t bytes_to_bob;    /* message bytes Alice -> Bob */
 	uint64_t bytes_to_alice;  /* message bytes Bob -> Alice */
-	double decode_seconds;    /* Bob's decoder time (CPU-bound, one thread) */
+	double decode_seconds;    /* CPU time of Bob's decoding thread */
 };
 
 /* Defaults: Z = 128, automatic f, 60 iterations, automatic rate, up to 4
@@ -122,6 +122,9 @@ struct qw_ldpc_code;
  * cached for the life of the process (thread-safe). NULL for a bad i or z
  * or on allocation failure. Do not free. */
 const struct qw_ldpc_code *qw_ldpc_code_get(unsigned rate_index, unsigned lift, uint64_t seed);
+/* Free every cached code. Only when no code pointer, Alice, Bob or stage
+ * is in use; optional, for leak checkers and long-lived tools. */
+void qw_ldpc_cache_clear(void);
 size_t qw_ldpc_code_n(const struct qw_ldpc_code *c);
 size_t qw_ldpc_code_m(const struct qw_ldpc_code *c);
 /* Number of 4-cycles in the Tanner graph (0 for every shipped code). */

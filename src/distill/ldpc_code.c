@@ -439,6 +439,19 @@ out:
 	return c;
 }
 
+void qw_ldpc_cache_clear(void)
+{
+	pthread_mutex_lock(&cache_lock);
+	while (cache_head) {
+		struct cache_ent *e = cache_head;
+
+		cache_head = e->next;
+		ldpc_code_free(e->code);
+		free(e);
+	}
+	pthread_mutex_unlock(&cache_lock);
+}
+
 size_t qw_ldpc_code_n(const struct qw_ldpc_code *c)
 {
 	return c->n;

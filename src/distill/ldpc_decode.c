@@ -289,15 +289,10 @@ __attribute__((target("avx2"))) static void hard_avx2(struct ldpc_work *w)
 	}
 }
 
+/* libgcc initialises the CPU model before main, so this is a read. */
 static int have_avx2(void)
 {
-	static int cached = -1;
-
-	if (cached < 0) {
-		__builtin_cpu_init();
-		cached = __builtin_cpu_supports("avx2") ? 1 : 0;
-	}
-	return cached;
+	return __builtin_cpu_supports("avx2") ? 1 : 0;
 }
 #endif
 

@@ -852,5 +852,8 @@ int main(void)
 		cmocka_unit_test(test_stage_failure),
 	};
 
-	return cmocka_run_group_tests(tests, NULL, NULL);
+	int ret = cmocka_run_group_tests(tests, NULL, NULL);
+
+	qw_ldpc_cache_clear();
+	return ret;
 }
