@@ -27,11 +27,12 @@
 struct qw_rng;
 
 enum qw_toeplitz_method {
-	QW_TOEPLITZ_AUTO = 0,      /* the fastest exact method for the size */
+	QW_TOEPLITZ_AUTO = 0,      /* karatsuba or fft, by measured cost (docs/pa.md) */
 	QW_TOEPLITZ_REFERENCE,     /* bit by bit, O(m n): tests only */
 	QW_TOEPLITZ_SCHOOLBOOK,    /* word-level carry-less middle product, O(m n / 64^2) */
 	QW_TOEPLITZ_KARATSUBA,     /* Toeplitz-matrix-vector Karatsuba, O(n m^0.585) */
-	QW_TOEPLITZ_FFT,           /* additive FFT over GF(2^64), O(n log n); n + m <= 2^32 */
+	QW_TOEPLITZ_FFT,           /* additive FFT over GF(2^64), O(n log n); QW_EINVAL
+				    * when n + m > 2^33 */
 };
 
 /* Instruction sets the carry-less products may use (for tests and
