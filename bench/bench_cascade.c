@@ -112,6 +112,10 @@ int qw_bench_cascade(int argc, char **argv)
 			json = 1;
 			continue;
 		}
+		if (strcmp(o, "--qber") && strcmp(o, "--bits") && strcmp(o, "--runs") &&
+		    strcmp(o, "--variant") && strcmp(o, "--policy") && strcmp(o, "--passes") &&
+		    strcmp(o, "--blocks") && strcmp(o, "--streak") && strcmp(o, "--seed"))
+			return qw_cli_usage_error("bench cascade", "unknown option '%s'", o);
 		if (!val)
 			return qw_cli_usage_error("bench cascade", "option %s needs a value", o);
 		i++;

@@ -26,6 +26,9 @@
 #include "qwave/error.h"
 
 #define QW_CASCADE_MAX_PASSES 64
+/* At most this many passes may be other than BICONF halves (each needs a
+ * permutation of the key); schedules and HELLOs with more are refused. */
+#define QW_CASCADE_MAX_BLOCK_PASSES 8
 /* Largest key handled (block indices and positions travel as 32 bits). */
 #define QW_CASCADE_MAX_BITS ((size_t)1 << 31)
 /* Message types used on a struct qw_distill_chan by the Cascade stage. */
@@ -86,8 +89,9 @@ QW_WUR int qw_cascade_variant_parse(const char *name, enum qw_cascade_variant *v
 /* Name of v (as accepted by qw_cascade_variant_parse). */
 const char *qw_cascade_variant_name(enum qw_cascade_variant v);
 /* Block size of each pass for an n-bit key at estimated error rate qber
- * (clamped to [1e-5, 0.5)). Writes up to QW_CASCADE_MAX_PASSES sizes and
- * *npasses. 0 or QW_EINVAL (n = 0 or too large). */
+ * (clamped to [1e-5, 0.49]). Writes up to QW_CASCADE_MAX_PASSES sizes and
+ * *npasses. 0 or QW_EINVAL (n = 0 or too large, or overrides asking for
+ * more than QW_CASCADE_MAX_BLOCK_PASSES non-BICONF passes). */
 QW_WUR int qw_cascade_schedule(const struct qw_cascade_params *p, size_t n, double qber,
 			       uint32_t *sizes, unsigned *npasses);
 

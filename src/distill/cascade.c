@@ -65,6 +65,18 @@ static uint32_t pow2_ceil(double e)
 	return (uint32_t)1 << (unsigned)c;
 }
 
+/* Passes that are not BICONF halves: each costs a permutation table of n
+ * entries (and a permuted copy of the key on each side), so a peer's HELLO
+ * may not ask for many. */
+static unsigned count_block_passes(const uint32_t *k, unsigned np, size_t n)
+{
+	unsigned c = 0;
+
+	for (unsigned p = 0; p < np; p++)
+		c += cas_kind_of(p, k[p], n) != CAS_KIND_MASK;
+	return c;
+}
+
 int qw_cascade_schedule(const struct qw_cascade_params *p, size_t n, double qber,
 			uint32_t *sizes, unsigned *npasses)
 {
@@ -136,6 +148,8 @@ int qw_cascade_schedule(const struct qw_cascade_params *p, size_t n, double qber
 	for (unsigned i = 0; i < np; i++)
 		if (p->block_size[i])
 			sizes[i] = clamp_k(p->block_size[i], n);
+	if (count_block_passes(sizes, np, n) > QW_CASCADE_MAX_BLOCK_PASSES)
+		return QW_EINVAL;
 	*npasses = np;
 	return 0;
 }
@@ -157,7 +171,7 @@ static uint64_t splitmix64(uint64_t *s)
 
 enum cas_kind cas_kind_of(unsigned pass, uint32_t k, size_t n)
 {
-	if ((size_t)k >= n / 2 && n > 1)
+	if ((size_t)k >= n / 2)
 		return CAS_KIND_MASK;
 	return pass == 0 ? CAS_KIND_IDENT : CAS_KIND_PERM;
 }
@@ -629,6 +643,8 @@ static int alice_hello(struct qw_cascade_alice *a, struct cas_rd *r)
 			return QW_EPARSE;
 		k[p] = (uint32_t)kv;
 	}
+	if (count_block_passes(k, (unsigned)np, (size_t)n) > QW_CASCADE_MAX_BLOCK_PASSES)
+		return QW_EPARSE;
 	a->lay = cas_layout_get((size_t)n, seed, (unsigned)np, k);
 	return a->lay ? 0 : QW_ENOMEM;
 }

@@ -20,11 +20,17 @@ int qw_cascade_run_local(const struct qw_cascade_params *p, const struct qw_bitv
 	QW_REQUIRE(p != NULL && alice_key != NULL && bob_key != NULL);
 	if (alice_key->nbits != bob_key->nbits)
 		return QW_EINVAL;
+	{
+		uint32_t k[QW_CASCADE_MAX_PASSES];
+		unsigned np;
+
+		if ((ret = qw_cascade_schedule(p, bob_key->nbits, qber_est, k, &np)) != 0)
+			return ret;
+	}
 	bob = qw_cascade_bob_new(p, bob_key, qber_est, seed);
 	alice = qw_cascade_alice_new(alice_key);
 	if (!bob || !alice) {
-		ret = bob_key->nbits == 0 || bob_key->nbits > QW_CASCADE_MAX_BITS ? QW_EINVAL
-										 : QW_ENOMEM;
+		ret = QW_ENOMEM;
 		goto out;
 	}
 	for (;;) {

@@ -101,6 +101,11 @@ static void test_schedules(void **state)
 	assert_int_equal(np, 5);
 	assert_int_equal(k[0], 4096);
 	assert_int_equal(qw_cascade_schedule(&p, 0, 0.02, k, &np), QW_EINVAL);
+	/* Too many passes with permutations. */
+	for (unsigned i = 0; i < QW_CASCADE_MAX_BLOCK_PASSES + 1; i++)
+		p.block_size[i] = 64;
+	p.npasses = QW_CASCADE_MAX_BLOCK_PASSES + 1;
+	assert_int_equal(qw_cascade_schedule(&p, 100000, 0.02, k, &np), QW_EINVAL);
 
 	{
 		enum qw_cascade_variant v;
@@ -502,15 +507,18 @@ static void test_corrupted_messages(void **state)
 		}
 		qw_cascade_alice_free(alice);
 	}
-	/* Hand-made headers: wrong version, wrong length, zero or too many
-	 * passes, a block size of zero, a query before HELLO. */
+	/* Hand-made headers (n = 2000 = Alice's length unless said): wrong
+	 * version, wrong length, zero or too many passes, a block size of
+	 * zero, nine passes needing permutations, a query before HELLO, a
+	 * DONE with trailing bytes, an unknown type. */
 	{
-		static const uint8_t bad[][16] = {
+		static const uint8_t bad[][24] = {
 			{ 0x01, 0x02 },
 			{ 0x01, 0x01, 0x10 },
 			{ 0x01, 0x01, 0xd0, 0x0f, 1, 2, 3, 4, 5, 6, 7, 8, 0x00, 0x00 },
 			{ 0x01, 0x01, 0xd0, 0x0f, 1, 2, 3, 4, 5, 6, 7, 8, 0x41, 0x01 },
 			{ 0x01, 0x01, 0xd0, 0x0f, 1, 2, 3, 4, 5, 6, 7, 8, 0x01, 0x00, 0x00 },
+			{ 0x01, 0x01, 0xd0, 0x0f, 1, 2, 3, 4, 5, 6, 7, 8, 0x09, 4, 4, 4, 4, 4, 4, 4, 4, 4 },
 			{ 0x02, 0x00 },
 			{ 0x03 },
 			{ 0x7f, 0x00 },
