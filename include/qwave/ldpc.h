@@ -213,8 +213,9 @@ QW_WUR int qw_ldpc_run_local(const struct qw_ldpc_params *p, const struct qw_bit
  * to ec_round_trips, sets qber_observed (corrected bits / decoded bits) and
  * moves the block to CORRECTED. If frames failed: DROP with "LDPC decoding
  * failed", or with keep_partial both sides remove those frames' bits (the
- * block is dropped only if nothing remains). Channel or protocol failures
- * return ERROR. */
+ * block is dropped only if nothing remains). A QBER estimate no code can
+ * handle (qw_ldpc_choose gives QW_ERANGE) is a DROP at both ends without
+ * any message. Channel or protocol failures return ERROR. */
 extern const struct qw_stage qw_ldpc_stage;
 
 #endif

@@ -166,6 +166,25 @@ static enum qw_stage_result stage_process(void *state, struct qw_key_block *b,
 		snprintf(b->drop_reason, sizeof(b->drop_reason), "ldpc: block in wrong state");
 		return QW_STAGE_ERROR;
 	}
+	/* Both ends hold the same estimate, so both see a QBER no code can
+	 * handle and drop without a message (Bob would otherwise wait). */
+	{
+		unsigned ri;
+		size_t pp;
+		uint32_t fr;
+
+		ret = b->key->nbits ? qw_ldpc_choose(p, b->qber_estimate, b->key->nbits, &ri, &pp, &fr)
+				    : QW_EINVAL;
+		if (ret == QW_ERANGE) {
+			snprintf(b->drop_reason, sizeof(b->drop_reason),
+				 "ldpc: QBER estimate %.4f too high for the codes", b->qber_estimate);
+			return QW_STAGE_DROP;
+		}
+		if (ret) {
+			snprintf(b->drop_reason, sizeof(b->drop_reason), "ldpc: %s", qw_strerror(ret));
+			return QW_STAGE_ERROR;
+		}
+	}
 	memset(&st, 0, sizeof(st));
 	ret = b->role == QW_ROLE_BOB ? run_bob(p, b, chan, &st, &ok)
 				     : run_alice(p, b, chan, &st, &ok);

@@ -829,6 +829,20 @@ static void test_stage_failure(void **unused)
 	assert_true(qw_bitvec_equal(ba->key, bb->key));
 	qw_block_free(ba);
 	qw_block_free(bb);
+
+	/* an estimate above what the codes handle: both drop, no message */
+	a = random_bits(r, 5000);
+	ba = qw_block_new(10, QW_ROLE_ALICE, a);
+	bb = qw_block_new(10, QW_ROLE_BOB, qw_bitvec_dup(a));
+	ba->qber_estimate = bb->qber_estimate = 0.3;
+	p.efficiency = 1.2; /* f h(0.3) = 1.06 */
+	run_stage(&p, ba, bb, &ra, &rb);
+	assert_int_equal(ra, QW_STAGE_DROP);
+	assert_int_equal(rb, QW_STAGE_DROP);
+	assert_non_null(strstr(bb->drop_reason, "too high"));
+	assert_int_equal(bb->disclosed_bits, 0);
+	qw_block_free(ba);
+	qw_block_free(bb);
 	qw_rng_free(r);
 }
 
