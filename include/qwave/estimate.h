@@ -172,6 +172,15 @@ struct qw_finite_eps {
 QW_WUR int qw_finite_bounds(const struct qw_finite_counts *c, double eps_sec,
 			    struct qw_finite_bounds *out);
 
+/* The same bounds with every statistical term removed (Hoeffding deltas 0,
+ * gamma 0; no failure probability): [LCWXZ] eqs. (2)-(5) on the counts
+ * taken as exact expectations. This is the N -> infinity limit of
+ * qw_finite_bounds() (the rate_limit of qw_finite_model()), and what the
+ * link's "asymptotic" mode applies to measured counts: optimistic for any
+ * finite block. 0 or QW_EINVAL as qw_finite_bounds(). */
+QW_WUR int qw_finite_bounds_asymptotic(const struct qw_finite_counts *c,
+				       struct qw_finite_bounds *out);
+
 /* THE secret-length computation: every key that leaves the distillation chain
  * is sized here, and nowhere else. [LCWXZ] eq. (1):
  *   l = floor( s_X0 + s_X1 (1 - h(phi_X)) - leak_ec - 6 log2(21/eps_sec)
@@ -236,5 +245,27 @@ QW_WUR int qw_finite_model(const struct qw_optics_params *p, double distance_km,
 QW_WUR int qw_finite_optimize(const struct qw_optics_params *p, double distance_km,
 			      struct qw_finite_protocol *pr, double n_x,
 			      struct qw_finite_result *out);
+
+/* Expected key-basis detections per pulse of protocol pr on the model link:
+ * sum_k p_k q_x^2 Q_k ([LCWXZ] Sec. II: both parties choose X). 0 when an
+ * input is invalid. */
+double qw_finite_key_per_pulse(const struct qw_optics_params *p, double distance_km,
+			       const struct qw_finite_protocol *pr);
+
+/* qw_finite_model() for a block of `pulses` pulses instead of a block of
+ * n_x bits: n_x = pulses qw_finite_key_per_pulse() (its expectation). This
+ * is what a link that sends `pulses` pulses per block should expect. 0, or
+ * QW_EINVAL (as qw_finite_model(), or fewer than one expected key bit). */
+QW_WUR int qw_finite_model_pulses(const struct qw_optics_params *p, double distance_km,
+				  const struct qw_finite_protocol *pr, double pulses,
+				  struct qw_finite_result *out);
+
+/* qw_finite_optimize() for a fixed number of pulses per block (the
+ * constraint a link has: it sends a given number of pulses, and how many
+ * key bits they yield depends on the protocol): maximises length/pulses
+ * over mu1, mu2, p_mu1, p_mu2 and q_x. Same contract otherwise. */
+QW_WUR int qw_finite_optimize_pulses(const struct qw_optics_params *p, double distance_km,
+				     struct qw_finite_protocol *pr, double pulses,
+				     struct qw_finite_result *out);
 
 #endif

@@ -32,8 +32,9 @@
 enum qw_link_bounds {
 	/* [LCWXZ] finite-key bounds on the block's own counts (default) */
 	QW_LINK_BOUNDS_FINITE = 0,
-	/* [MQZL] vacuum + weak decoy bounds on the measured gains, taken as
-	 * exact (no statistical fluctuation): optimistic for small blocks */
+	/* the same [LCWXZ] bounds with the statistical terms removed
+	 * (qw_finite_bounds_asymptotic: the counts taken as exact
+	 * expectations): optimistic for any finite block, for comparison */
 	QW_LINK_BOUNDS_ASYMPTOTIC = 1,
 };
 
@@ -54,9 +55,15 @@ struct qw_estimate_stage_params {
 };
 
 /* "estimate": SIFTED block -> SIFTED block with sec_n_vacuum, sec_n_single
- * and sec_e1_upper set for its kept key bits. DROP with reason "QBER x%
- * above threshold y%" (after calling alarm) when the block's QBER estimate
- * (b->qber_estimate, from the disclosed sample) exceeds the threshold.
+ * and sec_e1_upper set for its kept key bits: [LCWXZ]'s s_X0, s_X1 and
+ * phi_X, computed by qw_finite_bounds() (or qw_finite_bounds_asymptotic())
+ * from the block's counts per class: key bits (sifted Z minus any sample),
+ * disclosed X bits and their errors. The kept key must be the Z bits of
+ * every class (sift's key_all_classes), else the block is an ERROR. DROP
+ * with reason "QBER x% above threshold y%" (after calling alarm) when the
+ * block's QBER estimate (b->qber_estimate, from the disclosed bits)
+ * exceeds the threshold, and DROP "no secret key possible ..." when even
+ * an error correction that disclosed nothing would leave no key.
  * params: const struct qw_estimate_stage_params * (copied). */
 extern const struct qw_stage qw_estimate_stage;
 
@@ -84,7 +91,8 @@ struct qw_link_params {
 	 * endpoints (only the simulation knows them). */
 	struct qw_optics_config optics;
 	uint64_t nblocks;             /* blocks to run, ids 1..nblocks */
-	/* key_both_bases must be 0 (Z key, X test basis); qber_abort is
+	/* key_both_bases must be 0 (Z key, X test basis) and key_all_classes
+	 * 1 (the [LCWXZ] protocol the estimate is about); qber_abort is
 	 * ignored: the estimate stage aborts */
 	struct qw_sift_params sift;
 	double qber_threshold;        /* default 0.11 */
@@ -104,14 +112,36 @@ struct qw_link_params {
 	void (*alarm)(void *ctx, uint64_t block_id, double qber, double threshold);
 };
 
-/* Defaults as documented above; optics from qw_optics_config_default(). */
+/* Defaults as documented above; optics from qw_optics_config_default()
+ * (signal 0.5, decoy 0.1, vacuum; 70/20/10 %; bases 1/2 each: a fixed set,
+ * far from the finite-key optimum: see qw_link_params_optimize()). */
 void qw_link_params_default(struct qw_link_params *p);
+
+/* The [LCWXZ] protocol p runs, for the theory module's predictions:
+ * intensities and class probabilities from p->optics, q_x = p_z_alice
+ * (the model takes Bob's bias equal; [LCWXZ]'s key basis X is the link's
+ * Z), eps from p->eps, and f_ec as qw_finite_protocol_default() (1.22). */
+void qw_link_protocol(const struct qw_link_params *p, struct qw_finite_protocol *pr);
+
+/* Set p->optics' signal and decoy intensities, class probabilities and
+ * basis bias (p_z_alice = p_z_bob) to the theory module's finite-key
+ * optimum (qw_finite_optimize_pulses) for blocks of pulses_per_block pulses
+ * on p->optics' link and distance; the vacuum class keeps its intensity.
+ * The current setting is the first starting point and stays if nothing
+ * beats it. out (may be NULL) receives the model's prediction for one
+ * block. 0, or QW_EINVAL (the current setting is not a valid [LCWXZ]
+ * protocol, or a block yields less than one expected key bit). */
+QW_WUR int qw_link_params_optimize(struct qw_link_params *p, double pulses_per_block,
+				   struct qw_finite_result *out);
 
 struct qw_link_stats {
 	uint64_t pulses, detections;  /* of the blocks sifted */
 	uint64_t sifted_bits;         /* bases agreed, all classes */
 	uint64_t key_bits;            /* sifted bits kept as key (after sampling) */
-	uint64_t sample_errors, sample_bits; /* signal key-basis QBER sample */
+	/* the bits the QBER estimate came from, as sift's qber_estimate: the
+	 * key-basis sample if any (pe_fraction > 0), else every disclosed bit
+	 * of the key-making classes (the X test basis of every class) */
+	uint64_t sample_errors, sample_bits;
 	double qber;                  /* sample_errors / sample_bits */
 	uint64_t ec_bits;             /* key bits that went through EC */
 	uint64_t ec_leak_bits;        /* parities disclosed by EC */
@@ -173,7 +203,8 @@ void qw_link_sim_records(struct qw_link_sim *s, enum qw_role role, struct qw_lin
 void qw_link_sim_stats(struct qw_link_sim *s, struct qw_optics_stats *out);
 
 /* Pulses per block that give about key_bits kept key bits on the expected
- * statistics of c with sifting p (at least 1). */
+ * statistics of c with sifting p (every class's key-basis bits, or the
+ * signal's only, minus the sample; at least 1). */
 uint64_t qw_link_pulses_for_bits(const struct qw_optics_config *c,
 				 const struct qw_sift_params *p, double key_bits);
 

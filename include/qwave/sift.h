@@ -9,14 +9,22 @@
  *   3. BITS   Bob -> Alice: Bob's bits at the same disclosed positions, so
  *             both ends compute the same error counts.
  *
- * Kept as key: sifted (matching-basis) bits of the signal class in the key
- * basis (Z, or both bases when configured) that were not disclosed.
- * Disclosed, never key: every sifted bit of the decoy and vacuum classes
- * (their error rates feed the decoy-state bounds); in Z-key mode every sifted
- * X-basis bit (the phase-error test basis); and a random sample of the
- * signal key-basis bits (fraction pe_fraction, chosen by Alice) that gives
- * the QBER estimate of the key. Bits of mismatched bases are discarded
- * unseen.
+ * Two protocols (struct qw_sift_params.key_all_classes):
+ *
+ *  - [LCWXZ] (default; C. C. W. Lim et al., PRA 89, 022307 (2014), Sec. II):
+ *    kept as key are the sifted (matching-basis) key-basis bits of EVERY
+ *    intensity class; disclosed are all sifted bits of the test basis (X in
+ *    Z-key mode), of every class: their per-class error counts bound the
+ *    phase error. Key-basis errors are never sampled (pe_fraction 0): error
+ *    correction and verification reveal them, and the secret length
+ *    subtracts what they disclose.
+ *  - signal-only (key_all_classes = 0, the [MQZL] asymptotic layout): kept
+ *    are the signal class's key-basis bits; every sifted decoy and vacuum
+ *    bit is disclosed (their error rates feed the [MQZL] bounds).
+ *
+ * In both, a random sample of the key-basis candidates (fraction
+ * pe_fraction, chosen by Alice) can be disclosed for a direct QBER
+ * estimate. Bits of mismatched bases are discarded unseen.
  *
  * All three messages are authenticated by the link's channel; the parsers
  * here still treat them as hostile: every length, count and flag is
@@ -41,11 +49,15 @@ struct qw_rng;
 
 struct qw_sift_params {
 	int key_both_bases;  /* 0: key from Z only, X disclosed; 1: both bases */
-	double pe_fraction;  /* signal key-basis bits sampled for the QBER, [0, 1) */
+	double pe_fraction;  /* key-basis candidates sampled for the QBER, [0, 1) */
 	double qber_abort;   /* stage only: drop a block whose estimate exceeds this (0: never) */
+	int key_all_classes; /* 1: key from every intensity class ([LCWXZ]); 0: signal only */
 };
 
-/* Z key, 10% sample, no abort threshold. */
+/* [LCWXZ] layout: Z key from every class, X test basis, no QBER sample, no
+ * abort threshold. (Before key_all_classes existed the default was the
+ * signal-only key with a 10% sample: set key_all_classes = 0 and
+ * pe_fraction = 0.1 for that.) */
 void qw_sift_params_default(struct qw_sift_params *p);
 
 /* ---- messages ----------------------------------------------------------- */
@@ -114,9 +126,12 @@ struct qw_sift_stats {
 struct qw_sift_result {
 	struct qw_sift_stats st;
 	struct qw_bitvec *key;  /* owned; the kept bits in pulse order */
-	/* QBER estimate of the key: errors / disclosed over the signal-class
-	 * key-basis sample; if the sample is empty, over every disclosed
-	 * signal-class bit; if none, 1/2 (nothing known: assume the worst). */
+	/* QBER estimate of the key: errors / disclosed over the key-basis
+	 * sample (of the classes that make key); if the sample is empty, over
+	 * every disclosed bit of those classes (with key_all_classes: the
+	 * whole test basis, whose classes mix in the key's proportions since
+	 * the basis choice is independent of the class); if none, 1/2
+	 * (nothing known: assume the worst). */
 	double qber_estimate;
 };
 

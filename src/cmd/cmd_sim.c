@@ -35,7 +35,7 @@
 struct sim_opts {
 	double distance, rate, eve, block_bits, qber_threshold, p_z, auth_share;
 	uint64_t pulses, seed, workers;
-	int have_seed, json, tcp;
+	int have_seed, json, tcp, have_p_z, no_optimize;
 	enum qw_link_ec ec;
 	enum qw_link_bounds bounds;
 	enum qw_cascade_variant cascade;
@@ -66,11 +66,15 @@ static void sim_link_help(void)
 	printf("usage: qwave sim link [options]\n"
 	       "\n"
 	       "Simulate a decoy-state BB84 link (GYS parameters of Ma et al., PRA 72,\n"
-	       "012326, Table I; signal 0.5, decoy 0.1, vacuum; classes 70/20/10 %%) and run\n"
-	       "the whole classical protocol between Alice and Bob in two threads over an\n"
-	       "authenticated channel: sifting, parameter estimation, Cascade, verification,\n"
-	       "privacy amplification. Prints what was measured, disclosed and distilled,\n"
-	       "and whether both ends hold the same key.\n"
+	       "012326, Table I) running the protocol of Lim et al., PRA 89, 022307 (2014):\n"
+	       "signal, decoy and vacuum intensities, biased bases, key from the Z bits of\n"
+	       "every intensity, X bits disclosed for the phase error. Intensities, class\n"
+	       "probabilities and basis bias are the finite-key optimum of the theory\n"
+	       "module (qw_finite_optimize_pulses) for the distance and the block's pulses.\n"
+	       "Runs the whole classical protocol between Alice and Bob in two threads over\n"
+	       "an authenticated channel: sifting, parameter estimation, Cascade,\n"
+	       "verification, privacy amplification. Prints what was measured, disclosed\n"
+	       "and distilled, and whether both ends hold the same key.\n"
 	       "\n"
 	       "options:\n"
 	       "  --distance KM        fiber length (50 km)\n"
@@ -83,21 +87,27 @@ static void sim_link_help(void)
 	       "  --cascade VARIANT    original (default: fewest round trips, and each\n"
 	       "                       round trip costs 256 authentication key bits) |\n"
 	       "                       yan | option8 | optimized (fewer parities)\n"
-	       "  --block-bits N       target kept key bits per block (1e6)\n"
+	       "  --block-bits N       target key bits per block (default: one block for\n"
+	       "                       the whole run, up to 1e7 expected key bits; larger\n"
+	       "                       blocks waste less on finite-size terms)\n"
+	       "  --no-optimize        fixed protocol instead of the optimum: signal 0.5,\n"
+	       "                       decoy 0.1, vacuum, classes 70/20/10 %%, bases 1/2\n"
 	       "  --bounds finite|asymptotic\n"
-	       "                       finite-key decoy bounds of Lim et al. PRA 89, 022307\n"
-	       "                       (default), or vacuum+weak bounds of Ma et al. on the\n"
-	       "                       measured gains taken as exact\n"
+	       "                       finite-key decoy bounds of Lim et al. (default), or\n"
+	       "                       the same bounds without their statistical terms\n"
+	       "                       (measured counts taken as exact: optimistic)\n"
 	       "  --p-z P              probability that Alice and Bob each pick the key\n"
-	       "                       basis Z (0.5: BB84)\n"
+	       "                       basis Z (default: the optimum's)\n"
 	       "  --qber-threshold Q   abort a block whose QBER estimate exceeds Q (0.11)\n"
 	       "  --workers K          blocks in flight per endpoint (2)\n"
 	       "  --tcp                loopback TCP instead of a socketpair\n"
 	       "  --json               one JSON object on stdout\n"
 	       "\n"
 	       "key_rate is secret bits per pulse sent; key_rate_bound is the asymptotic\n"
-	       "rate of the same protocol (vacuum+weak decoy, Shannon-limit error\n"
-	       "correction, infinite blocks). Exit status 0 when the simulation ran (also\n"
+	       "rate of the same protocol and parameters (Lim et al.'s bounds without\n"
+	       "statistical terms, Shannon-limit error correction, infinite blocks);\n"
+	       "finite_key_theory the theory module's finite-key rate for the same blocks\n"
+	       "(error correction f = 1.22). Exit status 0 when the simulation ran (also\n"
 	       "when blocks were aborted: see aborted/abort_reason), 1 when the link\n"
 	       "failed or the two keys differ, 2 for bad options.\n");
 }
@@ -110,7 +120,7 @@ static int sim_parse(int argc, char **argv, struct sim_opts *o)
 	o->distance = 50.0;
 	o->pulses = 100000000;
 	o->rate = 1e9;
-	o->block_bits = 1e6;
+	o->block_bits = 0.0; /* auto */
 	o->qber_threshold = 0.11;
 	o->p_z = 0.5;
 	o->auth_share = 0.05;
@@ -132,6 +142,10 @@ static int sim_parse(int argc, char **argv, struct sim_opts *o)
 		}
 		if (!strcmp(opt, "--tcp")) {
 			o->tcp = 1;
+			continue;
+		}
+		if (!strcmp(opt, "--no-optimize")) {
+			o->no_optimize = 1;
 			continue;
 		}
 		if (strncmp(opt, "--", 2))
@@ -184,6 +198,7 @@ static int sim_parse(int argc, char **argv, struct sim_opts *o)
 		} else if (!strcmp(opt, "--p-z")) {
 			if (qw_cli_parse_double(val, &o->p_z) || !(o->p_z > 0 && o->p_z < 1))
 				return qw_cli_usage_error(cmd, "bad --p-z '%s' (0 < P < 1)", val);
+			o->have_p_z = 1;
 		} else if (!strcmp(opt, "--qber-threshold")) {
 			if (qw_cli_parse_double(val, &d) || !(d > 0 && d <= 0.5))
 				return qw_cli_usage_error(cmd, "bad --qber-threshold '%s' (0 < Q <= 0.5)",
@@ -283,22 +298,77 @@ fail:
 	return -1;
 }
 
-/* The asymptotic rate of this protocol: vacuum+weak decoy on the model's
- * expected gains, the same intensities, class and basis probabilities and
- * QBER sample, error correction at the Shannon limit (f = 1). */
-static double rate_bound(const struct qw_link_params *lp)
+/* Expected key bits of a block beyond which the run is cut into several
+ * blocks: one block of 1e7 bits takes Cascade ~10 s and a few hundred MB. */
+#define AUTO_BLOCK_MAX_BITS 1e7
+
+/* Choose the protocol (unless --no-optimize) and the pulses per block:
+ * with --block-bits, blocks of about that many key bits; else one block
+ * for the whole run, unless it would hold more than AUTO_BLOCK_MAX_BITS.
+ * The optimum depends on the block's pulses and the pulses of a block of
+ * given bits on the protocol, so the pair is iterated (twice is plenty:
+ * the optimum moves slowly with the block size). */
+static uint64_t sim_protocol(const struct sim_opts *o, struct qw_link_params *lp)
+{
+	double bits = o->block_bits;
+	uint64_t ppb = o->pulses;
+
+	for (int round = 0; round < 3; round++) {
+		if (bits > 0.0) {
+			ppb = qw_link_pulses_for_bits(&lp->optics, &lp->sift, bits);
+			if (ppb > o->pulses)
+				ppb = o->pulses;
+		}
+		if (!o->no_optimize && qw_link_params_optimize(lp, (double)ppb, NULL))
+			break; /* no valid optimum (e.g. far too few pulses): keep the fixed set */
+		if (bits > 0.0 && round > 0)
+			break;
+		if (bits == 0.0) {
+			struct qw_finite_protocol pr;
+			qw_link_protocol(lp, &pr);
+			if (qw_finite_key_per_pulse(&lp->optics.link, lp->optics.distance_km, &pr) *
+				    (double)o->pulses <= AUTO_BLOCK_MAX_BITS)
+				break;
+			bits = AUTO_BLOCK_MAX_BITS;
+		}
+	}
+	if (o->have_p_z) {
+		lp->optics.p_z_alice = o->p_z;
+		lp->optics.p_z_bob = o->p_z;
+	}
+	if (bits > 0.0) {
+		ppb = qw_link_pulses_for_bits(&lp->optics, &lp->sift, bits);
+		if (ppb > o->pulses)
+			ppb = o->pulses;
+	}
+	return ppb;
+}
+
+/* The theory module's figures for the run, per pulse: the asymptotic rate
+ * of the same protocol (rate_limit with f = 1: [LCWXZ] bounds without
+ * statistical terms on the expected counts, Shannon-limit error
+ * correction), and the finite-key rate of the same blocks (full blocks of
+ * ppb pulses and the remainder) with error-correction inefficiency f. */
+static void theory_rates(const struct qw_link_params *lp, uint64_t pulses, uint64_t ppb,
+			 double f, double *bound, double *finite)
 {
 	const struct qw_optics_config *c = &lp->optics;
-	struct qw_keyrate_point pt;
-	double q = c->p_class[QW_CLASS_SIGNAL] * c->p_z_alice * c->p_z_bob *
-		   (1.0 - lp->sift.pe_fraction);
+	struct qw_finite_protocol pr;
+	struct qw_finite_result r;
+	uint64_t full = pulses / ppb, rest = pulses % ppb;
+	double bits = 0.0;
 
-	if (qw_decoy_keyrate(&c->link, c->distance_km, QW_DECOY_VACUUM_WEAK,
-			     c->intensity[QW_CLASS_SIGNAL], c->intensity[QW_CLASS_DECOY],
-			     c->intensity[QW_CLASS_VACUUM], 1.0, 1.0, &pt))
-		return 0.0;
-	/* qw_decoy_keyrate's rate is per signal pulse with q = 1. */
-	return q * pt.key_rate;
+	*bound = *finite = 0.0;
+	qw_link_protocol(lp, &pr);
+	pr.f_ec = 1.0;
+	if (!qw_finite_model_pulses(&c->link, c->distance_km, &pr, (double)ppb, &r))
+		*bound = r.rate_limit;
+	pr.f_ec = f >= 1.0 ? f : 1.0;
+	if (!qw_finite_model_pulses(&c->link, c->distance_km, &pr, (double)ppb, &r))
+		bits += (double)full * (double)r.length;
+	if (rest && !qw_finite_model_pulses(&c->link, c->distance_km, &pr, (double)rest, &r))
+		bits += (double)r.length;
+	*finite = bits / (double)pulses;
 }
 
 static void side_free(struct side_keys *k)
@@ -316,6 +386,7 @@ static int sim_link(int argc, char **argv)
 {
 	struct sim_opts o;
 	struct qw_link_params lp;
+	struct qw_finite_protocol pr_def;
 	struct qw_link_sim *sim = NULL;
 	struct qw_link_records rec[2];
 	struct qw_optics_stats os;
@@ -325,7 +396,7 @@ static int sim_link(int argc, char **argv)
 	uint64_t ppb, nblocks, secret = 0, delivered_blocks = 0;
 	pthread_t th[2];
 	int fds[2] = { -1, -1 }, started = 0, keys_equal = 1, ret, err, code = QW_EXIT_FAIL;
-	double t0, wall, bound;
+	double t0, wall, bound, theory, theory_f;
 	struct timespec ts;
 
 	ret = sim_parse(argc, argv, &o);
@@ -338,6 +409,7 @@ static int sim_link(int argc, char **argv)
 	lp.optics.eve_fraction = o.eve;
 	lp.optics.p_z_alice = o.p_z;
 	lp.optics.p_z_bob = o.p_z;
+	qw_finite_protocol_default(&pr_def, 0.5, 0.1, 0.0);
 	lp.qber_threshold = o.qber_threshold;
 	lp.bounds = o.bounds;
 	lp.ec = o.ec;
@@ -350,9 +422,7 @@ static int sim_link(int argc, char **argv)
 			return qw_cli_fail("cannot draw a seed");
 		o.seed &= ((uint64_t)1 << 53) - 1; /* printable exactly in JSON */
 	}
-	ppb = qw_link_pulses_for_bits(&lp.optics, &lp.sift, o.block_bits);
-	if (ppb > o.pulses)
-		ppb = o.pulses;
+	ppb = sim_protocol(&o, &lp);
 	sim = qw_link_sim_new(&lp.optics, o.pulses, ppb, o.seed, &err);
 	if (!sim)
 		return qw_cli_fail("cannot set up the simulation: %s", qw_strerror(err));
@@ -429,7 +499,10 @@ static int sim_link(int argc, char **argv)
 			delivered_blocks++;
 		}
 	}
-	bound = rate_bound(&lp);
+	theory_rates(&lp, o.pulses, ppb, pr_def.f_ec, &bound, &theory);
+	theory_f = 0.0;
+	if (ep[1].st.ec_efficiency >= 1.0)
+		theory_rates(&lp, o.pulses, ppb, ep[1].st.ec_efficiency, &bound, &theory_f);
 	{
 		const struct qw_link_stats *A = &ep[0].st, *B = &ep[1].st;
 		int failed = ep[0].ret || ep[1].ret;
@@ -453,6 +526,9 @@ static int sim_link(int argc, char **argv)
 			json_object_set_new(j, "sifted_bits", json_integer((json_int_t)A->sifted_bits));
 			json_object_set_new(j, "key_bits", json_integer((json_int_t)A->key_bits));
 			json_object_set_new(j, "qber", json_real(A->qber));
+			json_object_set_new(j, "qber_key",
+					    json_real(B->ec_bits ? (double)B->ec_errors / (double)B->ec_bits
+								 : 0.0));
 			json_object_set_new(j, "ec_leak_bits", json_integer((json_int_t)B->ec_leak_bits));
 			json_object_set_new(j, "ec_efficiency", json_real(B->ec_efficiency));
 			json_object_set_new(j, "verify_bits", json_integer((json_int_t)A->verify_bits));
@@ -468,6 +544,23 @@ static int sim_link(int argc, char **argv)
 					    json_integer((json_int_t)A->auth_used_bits));
 			json_object_set_new(j, "key_rate", json_real(key_rate));
 			json_object_set_new(j, "key_rate_bound", json_real(bound));
+			json_object_set_new(j, "finite_key_theory", json_real(theory));
+			json_object_set_new(j, "finite_key_theory_f", json_real(pr_def.f_ec));
+			json_object_set_new(j, "finite_key_theory_measured_f", json_real(theory_f));
+			json_object_set_new(j, "block_pulses", json_integer((json_int_t)ppb));
+			{
+				const struct qw_optics_config *c = &lp.optics;
+				json_t *pj = json_object(), *mu = json_array(), *pc = json_array();
+				for (int k = 0; k < QW_OPTICS_NCLASS; k++) {
+					json_array_append_new(mu, json_real(c->intensity[k]));
+					json_array_append_new(pc, json_real(c->p_class[k]));
+				}
+				json_object_set_new(pj, "intensity", mu);
+				json_object_set_new(pj, "p_class", pc);
+				json_object_set_new(pj, "p_z", json_real(c->p_z_alice));
+				json_object_set_new(pj, "optimized", json_boolean(!o.no_optimize));
+				json_object_set_new(j, "protocol", pj);
+			}
 			json_object_set_new(j, "secret_bit_rate",
 					    json_real(os.seconds > 0 ? (double)distilled / os.seconds : 0));
 			json_object_set_new(j, "keys_equal", json_boolean(keys_equal && !failed));
@@ -477,12 +570,17 @@ static int sim_link(int argc, char **argv)
 			json_object_set_new(j, "wall_seconds", json_real(wall));
 			qw_cli_print_json(j);
 		} else {
+			printf("protocol          mu %.3f/%.3f/%.3f, p %.3f/%.3f/%.3f, p_z %.3f (%s)\n",
+			       lp.optics.intensity[0], lp.optics.intensity[1], lp.optics.intensity[2],
+			       lp.optics.p_class[0], lp.optics.p_class[1], lp.optics.p_class[2],
+			       lp.optics.p_z_alice, o.no_optimize ? "fixed" : "optimized");
 			printf("pulses            %llu (%.3g s of source time at %.3g Hz)\n",
 			       (unsigned long long)A->pulses, os.seconds, o.rate);
 			printf("detections        %llu\n", (unsigned long long)A->detections);
-			printf("sifted            %llu bits (%llu kept as key after sampling)\n",
+			printf("sifted            %llu bits (%llu kept as key)\n",
 			       (unsigned long long)A->sifted_bits, (unsigned long long)A->key_bits);
-			printf("QBER              %.3f %%\n", 100.0 * A->qber);
+			printf("QBER              %.3f %% (estimate from %llu disclosed bits)\n",
+			       100.0 * A->qber, (unsigned long long)A->sample_bits);
 			if (B->ec_bits) {
 				printf("EC leak           %llu bits (efficiency f = %.3f)\n",
 				       (unsigned long long)B->ec_leak_bits, B->ec_efficiency);
@@ -501,7 +599,11 @@ static int sim_link(int argc, char **argv)
 			       (unsigned long long)A->auth_used_bits);
 			printf("key rate          %.4g bit/pulse (%.4g bit/s at %.3g Hz)\n", key_rate,
 			       key_rate * o.rate, o.rate);
-			printf("asymptotic bound  %.4g bit/pulse\n", bound);
+			printf("asymptotic bound  %.4g bit/pulse (same protocol, f = 1, infinite blocks)\n",
+			       bound);
+			printf("finite-key theory %.4g bit/pulse (same blocks, f = %.2f; %.4g at the "
+			       "measured f)\n",
+			       theory, pr_def.f_ec, theory_f);
 			printf("blocks            %llu delivered, %llu dropped of %llu\n",
 			       (unsigned long long)delivered_blocks,
 			       (unsigned long long)A->blocks_dropped, (unsigned long long)nblocks);

@@ -437,6 +437,13 @@ int qw_finite_bounds(const struct qw_finite_counts *c, double eps_sec,
 	return finite_bounds(c, eps_sec, 1, out);
 }
 
+int qw_finite_bounds_asymptotic(const struct qw_finite_counts *c, struct qw_finite_bounds *out)
+{
+	QW_REQUIRE(c != NULL && out != NULL);
+	/* eps_sec only enters the statistical terms, which fluct = 0 drops. */
+	return finite_bounds(c, 0.5, 0, out);
+}
+
 static int eps_ok(double e)
 {
 	return isfinite(e) && e > 0.0 && e < 1.0;
@@ -600,18 +607,59 @@ static int opt_feasible(struct qw_finite_protocol *pr)
 	       pr->p[1] > 0.0 && pr->p[2] >= 0.001 && pr->q_x > 0.0 && pr->q_x <= 0.999;
 }
 
+double qw_finite_key_per_pulse(const struct qw_optics_params *p, double distance_km,
+			       const struct qw_finite_protocol *pr)
+{
+	double px = 0.0, qk;
+
+	QW_REQUIRE(p != NULL && pr != NULL);
+	if (!isfinite(pr->q_x) || !(pr->q_x > 0.0) || !(pr->q_x < 1.0))
+		return 0.0;
+	for (int k = 0; k < QW_FINITE_NINT; k++) {
+		if (qw_decoy_model(p, distance_km, pr->mu[k], &qk, NULL) || !isfinite(pr->p[k]) ||
+		    !(pr->p[k] > 0.0))
+			return 0.0;
+		px += pr->p[k] * pr->q_x * pr->q_x * qk;
+	}
+	return px;
+}
+
+int qw_finite_model_pulses(const struct qw_optics_params *p, double distance_km,
+			   const struct qw_finite_protocol *pr, double pulses,
+			   struct qw_finite_result *out)
+{
+	double px;
+
+	QW_REQUIRE(p != NULL && pr != NULL && out != NULL);
+	px = qw_finite_key_per_pulse(p, distance_km, pr);
+	if (!isfinite(pulses) || !(px > 0.0) || !(pulses * px >= 1.0))
+		return QW_EINVAL;
+	return qw_finite_model(p, distance_km, pr, pulses * px, out);
+}
+
+/* A block is `size` key bits, or `size` pulses when by_pulses. */
+static int model_sized(const struct qw_optics_params *p, double distance_km,
+		       const struct qw_finite_protocol *pr, double size, int by_pulses,
+		       struct qw_finite_result *r)
+{
+	return by_pulses ? qw_finite_model_pulses(p, distance_km, pr, size, r)
+			 : qw_finite_model(p, distance_km, pr, size, r);
+}
+
 /* Objective: the unrounded secret length per pulse, negative where no key
  * survives, so the search still climbs out of the no-key region. */
 static double opt_eval(const struct qw_optics_params *p, double distance_km,
-		       struct qw_finite_protocol *pr, double n_x, struct qw_finite_result *r)
+		       struct qw_finite_protocol *pr, double size, int by_pulses,
+		       struct qw_finite_result *r)
 {
-	if (!opt_feasible(pr) || qw_finite_model(p, distance_km, pr, n_x, r))
+	if (!opt_feasible(pr) || model_sized(p, distance_km, pr, size, by_pulses, r))
 		return -INFINITY;
 	return r->length_real / r->pulses;
 }
 
-int qw_finite_optimize(const struct qw_optics_params *p, double distance_km,
-		       struct qw_finite_protocol *pr, double n_x, struct qw_finite_result *out)
+static int optimize(const struct qw_optics_params *p, double distance_km,
+		    struct qw_finite_protocol *pr, double n_x, int by_pulses,
+		    struct qw_finite_result *out)
 {
 	static const double starts[][OPT_DIM] = {
 		{ 0.50, 0.10, 0.70, 0.20, 0.90 },
@@ -627,7 +675,7 @@ int qw_finite_optimize(const struct qw_optics_params *p, double distance_km,
 	QW_REQUIRE(p != NULL && pr != NULL && out != NULL);
 	/* The caller's protocol must be valid on its own: it is the first start
 	 * and the answer if nothing beats it. */
-	ret = qw_finite_model(p, distance_km, pr, n_x, &best_r);
+	ret = model_sized(p, distance_km, pr, n_x, by_pulses, &best_r);
 	if (ret)
 		return ret;
 	best_pr = *pr;
@@ -643,7 +691,7 @@ int qw_finite_optimize(const struct qw_optics_params *p, double distance_km,
 		if (s > 0)
 			for (int i = 0; i < OPT_DIM; i++)
 				*opt_coord(&cur, i) = starts[s - 1][i];
-		fcur = opt_eval(p, distance_km, &cur, n_x, &r);
+		fcur = opt_eval(p, distance_km, &cur, n_x, by_pulses, &r);
 		if (fcur == -INFINITY)
 			continue;
 		for (int i = 0; i < OPT_DIM; i++)
@@ -658,7 +706,7 @@ int qw_finite_optimize(const struct qw_optics_params *p, double distance_km,
 					double f;
 
 					*opt_coord(&t, i) += dir * step[i];
-					f = opt_eval(p, distance_km, &t, n_x, &r);
+					f = opt_eval(p, distance_km, &t, n_x, by_pulses, &r);
 					if (f > fcur) {
 						cur = t;
 						fcur = f;
@@ -685,9 +733,24 @@ int qw_finite_optimize(const struct qw_optics_params *p, double distance_km,
 	 * report the caller's protocol rather than whatever it drifted to. */
 	if (!(best > 0.0))
 		best_pr = *pr;
-	ret = qw_finite_model(p, distance_km, &best_pr, n_x, out);
+	ret = model_sized(p, distance_km, &best_pr, n_x, by_pulses, out);
 	if (ret)
 		return ret;
 	*pr = best_pr;
 	return 0;
+}
+
+int qw_finite_optimize(const struct qw_optics_params *p, double distance_km,
+		       struct qw_finite_protocol *pr, double n_x, struct qw_finite_result *out)
+{
+	QW_REQUIRE(p != NULL && pr != NULL && out != NULL);
+	return optimize(p, distance_km, pr, n_x, 0, out);
+}
+
+int qw_finite_optimize_pulses(const struct qw_optics_params *p, double distance_km,
+			      struct qw_finite_protocol *pr, double pulses,
+			      struct qw_finite_result *out)
+{
+	QW_REQUIRE(p != NULL && pr != NULL && out != NULL);
+	return optimize(p, distance_km, pr, pulses, 1, out);
 }

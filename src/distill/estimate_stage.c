@@ -2,13 +2,12 @@
  * the decoy-state bounds on the block's kept key (stage "estimate", right
  * after sifting), and the secret length (stage "seclen", right before
  * privacy amplification, once every disclosed bit is known). Contract:
- * include/qwave/link.h; the bounds themselves are the theory module's
- * (include/qwave/estimate.h). */
-#include <math.h>
+ * include/qwave/link.h. No arithmetic of its own: the block's observed
+ * counts go to the theory module's qw_finite_bounds() and the length comes
+ * from qw_secret_length() (include/qwave/estimate.h, docs/theory.md). */
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <string.h>
 
 #include "qwave/link.h"
 
@@ -50,109 +49,42 @@ static void est_free(void *state)
 	free(state);
 }
 
-/* Hoeffding deviation of a count over n trials with failure probability
- * eps: sqrt(n ln(1/eps) / 2). */
-static double hoeffding(double n, double eps)
+/* The block's counts in [LCWXZ]'s notation. The link's key basis Z is
+ * [LCWXZ]'s X and its test basis X is their Z: n_x[k] = the key bits of
+ * class k (sifted Z bits not sampled), n_z[k] / m_z[k] = the disclosed X
+ * bits of class k and their errors. 0, or QW_EPROTO when the kept key is not
+ * the key-basis bits of every class ([LCWXZ]'s bounds are about exactly
+ * that block: a signal-only key would need a further, unaudited step). */
+static int lim_counts(const struct qw_estimate_stage_params *p, const struct qw_sift_stats *st,
+		      struct qw_finite_counts *c)
 {
-	return n > 0.0 ? sqrt(n * log(1.0 / eps) / 2.0) : 0.0;
+	uint64_t key = 0;
+
+	for (int k = 0; k < QW_OPTICS_NCLASS; k++) {
+		uint64_t kept = st->sifted[k][QW_BASIS_Z] - st->disclosed[k][QW_BASIS_Z];
+
+		c->mu[k] = p->intensity[k];
+		c->p[k] = p->p_class[k];
+		c->n_x[k] = (double)kept;
+		c->n_z[k] = (double)st->disclosed[k][QW_BASIS_X];
+		c->m_z[k] = (double)st->errors[k][QW_BASIS_X];
+		key += kept;
+	}
+	return key == st->key_bits ? 0 : QW_EPROTO;
 }
 
-/* [LCWXZ] bounds on the block's counts, then carried over to the key we
- * actually keep. Two steps [LCWXZ] does not need, because its key holds
- * the key-basis bits of every intensity while qwave's sifting keeps only
- * the signal class and discloses a random QBER sample of it:
- *  1. single-photon (vacuum) events fall into the signal class with
- *     probability p_mu e^-mu mu / tau_1 (p_mu e^-mu / tau_0), independently
- *     of everything Eve sees ([LCWXZ] Sec. II, the tau_n), so their number
- *     among the signal-class detections is binomial: expectation minus a
- *     Hoeffding deviation;
- *  2. the QBER sample is drawn uniformly by Alice, so the kept fraction of
- *     them is hypergeometric: again expectation minus a deviation.
- * Each deviation fails with probability eps_sec / 21, as [LCWXZ] budgets
- * its own estimates. The phase-error bound applies unchanged to any subset
- * chosen independently of the errors. */
-static int bounds_finite(const struct qw_estimate_stage_params *p,
-			 const struct qw_sift_stats *st, double *s0, double *s1, double *phi)
+/* [LCWXZ] eqs. (2)-(5) on the block's counts, by the theory module: with
+ * the Hoeffding terms (finite, the default) or without them (asymptotic). */
+static int block_bounds(const struct qw_estimate_stage_params *p, const struct qw_sift_stats *st,
+			struct qw_finite_bounds *fb)
 {
 	struct qw_finite_counts c;
-	struct qw_finite_bounds fb;
-	double tau0 = 0.0, tau1 = 0.0, w0, w1, n_sig, keep, eps = p->eps.eps_sec / 21.0;
-	int ret;
+	int ret = lim_counts(p, st, &c);
 
-	for (int k = 0; k < QW_OPTICS_NCLASS; k++) {
-		double mu = p->intensity[k];
-		c.mu[k] = mu;
-		c.p[k] = p->p_class[k];
-		c.n_x[k] = (double)st->sifted[k][QW_BASIS_Z];
-		c.n_z[k] = (double)st->disclosed[k][QW_BASIS_X];
-		c.m_z[k] = (double)st->errors[k][QW_BASIS_X];
-		tau0 += p->p_class[k] * exp(-mu);
-		tau1 += p->p_class[k] * exp(-mu) * mu;
-	}
-	ret = qw_finite_bounds(&c, p->eps.eps_sec, &fb);
 	if (ret)
 		return ret;
-	{
-		double mu = p->intensity[QW_CLASS_SIGNAL], ps = p->p_class[QW_CLASS_SIGNAL];
-		w0 = ps * exp(-mu) / tau0;
-		w1 = ps * exp(-mu) * mu / tau1;
-	}
-	n_sig = (double)st->sifted[QW_CLASS_SIGNAL][QW_BASIS_Z];
-	keep = n_sig > 0.0 ? (double)st->key_bits / n_sig : 0.0;
-	*s1 = fmax(0.0, (fmax(0.0, fb.s_x1 * w1 - hoeffding(fb.n_x, eps)) * keep -
-			 hoeffding(n_sig, eps)));
-	*s0 = fmax(0.0, (fmax(0.0, fb.s_x0 * w0 - hoeffding(fb.n_x, eps)) * keep -
-			 hoeffding(n_sig, eps)));
-	*phi = fb.phi_x;
-	return 0;
-}
-
-/* [MQZL] vacuum + weak decoy on the measured gains and error rates, as if
- * they were exact; packaged for the kept key by qw_decoy_block_bounds(). */
-static int bounds_asymptotic(const struct qw_estimate_stage_params *p,
-			     const struct qw_sift_stats *st, double *s0, double *s1, double *phi)
-{
-	struct qw_decoy_obs obs;
-	struct qw_decoy_bounds db;
-	struct qw_finite_bounds fb;
-	double q[QW_OPTICS_NCLASS], e[QW_OPTICS_NCLASS];
-	int ret;
-
-	for (int k = 0; k < QW_OPTICS_NCLASS; k++) {
-		double dis = (double)(st->disclosed[k][0] + st->disclosed[k][1]);
-		q[k] = st->sent[k] ? (double)st->detected[k] / (double)st->sent[k] : 0.0;
-		e[k] = dis > 0.0 ? (double)(st->errors[k][0] + st->errors[k][1]) / dis : 0.5;
-	}
-	memset(&obs, 0, sizeof(obs));
-	obs.mu = p->intensity[QW_CLASS_SIGNAL];
-	obs.nu = p->intensity[QW_CLASS_DECOY];
-	obs.q_mu = q[QW_CLASS_SIGNAL];
-	obs.e_mu = e[QW_CLASS_SIGNAL];
-	obs.q_nu = q[QW_CLASS_DECOY];
-	obs.e_nu = e[QW_CLASS_DECOY];
-	if (p->intensity[QW_CLASS_VACUUM] == 0.0) {
-		obs.y0 = q[QW_CLASS_VACUUM];
-		ret = qw_decoy_bounds_vacuum_weak(&obs, &db);
-	} else {
-		obs.nu2 = p->intensity[QW_CLASS_VACUUM];
-		obs.q_nu2 = q[QW_CLASS_VACUUM];
-		obs.e_nu2 = e[QW_CLASS_VACUUM];
-		ret = qw_decoy_bounds_two_decoy(&obs, &db);
-	}
-	if (ret)
-		return ret;
-	if (!(obs.q_mu > 0.0)) {
-		*s0 = *s1 = 0.0;
-		*phi = 0.5;
-		return 0;
-	}
-	ret = qw_decoy_block_bounds(&db, obs.mu, obs.q_mu, (double)st->key_bits, &fb);
-	if (ret)
-		return ret;
-	*s0 = fb.s_x0;
-	*s1 = fb.s_x1;
-	*phi = fb.phi_x;
-	return 0;
+	return p->bounds == QW_LINK_BOUNDS_ASYMPTOTIC ? qw_finite_bounds_asymptotic(&c, fb)
+						      : qw_finite_bounds(&c, p->eps.eps_sec, fb);
 }
 
 static enum qw_stage_result drop(struct qw_key_block *b, enum qw_stage_result r,
@@ -175,7 +107,6 @@ static enum qw_stage_result est_process(void *state, struct qw_key_block *b,
 	const struct qw_estimate_stage_params *p = state;
 	struct qw_sift_stats st;
 	struct qw_finite_bounds fb;
-	double s0 = 0.0, s1 = 0.0, phi = 0.5;
 	uint64_t len = 0;
 	int ret;
 
@@ -194,22 +125,22 @@ static enum qw_stage_result est_process(void *state, struct qw_key_block *b,
 	}
 	if (st.key_bits != b->key->nbits)
 		return drop(b, QW_STAGE_ERROR, "estimate: key length differs from sift statistics");
-	ret = p->bounds == QW_LINK_BOUNDS_ASYMPTOTIC ? bounds_asymptotic(p, &st, &s0, &s1, &phi)
-						     : bounds_finite(p, &st, &s0, &s1, &phi);
+	ret = block_bounds(p, &st, &fb);
+	if (ret == QW_EPROTO)
+		return drop(b, QW_STAGE_ERROR,
+			    "estimate: the key is not every class's key-basis bits ([LCWXZ])");
 	if (ret)
 		return drop(b, QW_STAGE_ERROR, "estimate: decoy bounds failed");
-	b->sec_n_vacuum = s0;
-	b->sec_n_single = s1;
-	b->sec_e1_upper = phi;
+	b->sec_n_vacuum = fb.s_x0;
+	b->sec_n_single = fb.s_x1;
+	b->sec_e1_upper = fb.phi_x;
 	/* Nothing disclosed yet: if even that leaves no key, error correction
 	 * would be wasted work. */
-	fb = (struct qw_finite_bounds){ .n_x = (double)b->key->nbits, .s_x0 = s0, .s_x1 = s1,
-					.phi_x = phi };
 	if (qw_secret_length(&fb, 0.0, &p->eps, &len) || len == 0)
 		return drop(b, QW_STAGE_DROP,
 			    "no secret key possible: single-photon bound %.0f bits, phase error "
 			    "bound %.3f",
-			    s1, phi);
+			    fb.s_x1, fb.phi_x);
 	return QW_STAGE_FORWARD;
 }
 

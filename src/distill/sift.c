@@ -21,8 +21,9 @@ void qw_sift_params_default(struct qw_sift_params *p)
 	QW_REQUIRE(p != NULL);
 	memset(p, 0, sizeof(*p));
 	p->key_both_bases = 0;
-	p->pe_fraction = 0.1;
+	p->pe_fraction = 0.0;
 	p->qber_abort = 0.0;
+	p->key_all_classes = 1;
 }
 
 static int params_ok(const struct qw_sift_params *p)
@@ -438,6 +439,12 @@ static int is_key_basis(const struct qw_sift_params *p, int basis)
 	return p->key_both_bases || basis == QW_BASIS_Z;
 }
 
+/* A sifted bit of class cls in basis may become key (unless sampled). */
+static int is_key_candidate(const struct qw_sift_params *p, int cls, int basis)
+{
+	return (p->key_all_classes || cls == QW_CLASS_SIGNAL) && is_key_basis(p, basis);
+}
+
 /* Position in Alice's record of each announced index (both lists increase,
  * so one merge pass). */
 static int alice_map(const struct qw_detections *alice, const struct qw_sift_bases *b,
@@ -496,7 +503,7 @@ int qw_sift_alice_match(const struct qw_sift_params *p, struct qw_rng *rng,
 			continue;
 		}
 		f |= QW_SIFT_F_MATCH;
-		if (cls != QW_CLASS_SIGNAL || !is_key_basis(p, in->basis[i]))
+		if (!is_key_candidate(p, cls, in->basis[i]))
 			disclose = 1;
 		else
 			disclose = p->pe_fraction > 0.0 && qw_rng_uniform(rng) < p->pe_fraction;
@@ -549,7 +556,7 @@ static int build_result(const struct qw_sift_params *p, const struct qw_sift_mat
 			st->disclosed[k][b]++;
 			st->errors[k][b] += a_disc[d] != b_disc[d];
 			d++;
-		} else if (k == QW_CLASS_SIGNAL && is_key_basis(p, b)) {
+		} else if (is_key_candidate(p, k, b)) {
 			nkey++;
 		} else {
 			/* A sifted bit that is neither key nor disclosed: the
@@ -566,18 +573,22 @@ static int build_result(const struct qw_sift_params *p, const struct qw_sift_mat
 		if ((m->flags[i] & (QW_SIFT_F_MATCH | QW_SIFT_F_DISCLOSE)) == QW_SIFT_F_MATCH)
 			qw_bitvec_set(res->key, kpos++, own_bit[i]);
 	st->key_bits = nkey;
-	sd = st->disclosed[QW_CLASS_SIGNAL][QW_BASIS_Z];
-	se = st->errors[QW_CLASS_SIGNAL][QW_BASIS_Z];
-	if (p->key_both_bases) {
-		sd += st->disclosed[QW_CLASS_SIGNAL][QW_BASIS_X];
-		se += st->errors[QW_CLASS_SIGNAL][QW_BASIS_X];
-	}
-	if (sd == 0) {
-		sd = st->disclosed[QW_CLASS_SIGNAL][QW_BASIS_Z] +
-		     st->disclosed[QW_CLASS_SIGNAL][QW_BASIS_X];
-		se = st->errors[QW_CLASS_SIGNAL][QW_BASIS_Z] +
-		     st->errors[QW_CLASS_SIGNAL][QW_BASIS_X];
-	}
+	/* The key-basis sample of the key-making classes, else everything
+	 * disclosed of those classes (see qw_sift_result). */
+	sd = se = 0;
+	for (k = 0; k < NCLASS; k++)
+		for (int b = 0; b < 2; b++)
+			if (is_key_candidate(p, k, b)) {
+				sd += st->disclosed[k][b];
+				se += st->errors[k][b];
+			}
+	if (sd == 0)
+		for (k = 0; k < NCLASS; k++)
+			if (p->key_all_classes || k == QW_CLASS_SIGNAL)
+				for (int b = 0; b < 2; b++) {
+					sd += st->disclosed[k][b];
+					se += st->errors[k][b];
+				}
 	res->qber_estimate = sd ? (double)se / (double)sd : 0.5;
 	return 0;
 }

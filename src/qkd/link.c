@@ -66,6 +66,46 @@ void qw_link_params_default(struct qw_link_params *p)
 	p->recv_timeout_ms = 60000;
 }
 
+void qw_link_protocol(const struct qw_link_params *p, struct qw_finite_protocol *pr)
+{
+	const struct qw_optics_config *o;
+
+	QW_REQUIRE(p != NULL && pr != NULL);
+	o = &p->optics;
+	qw_finite_protocol_default(pr, o->intensity[QW_CLASS_SIGNAL],
+				   o->intensity[QW_CLASS_DECOY], o->intensity[QW_CLASS_VACUUM]);
+	for (int k = 0; k < QW_OPTICS_NCLASS; k++)
+		pr->p[k] = o->p_class[k];
+	pr->q_x = o->p_z_alice;
+	pr->eps = p->eps;
+}
+
+int qw_link_params_optimize(struct qw_link_params *p, double pulses_per_block,
+			    struct qw_finite_result *out)
+{
+	struct qw_finite_protocol pr;
+	struct qw_finite_result r;
+	struct qw_optics_config *o;
+	int ret;
+
+	QW_REQUIRE(p != NULL);
+	o = &p->optics;
+	qw_link_protocol(p, &pr);
+	ret = qw_finite_optimize_pulses(&o->link, o->distance_km, &pr, pulses_per_block, &r);
+	if (ret)
+		return ret;
+	/* [LCWXZ] index k = the link's class k (signal, decoy, vacuum-like). */
+	for (int k = 0; k < QW_OPTICS_NCLASS; k++) {
+		o->intensity[k] = pr.mu[k];
+		o->p_class[k] = pr.p[k];
+	}
+	o->p_z_alice = pr.q_x;
+	o->p_z_bob = pr.q_x;
+	if (out)
+		*out = r;
+	return 0;
+}
+
 /* sift stage callbacks */
 static struct qw_detections *link_fetch(void *ctx, uint64_t id)
 {
@@ -78,7 +118,7 @@ static void link_sift_stats(void *ctx, uint64_t id, const struct qw_sift_stats *
 {
 	struct qw_link *l = ctx;
 	struct stat_entry *e = calloc(1, sizeof(*e));
-	const int s = QW_CLASS_SIGNAL, z = QW_BASIS_Z;
+	uint64_t sd = 0, se = 0;
 
 	pthread_mutex_lock(&l->mu);
 	if (e) {
@@ -93,14 +133,20 @@ static void link_sift_stats(void *ctx, uint64_t id, const struct qw_sift_stats *
 		l->st.sifted_bits += st->sifted[k][0] + st->sifted[k][1];
 	}
 	l->st.key_bits += st->key_bits;
-	/* the QBER sample of the key: signal class, key basis (as sift's
-	 * estimate; X too when both bases are key) */
-	l->st.sample_errors += st->errors[s][z];
-	l->st.sample_bits += st->disclosed[s][z];
-	if (l->p.sift.key_both_bases) {
-		l->st.sample_errors += st->errors[s][QW_BASIS_X];
-		l->st.sample_bits += st->disclosed[s][QW_BASIS_X];
+	/* the bits of the block's QBER estimate, as sift computes it (the link
+	 * runs the [LCWXZ] layout with a Z key): the Z sample of every class
+	 * if there is one, else every disclosed bit (the X test basis) */
+	for (int k = 0; k < QW_OPTICS_NCLASS; k++) {
+		sd += st->disclosed[k][QW_BASIS_Z];
+		se += st->errors[k][QW_BASIS_Z];
 	}
+	if (sd == 0)
+		for (int k = 0; k < QW_OPTICS_NCLASS; k++) {
+			sd += st->disclosed[k][QW_BASIS_X];
+			se += st->errors[k][QW_BASIS_X];
+		}
+	l->st.sample_errors += se;
+	l->st.sample_bits += sd;
 	pthread_mutex_unlock(&l->mu);
 }
 
@@ -271,7 +317,9 @@ struct qw_link *qw_link_new(const struct qw_link_params *p, enum qw_role role,
 	 * its bounds for the whole block */
 	/* the estimate stage maps the Z key basis and the X test basis onto
 	 * [LCWXZ]'s X and Z: a key from both bases is not supported */
+	/* and its bounds are [LCWXZ]'s, about a key of every class */
 	if ((p->ec != QW_LINK_EC_CASCADE && p->ec != QW_LINK_EC_LDPC) || p->sift.key_both_bases ||
+	    !p->sift.key_all_classes ||
 	    (p->ec == QW_LINK_EC_LDPC && p->ldpc.keep_partial) || !(p->auth_share >= 0.0 && p->auth_share < 1.0) ||
 	    !(p->qber_threshold > 0.0 && p->qber_threshold <= 0.5) || p->nblocks == 0 ||
 	    qw_optics_config_check(&p->optics))
@@ -576,15 +624,20 @@ void qw_link_sim_stats(struct qw_link_sim *s, struct qw_optics_stats *out)
 uint64_t qw_link_pulses_for_bits(const struct qw_optics_config *c,
 				 const struct qw_sift_params *p, double key_bits)
 {
-	double gain = 0.0, per_pulse, bases;
+	double gain = 0.0, per_pulse = 0.0, bases;
 
 	QW_REQUIRE(c != NULL && p != NULL);
-	if (qw_decoy_model(&c->link, c->distance_km, c->intensity[QW_CLASS_SIGNAL], &gain, NULL))
-		return 1;
+	for (int k = 0; k < QW_OPTICS_NCLASS; k++) {
+		if (k != QW_CLASS_SIGNAL && !p->key_all_classes)
+			continue;
+		if (qw_decoy_model(&c->link, c->distance_km, c->intensity[k], &gain, NULL))
+			return 1;
+		per_pulse += c->p_class[k] * gain;
+	}
 	bases = c->p_z_alice * c->p_z_bob;
 	if (p->key_both_bases)
 		bases += (1.0 - c->p_z_alice) * (1.0 - c->p_z_bob);
-	per_pulse = c->p_class[QW_CLASS_SIGNAL] * gain * bases * (1.0 - p->pe_fraction);
+	per_pulse *= bases * (1.0 - p->pe_fraction);
 	if (!(per_pulse > 0.0) || !(key_bits > 0.0))
 		return 1;
 	return (uint64_t)fmax(1.0, ceil(key_bits / per_pulse));

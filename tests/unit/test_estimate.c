@@ -375,6 +375,99 @@ static double exact_reference(const struct qw_optics_params *p, double km,
 	return pr->q_x * pr->q_x * r;
 }
 
+/* [LCWXZ] eqs. (1)-(5) on fixed counts, against values computed with an
+ * independent transcription of the paper's formulas (Python, double
+ * precision): mu = (0.45, 0.17, 0), p = (0.2, 0.5, 0.3), eps_sec = 1e-10,
+ * eps_cor = 1e-15, n_X = (180000, 170000, 900), n_Z = (60000, 57000, 300),
+ * m_Z = (2000, 2100, 150). With the statistical terms the vacuum bound of
+ * eq. (2) is negative (clamped to 0); without them it is 2548.07. */
+static void test_finite_bounds_known_counts(void **state)
+{
+	struct qw_finite_counts c = {
+		.mu = { 0.45, 0.17, 0.0 },
+		.p = { 0.2, 0.5, 0.3 },
+		.n_x = { 180000.0, 170000.0, 900.0 },
+		.n_z = { 60000.0, 57000.0, 300.0 },
+		.m_z = { 2000.0, 2100.0, 150.0 },
+	};
+	struct qw_finite_eps eps = { 1e-10, 1e-15 };
+	struct qw_finite_bounds b, a;
+	uint64_t len;
+
+	(void)state;
+	assert_int_equal(qw_finite_bounds(&c, 1e-10, &b), 0);
+	assert_true(b.n_x == 350900.0);
+	assert_true(b.s_x0 == 0.0 && b.s_z0 == 0.0);
+	assert_true(fabs(b.s_x1 - 224529.09648120817) < 1e-6);
+	assert_true(fabs(b.s_z1 - 71446.95691968237) < 1e-6);
+	assert_true(fabs(b.v_z1 - 4420.334904890025) < 1e-7);
+	assert_true(fabs(b.phi_x - 0.0717815791593826) < 1e-12);
+	/* eq. (1) with lambda_EC = 60000: 80607.144... */
+	assert_int_equal(qw_secret_length(&b, 60000.0, &eps, &len), 0);
+	assert_int_equal(len, 80607);
+
+	assert_int_equal(qw_finite_bounds_asymptotic(&c, &a), 0);
+	assert_true(fabs(a.s_x0 - 2548.07411586764) < 1e-7);
+	assert_true(fabs(a.s_x1 - 242861.2580532341) < 1e-6);
+	assert_true(fabs(a.s_z0 - 849.3580386225465) < 1e-8);
+	assert_true(fabs(a.s_z1 - 81918.16783187575) < 1e-6);
+	assert_true(fabs(a.v_z1 - 3400.807251423166) < 1e-7);
+	assert_true(fabs(a.phi_x - 0.041514688883213205) < 1e-12);
+	assert_int_equal(qw_secret_length(&a, 60000.0, &eps, &len), 0);
+	assert_int_equal(len, 124613);
+	/* The statistical terms only ever cost key. */
+	assert_true(a.s_x1 > b.s_x1 && a.s_z1 > b.s_z1 && a.phi_x < b.phi_x);
+	/* Same validation as the finite bounds. */
+	c.mu[1] = 0.5;
+	assert_int_equal(qw_finite_bounds_asymptotic(&c, &a), QW_EINVAL);
+}
+
+/* A block given in pulses: the model of qw_finite_model() at the expected
+ * key bits of those pulses, and the optimizer at a fixed pulse count. */
+static void test_finite_pulses(void **state)
+{
+	struct qw_optics_params p = gys();
+	struct qw_finite_protocol pr, opt;
+	struct qw_finite_result r, rb, ro;
+	double px, q[3];
+
+	(void)state;
+	qw_finite_protocol_default(&pr, 0.5, 0.1, 0.0);
+	for (int k = 0; k < 3; k++)
+		assert_int_equal(qw_decoy_model(&p, 50.0, pr.mu[k], &q[k], NULL), 0);
+	px = qw_finite_key_per_pulse(&p, 50.0, &pr);
+	assert_true(fabs(px - 0.81 * (0.7 * q[0] + 0.2 * q[1] + 0.1 * q[2])) < 1e-15);
+	assert_int_equal(qw_finite_model_pulses(&p, 50.0, &pr, 1e9, &r), 0);
+	assert_true(fabs(r.pulses / 1e9 - 1.0) < 1e-12);
+	assert_true(fabs(r.b.n_x - 1e9 * px) < 1e-3);
+	assert_int_equal(qw_finite_model(&p, 50.0, &pr, 1e9 * px, &rb), 0);
+	assert_true(r.length == rb.length);
+	/* fewer than one expected key bit */
+	assert_int_equal(qw_finite_model_pulses(&p, 50.0, &pr, 10.0, &r), QW_EINVAL);
+	pr.q_x = 1.0;
+	assert_true(qw_finite_key_per_pulse(&p, 50.0, &pr) == 0.0);
+	pr.q_x = 0.9;
+
+	/* The headline setting: 1e9 pulses at 50 km. The optimum beats the
+	 * fixed set, yields a key, is reproducible and stays below its
+	 * N -> infinity limit (itself below perfect knowledge). */
+	assert_int_equal(qw_finite_model_pulses(&p, 50.0, &pr, 1e9, &r), 0);
+	opt = pr;
+	assert_int_equal(qw_finite_optimize_pulses(&p, 50.0, &opt, 1e9, &ro), 0);
+	assert_true(ro.rate >= r.rate && ro.length > 0);
+	assert_true(fabs(ro.pulses / 1e9 - 1.0) < 1e-12);
+	assert_true(opt.mu[0] > opt.mu[1] + opt.mu[2] && opt.mu[1] > opt.mu[2]);
+	assert_true(fabs(opt.p[0] + opt.p[1] + opt.p[2] - 1.0) < 1e-9);
+	assert_true(ro.rate < ro.rate_limit);
+	assert_true(ro.rate_limit <= exact_reference(&p, 50.0, &opt));
+	assert_int_equal(qw_finite_model_pulses(&p, 50.0, &opt, 1e9, &rb), 0);
+	assert_true(rb.length == ro.length);
+	print_message("  50 km, 1e9 pulses: optimum mu %.3f/%.3f/%.3f p %.3f/%.3f/%.3f "
+		      "q_x %.3f: %llu bits, rate %.3g (limit %.3g)\n",
+		      opt.mu[0], opt.mu[1], opt.mu[2], opt.p[0], opt.p[1], opt.p[2], opt.q_x,
+		      (unsigned long long)ro.length, ro.rate, ro.rate_limit);
+}
+
 static void test_finite_converges(void **state)
 {
 	struct qw_optics_params p = gys();
@@ -584,6 +677,8 @@ int main(void)
 		cmocka_unit_test(test_bounds_on_measured_input),
 		cmocka_unit_test(test_secret_length),
 		cmocka_unit_test(test_finite_bounds_observed),
+		cmocka_unit_test(test_finite_bounds_known_counts),
+		cmocka_unit_test(test_finite_pulses),
 		cmocka_unit_test(test_finite_converges),
 		cmocka_unit_test(test_finite_limit_converges_to_exact),
 		cmocka_unit_test(test_finite_small_blocks),

@@ -83,8 +83,17 @@ static void run_protocol(const struct qw_sift_params *pa, const struct qw_sift_p
 	qw_rng_free(r);
 }
 
-/* e_det = 0, Y0 = 0: the keys agree bit for bit, and the bookkeeping adds
- * up. */
+/* The signal-only layout ([MQZL]): key from the signal class, a 10% QBER
+ * sample, every decoy/vacuum bit disclosed. */
+static void params_signal_only(struct qw_sift_params *p)
+{
+	qw_sift_params_default(p);
+	p->key_all_classes = 0;
+	p->pe_fraction = 0.1;
+}
+
+/* e_det = 0, Y0 = 0, signal-only layout: the keys agree bit for bit, and
+ * the bookkeeping adds up. */
 static void test_no_errors(void **state)
 {
 	struct qw_optics_config c;
@@ -100,7 +109,7 @@ static void test_no_errors(void **state)
 	c.distance_km = 10.0;
 	c.link.e_det = 0.0;
 	c.link.y0 = 0.0;
-	qw_sift_params_default(&p);
+	params_signal_only(&p);
 	batch(&c, 1, 20000000ull, &alice, &bob, NULL);
 	run_protocol(&p, &p, alice, bob, &ra, &rb);
 	assert_memory_equal(&ra.st, &rb.st, sizeof(ra.st));
@@ -144,7 +153,7 @@ static void test_gys_50km(void **state)
 
 	(void)state;
 	qw_optics_config_default(&c);
-	qw_sift_params_default(&p);
+	params_signal_only(&p);
 	p.pe_fraction = 0.2;
 	batch(&c, 2, 1000000000ull, &alice, &bob, &e);
 	run_protocol(&p, &p, alice, bob, &ra, &rb);
@@ -161,6 +170,158 @@ static void test_gys_50km(void **state)
 		     sqrt(e * (1 - e) / n), 4.0);
 	print_message("  50 km, 1e9 pulses: %zu key bits, key QBER %.4f, estimate %.4f "
 		      "(model %.4f)\n", ra.key->nbits, kerr, ra.qber_estimate, e);
+	qw_sift_result_clear(&ra);
+	qw_sift_result_clear(&rb);
+	qw_detections_free(alice);
+	qw_detections_free(bob);
+}
+
+/* The [LCWXZ] layout (the default): the Z bits of EVERY class are key,
+ * every X bit is disclosed, nothing of Z is; without errors the keys agree
+ * and the counts per class add up to the key. */
+static void test_all_classes_no_errors(void **state)
+{
+	struct qw_optics_config c;
+	struct qw_sift_params p;
+	struct qw_detections *alice, *bob;
+	struct qw_sift_result ra = { 0 }, rb = { 0 };
+	const struct qw_sift_stats *st = &ra.st;
+	uint64_t keysum = 0;
+
+	(void)state;
+	qw_optics_config_default(&c);
+	c.distance_km = 10.0;
+	c.link.e_det = 0.0;
+	c.link.y0 = 0.0;
+	c.p_z_alice = c.p_z_bob = 0.8;
+	qw_sift_params_default(&p);
+	assert_true(p.key_all_classes == 1 && p.pe_fraction == 0.0 && !p.key_both_bases);
+	batch(&c, 21, 20000000ull, &alice, &bob, NULL);
+	run_protocol(&p, &p, alice, bob, &ra, &rb);
+	assert_memory_equal(&ra.st, &rb.st, sizeof(ra.st));
+	assert_true(qw_bitvec_equal(ra.key, rb.key));
+	for (int k = 0; k < NC; k++) {
+		/* every class contributes key bits */
+		assert_true(st->sifted[k][QW_BASIS_Z] > 0 || k == QW_CLASS_VACUUM);
+		assert_int_equal(st->disclosed[k][QW_BASIS_Z], 0);
+		assert_int_equal(st->disclosed[k][QW_BASIS_X], st->sifted[k][QW_BASIS_X]);
+		keysum += st->sifted[k][QW_BASIS_Z];
+	}
+	assert_true(st->sifted[QW_CLASS_DECOY][QW_BASIS_Z] > 1000);
+	assert_int_equal(st->key_bits, keysum);
+	assert_int_equal(ra.key->nbits, keysum);
+	assert_true(ra.qber_estimate == 0.0);
+	/* Z:X sifted ratio is p_z^2 : (1 - p_z)^2 = 16 */
+	{
+		double z = 0, x = 0;
+		for (int k = 0; k < NC; k++) {
+			z += (double)st->sifted[k][QW_BASIS_Z];
+			x += (double)st->sifted[k][QW_BASIS_X];
+		}
+		assert_close("Z/(Z+X)", z / (z + x), 16.0 / 17.0,
+			     sqrt(16.0 / 289.0 / (z + x)), 4.0);
+	}
+	qw_sift_result_clear(&ra);
+	qw_sift_result_clear(&rb);
+	qw_detections_free(alice);
+	qw_detections_free(bob);
+}
+
+/* [LCWXZ] layout on the GYS link at 50 km: the key mixes the classes in
+ * proportion to their gains, so its error rate is the detection-weighted
+ * mean of the classes' QBERs, and the estimate from the disclosed X bits of
+ * every class (the same mixture: the basis is chosen independently of the
+ * class) agrees with it. With pe_fraction > 0 the sample is drawn from the
+ * Z bits of every class. */
+static void test_all_classes_gys(void **state)
+{
+	struct qw_optics_config c;
+	struct qw_sift_params p;
+	struct qw_detections *alice, *bob;
+	struct qw_sift_result ra = { 0 }, rb = { 0 };
+	const struct qw_sift_stats *st = &ra.st;
+	struct qw_rng *r = qw_rng_new_seeded(5);
+	struct qw_optics *o;
+	double g, e, num = 0, den = 0, emix, kerr, n, nx = 0, ex = 0;
+	int err;
+
+	(void)state;
+	qw_optics_config_default(&c);
+	c.p_z_alice = c.p_z_bob = 0.7;
+	qw_sift_params_default(&p);
+	assert_non_null(r);
+	o = qw_optics_new(&c, r, &err);
+	assert_non_null(o);
+	for (int k = 0; k < NC; k++) {
+		qw_optics_expected(o, k, &g, &e);
+		num += c.p_class[k] * g * e;
+		den += c.p_class[k] * g;
+	}
+	emix = num / den;
+	qw_optics_free(o);
+	qw_rng_free(r);
+	batch(&c, 22, 300000000ull, &alice, &bob, NULL);
+	run_protocol(&p, &p, alice, bob, &ra, &rb);
+	assert_memory_equal(&ra.st, &rb.st, sizeof(ra.st));
+	assert_true(ra.qber_estimate == rb.qber_estimate);
+	n = (double)ra.key->nbits;
+	kerr = (double)qw_bitvec_hamming(ra.key, rb.key) / n;
+	assert_close("key error rate", kerr, emix, sqrt(emix * (1 - emix) / n), 4.0);
+	for (int k = 0; k < NC; k++) {
+		nx += (double)st->disclosed[k][QW_BASIS_X];
+		ex += (double)st->errors[k][QW_BASIS_X];
+	}
+	assert_true(ra.qber_estimate == ex / nx);
+	assert_close("QBER estimate", ra.qber_estimate, emix, sqrt(emix * (1 - emix) / nx), 4.0);
+	/* the vacuum class errs half the time */
+	n = (double)st->disclosed[QW_CLASS_VACUUM][QW_BASIS_X];
+	assert_true(n > 0);
+	print_message("  50 km, 3e8 pulses, p_z 0.7: %zu key bits (%llu decoy, %llu vacuum), "
+		      "key QBER %.4f, X estimate %.4f (model %.4f)\n",
+		      ra.key->nbits, (unsigned long long)st->sifted[1][QW_BASIS_Z],
+		      (unsigned long long)st->sifted[2][QW_BASIS_Z], kerr, ra.qber_estimate, emix);
+	qw_sift_result_clear(&ra);
+	qw_sift_result_clear(&rb);
+
+	/* A 20% sample of the Z bits of every class: the key is the rest. */
+	p.pe_fraction = 0.2;
+	run_protocol(&p, &p, alice, bob, &ra, &rb);
+	n = 0;
+	for (int k = 0; k < NC; k++) {
+		assert_true(st->disclosed[k][QW_BASIS_Z] > 0 || k == QW_CLASS_VACUUM);
+		n += (double)(st->sifted[k][QW_BASIS_Z] - st->disclosed[k][QW_BASIS_Z]);
+	}
+	assert_true(n == (double)st->key_bits);
+	assert_close("sample fraction", (double)st->disclosed[QW_CLASS_DECOY][QW_BASIS_Z],
+		     0.2 * (double)st->sifted[QW_CLASS_DECOY][QW_BASIS_Z],
+		     sqrt(0.16 * (double)st->sifted[QW_CLASS_DECOY][QW_BASIS_Z]), 4.0);
+	n = 0;
+	e = 0;
+	for (int k = 0; k < NC; k++) {
+		n += (double)st->disclosed[k][QW_BASIS_Z];
+		e += (double)st->errors[k][QW_BASIS_Z];
+	}
+	assert_true(ra.qber_estimate == e / n);
+
+	/* Bob on the signal-only layout cannot place Alice's decoy key bits. */
+	{
+		struct qw_sift_params pl;
+		struct qw_sift_bases b = { 0 };
+		struct qw_sift_match m = { 0 };
+		struct qw_sift_bits sb = { 0 };
+		struct qw_sift_result rr = { 0 };
+		struct qw_rng *r2 = qw_rng_new_seeded(6);
+
+		params_signal_only(&pl);
+		p.pe_fraction = 0.0;
+		assert_int_equal(qw_sift_bob_bases(bob, &b), 0);
+		assert_int_equal(qw_sift_alice_match(&p, r2, alice, &b, &m), 0);
+		assert_int_equal(qw_sift_bob_finish(&pl, bob, &m, &sb, &rr), QW_EPROTO);
+		assert_null(rr.key);
+		qw_sift_bases_clear(&b);
+		qw_sift_match_clear(&m);
+		qw_rng_free(r2);
+	}
 	qw_sift_result_clear(&ra);
 	qw_sift_result_clear(&rb);
 	qw_detections_free(alice);
@@ -186,7 +347,7 @@ static void test_both_bases(void **state)
 	c.distance_km = 5.0;
 	c.link.e_det = 0.0;
 	c.link.y0 = 0.0;
-	qw_sift_params_default(&p);
+	params_signal_only(&p);
 	p.key_both_bases = 1;
 	batch(&c, 3, 10000000ull, &alice, &bob, NULL);
 	run_protocol(&p, &p, alice, bob, &ra, &rb);
@@ -777,6 +938,8 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_no_errors),
 		cmocka_unit_test(test_gys_50km),
+		cmocka_unit_test(test_all_classes_no_errors),
+		cmocka_unit_test(test_all_classes_gys),
 		cmocka_unit_test(test_both_bases),
 		cmocka_unit_test(test_protocol_mismatch),
 		cmocka_unit_test(test_roundtrip),
