@@ -69,7 +69,9 @@ struct xor_op {
 static struct xor_op conv_ops[CONV_BASE + 1][CONV_MAXOPS];
 static unsigned conv_nops[CONV_BASE + 1];
 static pthread_once_t setup_once = PTHREAD_ONCE_INIT;
+#ifdef QW_HAVE_X86
 static int have_avx2; /* for the XOR runs of the basis conversions */
+#endif
 /* Per-thread workspace of qw_tpz_fft_hash, kept between calls (a PA stage
  * hashes block after block of one size: fresh pages cost the kernel more
  * than the hash's own passes). Wiped after every use; freed at thread
