@@ -72,6 +72,10 @@ static void set_err(struct qw_etsi_error *err, int http_status, const char *fmt,
 	va_start(ap, fmt);
 	vsnprintf(err->message, sizeof(err->message), fmt, ap);
 	va_end(ap);
+	/* messages may quote what the KME sent: keep them one printable line */
+	for (char *p = err->message; *p; p++)
+		if ((unsigned char)*p < 0x20 || *p == 0x7f)
+			*p = '?';
 }
 
 static void clear_err(struct qw_etsi_error *err)
@@ -260,14 +264,21 @@ static int get_ext(json_t *o, const char *what, const char *key, char **dst,
 	return *dst ? 0 : QW_ENOMEM;
 }
 
-static json_t *load_object(const char *body, size_t len, const char *what,
+/* secret: the body holds keys, so jansson's error text (which quotes the
+ * token it stopped at, possibly a piece of a key) is not passed on. */
+static json_t *load_object(const char *body, size_t len, const char *what, int secret,
 			   struct qw_etsi_error *err)
 {
 	json_error_t je;
 	json_t *root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &je);
 
 	if (!root) {
-		set_err(err, 0, "%s: not valid JSON (line %d: %s)", what, je.line, je.text);
+		if (secret)
+			set_err(err, 0, "%s: not valid JSON (line %d, column %d)", what, je.line,
+				je.column);
+		else
+			set_err(err, 0, "%s: not valid JSON (line %d: %s)", what, je.line, je.text);
+		qw_wipe(&je, sizeof(je));
 		return NULL;
 	}
 	if (!json_is_object(root)) {
@@ -309,7 +320,7 @@ int qw_etsi_client_parse_status(const char *body, size_t len, struct qw_etsi_sta
 	QW_REQUIRE(body || len == 0);
 	QW_REQUIRE(out);
 	memset(out, 0, sizeof(*out));
-	root = load_object(body, len, what, err);
+	root = load_object(body, len, what, 0, err);
 	if (!root)
 		return QW_EPROTO;
 	if ((ret = get_str(root, what, "source_KME_ID", out->source_kme_id,
@@ -447,7 +458,7 @@ int qw_etsi_client_parse_keys(const char *body, size_t len, struct qw_etsi_keys 
 
 	QW_REQUIRE((body || len == 0) && out);
 	*out = NULL;
-	root = load_object(body, len, what, err);
+	root = load_object(body, len, what, 1, err);
 	if (!root)
 		return QW_EPROTO;
 	arr = json_object_get(root, "keys");

@@ -260,9 +260,20 @@ static void test_bad_base64_not_quoted(void **state)
 	struct qw_etsi_keys *k;
 	struct qw_etsi_error err;
 
+	/* a raw control character inside the key string: invalid JSON, and
+	 * jansson's error text would quote the token (a piece of the key) */
+	static const char body2[] =
+		"{\"keys\": [{\"key_ID\": \"550e8400-e29b-41d4-a716-446655440000\","
+		" \"key\": \"SECRETSECRET\x01==\"}]}";
+
 	(void)state;
 	assert_int_equal(qw_etsi_client_parse_keys(body, strlen(body), &k, &err), QW_EPROTO);
 	assert_null(strstr(err.message, "SECRET"));
+	assert_int_equal(qw_etsi_client_parse_keys(body2, strlen(body2), &k, &err), QW_EPROTO);
+	assert_non_null(strstr(err.message, "not valid JSON (line 1, column"));
+	assert_null(strstr(err.message, "SECRET"));
+	for (const char *p = err.message; *p; p++)
+		assert_true((unsigned char)*p >= 0x20);
 }
 
 static void test_http_errors(void **state)
