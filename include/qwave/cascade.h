@@ -146,7 +146,9 @@ void qw_cascade_cache_clear(void);
 
 /* Distillation stage "cascade": params is a const struct qw_cascade_params *
  * (NULL = optimized defaults). Accepts RAW or SIFTED blocks; Bob corrects
- * his key with messages over chan, Alice answers until Bob's DONE. Adds the
+ * his key with messages over chan (layout seed drawn once per stage
+ * instance, so blocks of one size share cached layouts), Alice answers
+ * until Bob's DONE. Adds the
  * revealed parities to ec_parity_bits and disclosed_bits, the round trips
  * to ec_round_trips, sets qber_observed (corrected bits / length) and moves
  * the block to CORRECTED. Channel or protocol failures return ERROR. */
