@@ -308,19 +308,28 @@ fail:
  * The optimum depends on the block's pulses and the pulses of a block of
  * given bits on the protocol, so the pair is iterated (twice is plenty:
  * the optimum moves slowly with the block size). */
-static uint64_t sim_protocol(const struct sim_opts *o, struct qw_link_params *lp)
+static uint64_t sim_protocol(const struct sim_opts *o, struct qw_link_params *lp,
+			     int *optimized)
 {
 	double bits = o->block_bits;
 	uint64_t ppb = o->pulses;
 
+	*optimized = 0;
 	for (int round = 0; round < 3; round++) {
+		struct qw_finite_result fr;
+
 		if (bits > 0.0) {
 			ppb = qw_link_pulses_for_bits(&lp->optics, &lp->sift, bits);
 			if (ppb > o->pulses)
 				ppb = o->pulses;
 		}
-		if (!o->no_optimize && qw_link_params_optimize(lp, (double)ppb, NULL))
-			break; /* no valid optimum (e.g. far too few pulses): keep the fixed set */
+		/* No valid optimum (far too few pulses), or none with a key: the
+		 * optimiser leaves the fixed set, and the output says so. */
+		if (!o->no_optimize) {
+			if (qw_link_params_optimize(lp, (double)ppb, &fr))
+				break;
+			*optimized = fr.length > 0;
+		}
 		if (bits > 0.0 && round > 0)
 			break;
 		if (bits == 0.0) {
@@ -396,6 +405,7 @@ static int sim_link(int argc, char **argv)
 	uint64_t ppb, nblocks, secret = 0, delivered_blocks = 0;
 	pthread_t th[2];
 	int fds[2] = { -1, -1 }, started = 0, keys_equal = 1, ret, err, code = QW_EXIT_FAIL;
+	int optimized = 0;
 	double t0, wall, bound, theory, theory_f;
 	struct timespec ts;
 
@@ -422,7 +432,7 @@ static int sim_link(int argc, char **argv)
 			return qw_cli_fail("cannot draw a seed");
 		o.seed &= ((uint64_t)1 << 53) - 1; /* printable exactly in JSON */
 	}
-	ppb = sim_protocol(&o, &lp);
+	ppb = sim_protocol(&o, &lp, &optimized);
 	sim = qw_link_sim_new(&lp.optics, o.pulses, ppb, o.seed, &err);
 	if (!sim)
 		return qw_cli_fail("cannot set up the simulation: %s", qw_strerror(err));
@@ -558,7 +568,7 @@ static int sim_link(int argc, char **argv)
 				json_object_set_new(pj, "intensity", mu);
 				json_object_set_new(pj, "p_class", pc);
 				json_object_set_new(pj, "p_z", json_real(c->p_z_alice));
-				json_object_set_new(pj, "optimized", json_boolean(!o.no_optimize));
+				json_object_set_new(pj, "optimized", json_boolean(optimized));
 				json_object_set_new(j, "protocol", pj);
 			}
 			json_object_set_new(j, "secret_bit_rate",
@@ -573,7 +583,10 @@ static int sim_link(int argc, char **argv)
 			printf("protocol          mu %.3f/%.3f/%.3f, p %.3f/%.3f/%.3f, p_z %.3f (%s)\n",
 			       lp.optics.intensity[0], lp.optics.intensity[1], lp.optics.intensity[2],
 			       lp.optics.p_class[0], lp.optics.p_class[1], lp.optics.p_class[2],
-			       lp.optics.p_z_alice, o.no_optimize ? "fixed" : "optimized");
+			       lp.optics.p_z_alice,
+			       optimized ? "optimized"
+			       : o.no_optimize ? "fixed"
+					       : "fixed: no setting yields a key for these blocks");
 			printf("pulses            %llu (%.3g s of source time at %.3g Hz)\n",
 			       (unsigned long long)A->pulses, os.seconds, o.rate);
 			printf("detections        %llu\n", (unsigned long long)A->detections);
