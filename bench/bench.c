@@ -7,6 +7,7 @@
 
 int qw_bench_store(int argc, char **argv);
 int qw_bench_ldpc(int argc, char **argv);
+int qw_bench_etsi014(int argc, char **argv);
 
 static const struct qw_cli_cmd benches[] = {
 	{ "crypto", qw_bench_crypto, "ZUC-128, 128-EEA3, SM4 AEAD, AES-256-GCM vs AES-128-CTR throughput" },
@@ -15,6 +16,7 @@ static const struct qw_cli_cmd benches[] = {
 	{ "store", qw_bench_store, "key store transactions/s (cut+deliver keys, pool takes), synchronous FULL vs NORMAL" },
 	{ "cascade", qw_bench_cascade, "Cascade reconciliation: efficiency, frame error rate, Mbit/s, round trips" },
 	{ "ldpc", qw_bench_ldpc, "rate-adaptive LDPC reconciliation: efficiency, frame error rate, decoder Mbit/s" },
+	{ "etsi014", qw_bench_etsi014, "ETSI 014 Get key requests/s and latency over mutual TLS, vs nginx" },
 	{ NULL, NULL, NULL },
 };
 

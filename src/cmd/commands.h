@@ -9,6 +9,7 @@ int qw_cmd_theory(int argc, char **argv);
 int qw_cmd_sim(int argc, char **argv);
 int qw_cmd_demo(int argc, char **argv);
 int qw_cmd_plkg(int argc, char **argv);
+int qw_cmd_pki(int argc, char **argv);
 int qw_cmd_randtest(int argc, char **argv);
 int qw_cmd_keys(int argc, char **argv);
 int qw_cmd_net(int argc, char **argv);

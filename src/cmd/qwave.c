@@ -13,6 +13,7 @@ static const struct qw_cli_cmd groups[] = {
 	{ "sim", qw_cmd_sim, "simulate a QKD link end to end (sim link)" },
 	{ "crypto", qw_cmd_crypto, "crypto service: SM2/SM3/SM4/ZUC/AES from files or stdin" },
 	{ "demo", qw_cmd_demo, "end-to-end showcase (entropy, DRBG, ZUC, SM4/AES, SM2)" },
+	{ "pki", qw_cmd_pki, "certificate authority: CA, node and SAE certificates for mutual TLS" },
 	{ "randtest", qw_cmd_randtest, "NIST SP 800-22 randomness report for a key or bit file" },
 	{ "keys", qw_cmd_keys, "ETSI GS QKD 014 client: key status, get keys, get keys by ID from a KME" },
 	{ "net", qw_cmd_net, "a whole network on this machine: net up FILE, net down" },
