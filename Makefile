@@ -7,7 +7,10 @@ SAN_BUILD ?= build-san
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 CMAKE_FLAGS ?= -DCMAKE_BUILD_TYPE=RelWithDebInfo -DQW_WERROR=ON
 
-.PHONY: all deps build build-san run test test-unit test-san test-integration bench clean
+FUZZ_BUILD ?= build-fuzz
+FUZZ_SECONDS ?= 20
+
+.PHONY: all deps build build-san build-fuzz run test test-unit test-san test-integration fuzz bench clean
 
 all: build
 
@@ -35,12 +38,30 @@ test-san: build-san
 	@ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 		ctest --test-dir $(SAN_BUILD) -L unit --output-on-failure -j$(JOBS)
 
-test: test-unit test-integration test-san
+build-fuzz: deps
+	@CC=clang cmake -S . -B $(FUZZ_BUILD) -DCMAKE_BUILD_TYPE=Debug -DQW_WERROR=ON -DQW_FUZZ=ON >/dev/null
+	@cmake --build $(FUZZ_BUILD) -j$(JOBS)
+
+# Each libFuzzer target runs FUZZ_SECONDS on a scratch copy of its seed
+# corpus; a crash, leak or sanitizer report fails the run.
+fuzz: build-fuzz
+	@set -e; for t in $(FUZZ_BUILD)/tests/fuzz/fuzz_*; do \
+		[ -x "$$t" ] || continue; name=$$(basename $$t); \
+		corpus=$$(mktemp -d); cp -r tests/fuzz/corpus/$${name#fuzz_}/. $$corpus/ 2>/dev/null || true; \
+		echo "fuzz: $$name for $(FUZZ_SECONDS) s"; \
+		$$t -max_total_time=$(FUZZ_SECONDS) -print_final_stats=0 $$corpus >$$corpus.log 2>&1 \
+			|| { tail -40 $$corpus.log; rm -rf $$corpus $$corpus.log; exit 1; }; \
+		grep -E '^(#[0-9]+ +DONE|Done [0-9]+ runs)' $$corpus.log | tail -1; \
+		rm -rf $$corpus $$corpus.log; \
+	done
+
+test: test-unit test-integration test-san fuzz
 
 bench: build
+	@scripts/install-deps.sh --bench
 	@$(BUILD)/qwave bench crypto
 	@$(BUILD)/qwave bench cascade
 	@$(BUILD)/qwave bench pa
 
 clean:
-	rm -rf $(BUILD) $(SAN_BUILD)
+	rm -rf $(BUILD) $(SAN_BUILD) $(FUZZ_BUILD)

@@ -1,14 +1,20 @@
 #!/usr/bin/env bash
-# Install the Debian packages qwave needs to build and test. Idempotent: does
-# nothing when everything is present.
+# Install the Debian packages qwave needs. Idempotent: does nothing when
+# everything is present.
+#   scripts/install-deps.sh          build, unit/integration tests, fuzzing
+#   scripts/install-deps.sh --bench  also what the benchmarks compare against
 set -euo pipefail
 
 packages=(
   build-essential cmake pkg-config
   libssl-dev libevent-dev libjansson-dev libsqlite3-dev
   libcurl4-openssl-dev libcmocka-dev libinih-dev
-  curl openssl
+  curl openssl python3
+  clang libclang-rt-14-dev   # libFuzzer targets (tests/fuzz)
 )
+if [ "${1:-}" = "--bench" ]; then
+  packages+=(nginx-light)    # baseline of qwave bench etsi014
+fi
 
 missing=()
 for p in "${packages[@]}"; do
