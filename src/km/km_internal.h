@@ -26,18 +26,33 @@ struct km_block {
 	size_t nbytes;
 };
 
-/* A key request originated at this node (its SAE is the master). */
+/* One SAE request waiting in a batch: number keys, answered through cb. */
+struct km_waiter {
+	qw_kme_keys_cb cb;
+	void *arg;
+	uint32_t number;
+};
+
+/* A batch of key requests originated at this node (its SAE is the master)
+ * for one (master, slaves, size): group commit. Requests that arrive while
+ * a batch to the same peer is in flight join an open batch, which is sent
+ * as one cut - one store transaction and one KEYS_NEW at each end and one
+ * delivery transaction for all of them - when the batch ahead completes. */
 struct km_req {
 	struct km_req *next;
 	struct qw_km *km;
 	struct km_peer *p;
 	uint64_t seq;
-	qw_kme_keys_cb cb;
-	void *arg;
-	struct qw_kmlink_keys k;   /* k.ids set once the keys exist here */
+	int sent;                  /* 0: open, still collecting requests */
+	struct km_waiter *w;
+	size_t nw, capw;
+	struct qw_kmlink_keys k;   /* k.count = sum of numbers; k.ids set once
+				    * the keys exist here */
 	int cut_here;              /* leader: erase our keys if the peer refuses */
 	struct event *timer;
 };
+/* Most keys one batch collects. */
+#define KM_BATCH_MAX_KEYS 1024
 
 /* Leader: a cut made for the follower's KEYS_REQ, awaiting its ACK. */
 struct km_cut {
@@ -72,7 +87,8 @@ struct km_peer {
 	struct qw_km_link_report rep;
 	/* counters (loop thread) */
 	uint64_t keys_master, keys_slave, keys_cut, resyncs, resync_dropped_keys;
-	uint64_t requests_failed, blocks_appended, blocks_refused;
+	uint64_t requests_failed, blocks_appended, blocks_refused, batches;
+	int inflight;              /* batches sent, not completed */
 };
 
 struct km_status_count {
@@ -106,6 +122,8 @@ void km_drain_blocks(struct km_peer *p);
 size_t km_append_blocks(struct km_peer *p);
 /* Complete r (err or keys), unlink and free it. */
 void km_req_finish(struct km_req *r, int err, struct qw_kme_key *keys, size_t n);
+/* Send the oldest open batch of p if none is in flight. */
+void km_kick(struct km_peer *p);
 /* Deliver the keys of r to its master SAE and complete it. */
 void km_req_deliver(struct km_req *r);
 /* Erase keys that will never be delivered (ignores those already gone). */

@@ -60,6 +60,83 @@ static void on_timeout(evutil_socket_t fd, short what, void *arg)
 	km_req_finish(r, QW_ETIMEOUT, NULL, 0);
 }
 
+/* Cut (leader) or ask for (follower) the keys of batch r. */
+static void batch_send(struct km_req *r)
+{
+	struct km_peer *p = r->p;
+	struct qw_km *km = r->km;
+	const char *slaves[QW_STORE_SLAVES_MAX];
+	struct qw_store_key_req rq = { 0 };
+	struct qw_kmlink_msg m;
+	int ret;
+
+	r->sent = 1;
+	p->inflight++;
+	p->batches++;
+	r->seq = p->next_seq++ | (p->leader ? KM_SEQ_LEADER : 0);
+	memset(&m, 0, sizeof(m));
+	m.seq = r->seq;
+	if (p->leader) {
+		r->k.ids = qw_calloc(r->k.count, sizeof(*r->k.ids));
+		if (!r->k.ids) {
+			km_req_finish(r, QW_ENOMEM, NULL, 0);
+			return;
+		}
+		for (uint32_t i = 0; i < r->k.n_slaves; i++)
+			slaves[i] = r->k.slaves[i];
+		rq.peer = p->id;
+		rq.size_bits = r->k.size_bits;
+		rq.master_sae = r->k.master;
+		rq.slave_saes = slaves;
+		rq.n_slaves = r->k.n_slaves;
+		m.type = QW_KMLINK_KEYS_NEW;
+		m.u.keys = r->k;
+		ret = qw_store_key_create(km->store, &rq, r->k.count, r->k.ids, &m.u.keys.pos);
+		if (ret) {
+			km_req_finish(r, ret, NULL, 0);
+			return;
+		}
+		r->cut_here = 1;
+	} else {
+		m.type = QW_KMLINK_KEYS_REQ;
+		m.u.keys = r->k;
+	}
+	ret = km_send(p, &m);
+	if (ret) {
+		if (r->cut_here)
+			km_erase_ids(km, r->k.ids, r->k.count);
+		km_req_finish(r, ret == QW_ECLOSED ? QW_EAGAIN : ret, NULL, 0);
+	}
+}
+
+void km_kick(struct km_peer *p)
+{
+	/* One batch in flight per neighbour: the requests arriving meanwhile
+	 * join open batches, so the store's commits are shared (group commit). */
+	while (p->up && p->inflight == 0) {
+		struct km_req *r;
+
+		for (r = p->reqs; r && r->sent; r = r->next)
+			;
+		if (!r)
+			return;
+		batch_send(r);
+	}
+}
+
+static int same_pair(const struct km_req *r, const struct qw_kme_get_key_req *req,
+		     const char *const *slaves, size_t ns)
+{
+	if (r->sent || r->k.size_bits != req->size_bits || r->k.n_slaves != ns ||
+	    strcmp(r->k.master, req->master_sae) ||
+	    r->k.count + req->number > KM_BATCH_MAX_KEYS || r->nw == r->capw)
+		return 0;
+	for (size_t i = 0; i < ns; i++)
+		if (strcmp(r->k.slaves[i], slaves[i]))
+			return 0;
+	return 1;
+}
+
 static void kme_get_keys(void *ctx, const struct qw_kme_get_key_req *req, qw_kme_keys_cb cb,
 			 void *arg)
 {
@@ -67,11 +144,9 @@ static void kme_get_keys(void *ctx, const struct qw_kme_get_key_req *req, qw_kme
 	const struct qw_km_limits *l = &km->conf->limits;
 	const char *peer = NULL, *other;
 	const char *slaves[QW_STORE_SLAVES_MAX];
-	struct qw_store_key_req rq = { 0 };
-	struct qw_kmlink_msg m;
 	struct timeval tv;
 	struct km_peer *p;
-	struct km_req *r;
+	struct km_req *r, **tail;
 	size_t ns;
 	int ret;
 
@@ -105,66 +180,46 @@ static void kme_get_keys(void *ctx, const struct qw_kme_get_key_req *req, qw_kme
 		cb(arg, QW_EAGAIN, NULL, 0);
 		return;
 	}
-	r = calloc(1, sizeof(*r));
+	for (tail = &p->reqs; *tail; tail = &(*tail)->next)
+		if (same_pair(*tail, req, slaves, ns))
+			break;
+	r = *tail;
 	if (!r) {
-		cb(arg, QW_ENOMEM, NULL, 0);
-		return;
+		r = calloc(1, sizeof(*r));
+		if (!r) {
+			cb(arg, QW_ENOMEM, NULL, 0);
+			return;
+		}
+		r->km = km;
+		r->p = p;
+		r->k.size_bits = req->size_bits;
+		snprintf(r->k.master, sizeof(r->k.master), "%s", req->master_sae);
+		r->k.n_slaves = (uint32_t)ns;
+		for (size_t i = 0; i < ns; i++)
+			snprintf(r->k.slaves[i], sizeof(r->k.slaves[i]), "%s", slaves[i]);
+		r->capw = 256;
+		r->w = qw_calloc(r->capw, sizeof(*r->w));
+		r->timer = evtimer_new(km->base, on_timeout, r);
+		if (!r->w || !r->timer) {
+			if (r->timer)
+				event_free(r->timer);
+			free(r->w);
+			free(r);
+			cb(arg, QW_ENOMEM, NULL, 0);
+			return;
+		}
+		*tail = r; /* FIFO: batches leave in the order they opened */
+		tv.tv_sec = km->conf->request_timeout_ms / 1000;
+		tv.tv_usec = (km->conf->request_timeout_ms % 1000) * 1000;
+		evtimer_add(r->timer, &tv);
 	}
-	r->km = km;
-	r->p = p;
-	r->cb = cb;
-	r->arg = arg;
-	r->seq = p->next_seq++ | (p->leader ? KM_SEQ_LEADER : 0);
-	r->k.size_bits = req->size_bits;
-	r->k.count = req->number;
-	snprintf(r->k.master, sizeof(r->k.master), "%s", req->master_sae);
-	r->k.n_slaves = (uint32_t)ns;
-	for (size_t i = 0; i < ns; i++)
-		snprintf(r->k.slaves[i], sizeof(r->k.slaves[i]), "%s", slaves[i]);
-	r->timer = evtimer_new(km->base, on_timeout, r);
-	if (!r->timer) {
-		free(r);
-		cb(arg, QW_ENOMEM, NULL, 0);
-		return;
-	}
+	r->w[r->nw].cb = cb;
+	r->w[r->nw].arg = arg;
+	r->w[r->nw].number = req->number;
+	r->nw++;
+	r->k.count += req->number;
 	km->pending++;
-	r->next = p->reqs;
-	p->reqs = r;
-	memset(&m, 0, sizeof(m));
-	m.seq = r->seq;
-	if (p->leader) {
-		r->k.ids = qw_calloc(r->k.count, sizeof(*r->k.ids));
-		if (!r->k.ids) {
-			km_req_finish(r, QW_ENOMEM, NULL, 0);
-			return;
-		}
-		rq.peer = peer;
-		rq.size_bits = r->k.size_bits;
-		rq.master_sae = r->k.master;
-		rq.slave_saes = slaves;
-		rq.n_slaves = ns;
-		m.type = QW_KMLINK_KEYS_NEW;
-		m.u.keys = r->k;
-		ret = qw_store_key_create(km->store, &rq, r->k.count, r->k.ids, &m.u.keys.pos);
-		if (ret) {
-			km_req_finish(r, ret, NULL, 0);
-			return;
-		}
-		r->cut_here = 1;
-	} else {
-		m.type = QW_KMLINK_KEYS_REQ;
-		m.u.keys = r->k;
-	}
-	ret = km_send(p, &m);
-	if (ret) {
-		if (r->cut_here)
-			km_erase_ids(km, r->k.ids, r->k.count);
-		km_req_finish(r, ret == QW_ECLOSED ? QW_EAGAIN : ret, NULL, 0);
-		return;
-	}
-	tv.tv_sec = km->conf->request_timeout_ms / 1000;
-	tv.tv_usec = (km->conf->request_timeout_ms % 1000) * 1000;
-	evtimer_add(r->timer, &tv);
+	km_kick(p);
 }
 
 static void kme_get_keys_with_ids(void *ctx, const char *caller, const char *master,

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <event2/buffer.h>
@@ -422,9 +423,18 @@ struct qw_km_net *qw_km_net_start(struct qw_km *km, struct event_base *base,
 		goto fail;
 	sin.sin_port = htons(port);
 	*err = QW_EIO;
-	net->lis = evconnlistener_new_bind(base, on_accept, net,
-					   LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC,
-					   64, (struct sockaddr *)&sin, sizeof(sin));
+	/* a node restarted at once after kill -9 may find its port still held
+	 * by the dying process for a moment */
+	for (int tries = 0; tries < 50; tries++) {
+		struct timespec ts = { 0, 100000000 };
+		net->lis = evconnlistener_new_bind(base, on_accept, net,
+						   LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE |
+							   LEV_OPT_CLOSE_ON_EXEC,
+						   64, (struct sockaddr *)&sin, sizeof(sin));
+		if (net->lis || errno != EADDRINUSE)
+			break;
+		nanosleep(&ts, NULL);
+	}
 	if (!net->lis)
 		goto fail;
 	if (getsockname(evconnlistener_get_fd(net->lis), (struct sockaddr *)&sin, &sl))

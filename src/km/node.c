@@ -227,22 +227,42 @@ int qw_km_route(struct qw_km *km, const char *sae, const char **peer)
 void km_req_finish(struct km_req *r, int err, struct qw_kme_key *keys, size_t n)
 {
 	struct km_peer *p = r->p;
-	qw_kme_keys_cb cb = r->cb;
-	void *arg = r->arg;
+	size_t off = 0;
 
 	for (struct km_req **pr = &p->reqs; *pr; pr = &(*pr)->next)
 		if (*pr == r) {
 			*pr = r->next;
 			break;
 		}
+	if (r->sent)
+		p->inflight--;
 	if (r->timer)
 		event_free(r->timer);
 	free(r->k.ids);
-	r->km->pending--;
+	r->km->pending -= r->nw;
 	if (err)
-		p->requests_failed++;
+		p->requests_failed += r->nw;
+	/* the batch's keys in request order: each waiter gets its own array */
+	for (size_t i = 0; i < r->nw; i++) {
+		struct km_waiter *w = &r->w[i];
+		struct qw_kme_key *mine = NULL;
+
+		if (!err && keys && off + w->number <= n) {
+			mine = qw_calloc(w->number, sizeof(*mine));
+			if (mine) {
+				memcpy(mine, keys + off, w->number * sizeof(*mine));
+				memset(keys + off, 0, w->number * sizeof(*mine));
+			}
+			off += w->number;
+			w->cb(w->arg, mine ? 0 : QW_ENOMEM, mine, mine ? w->number : 0);
+		} else {
+			w->cb(w->arg, err ? err : QW_ENOMEM, NULL, 0);
+		}
+	}
+	qw_kme_keys_free(keys, n);
+	free(r->w);
 	free(r);
-	cb(arg, err, keys, n);
+	km_kick(p);
 }
 
 void km_req_deliver(struct km_req *r)

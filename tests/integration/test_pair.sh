@@ -129,7 +129,40 @@ grep -q '^qwave_qkd_secret_key_rate_bps{node="node-a",peer="node-b"} [1-9]' "$di
 	fail "metrics: key rate"
 ok
 
-pids=$(json '" ".join(str(n["pid"]) for n in d["nodes"])' <"$dir/up.json")
+# kill -9 node-b and restart it: the KM link resynchronises, keys delivered
+# before the crash stay delivered, new keys agree at both ends
+old_b=$(json '[n for n in d["nodes"] if n["id"]=="node-b"][0]["pid"]' <"$dir/up.json")
+kill -9 "$old_b"
+for _ in $(seq 100); do
+	grep -q '^[^ ]* [^ ]* [ZX]' "/proc/$old_b/stat" 2>/dev/null || [ ! -e "/proc/$old_b" ] && break
+	sleep 0.1
+done
+"$QWAVED" -c "$state/nodes/node-b.conf" 2>>"$state/nodes/node-b.log" &
+new_b=$!
+sed -i "s/^node-b .*/node-b $new_b/" "$state/pids"
+for _ in $(seq 100); do
+	[ "$(json 'd["pid"]' <"$state/nodes/node-b.status.json" 2>/dev/null)" = "$new_b" ] && break
+	sleep 0.2
+done
+url_b="https://127.0.0.1:$(json 'd["etsi_port"]' <"$state/nodes/node-b.status.json")"
+enc=
+for _ in $(seq 60); do
+	enc=$("${A[@]}" "$url_a/api/v1/keys/sae-b/enc_keys?number=1" 2>/dev/null || true)
+	echo "$enc" | grep -q key_ID && break
+	sleep 0.5
+done
+echo "$enc" | grep -q key_ID || fail "no keys after node-b restarted: $enc"
+id2=$(echo "$enc" | json 'd["keys"][0]["key_ID"]')
+dec=$("${B[@]}" "$url_b/api/v1/keys/sae-a/dec_keys?key_ID=$id2")
+[ "$(echo "$dec" | json 'd["keys"][0]["key"]')" = "$(echo "$enc" | json 'd["keys"][0]["key"]')" ] ||
+	fail "keys differ after the restart: $dec"
+code=$("${B[@]}" -o "$dir/out" -w '%{http_code}' "$url_b/api/v1/keys/sae-a/dec_keys?key_ID=$id0")
+[ "$code" = 400 ] || fail "a key delivered before kill -9 was delivered again: HTTP $code"
+"${A[@]}" "$met_a" | grep -q '^qwave_km_resyncs_total{node="node-a",peer="node-b"} [2-9]' ||
+	fail "no resynchronisation counted after the restart"
+ok
+
+pids="$(json '[n for n in d["nodes"] if n["id"]=="node-a"][0]["pid"]' <"$dir/up.json") $new_b"
 "$QWAVE" net down --state-dir "$state" >/dev/null || fail "net down"
 for p in $pids; do
 	if kill -0 "$p" 2>/dev/null && ! grep -q '^[^ ]* [^ ]* Z' "/proc/$p/stat" 2>/dev/null; then
