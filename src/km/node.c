@@ -383,6 +383,10 @@ int qw_km_metrics(struct qw_km *km, struct qw_buf *b)
 	for (size_t i = 0; i < km->npeers; i++)
 		ret |= pf(b, "qwave_keys_cut_total{node=\"%s\",peer=\"%s\"} %" PRIu64 "\n", node,
 			  km->peers[i].id, km->peers[i].keys_cut);
+	ret |= HELP(b, "qwave_km_batches_total", "counter", "Cuts this node originated (group commit: requests per cut = keys delivered / batches).");
+	for (size_t i = 0; i < km->npeers; i++)
+		ret |= pf(b, "qwave_km_batches_total{node=\"%s\",peer=\"%s\"} %" PRIu64 "\n", node,
+			  km->peers[i].id, km->peers[i].batches);
 	ret |= HELP(b, "qwave_etsi_requests_total", "counter", "ETSI GS QKD 014 requests by HTTP status code.");
 	for (size_t i = 0; i < 16 && km->status[i].status; i++)
 		ret |= pf(b, "qwave_etsi_requests_total{node=\"%s\",code=\"%d\"} %" PRIu64 "\n", node,

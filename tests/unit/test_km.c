@@ -401,6 +401,65 @@ static void test_resync(void **state)
 	qw_kme_keys_free(dec.keys, dec.n);
 }
 
+/* Requests that arrive while a cut is in flight share the next one (group
+ * commit): each still gets exactly its own keys, all distinct, and the
+ * slave receives the same material. */
+static void test_group_commit(void **state)
+{
+	struct fx *f = *state;
+	struct result r[6], dec;
+	struct qw_kme_get_key_req rq = { .master_sae = "sae-a", .slave_sae = "sae-b", .size_bits = 128 };
+	const char *ids[64];
+	size_t nids = 0;
+	uint64_t before;
+
+	add_block(f, 16384, -1);
+	connect_nodes(f);
+	run_until(f, both_up, f);
+	before = pool(f, 0);
+	memset(r, 0, sizeof(r));
+	for (int i = 0; i < 6; i++) {
+		rq.number = (uint32_t)(i + 1);
+		r[i].slave_store = f->n[1].store;
+		qw_km_kme_ops()->get_keys(f->n[0].km, &rq, on_keys, &r[i]);
+	}
+	assert_int_equal(qw_km_pending(f->n[0].km), 6);
+	for (int i = 0; i < 6; i++) {
+		run_until(f, is_done, &r[i]);
+		assert_int_equal(r[i].err, 0);
+		assert_int_equal(r[i].n, i + 1);
+		assert_int_equal(r[i].slave_had, i + 1);
+		for (size_t k = 0; k < r[i].n; k++) {
+			for (size_t j = 0; j < nids; j++)
+				assert_string_not_equal(ids[j], r[i].keys[k].key_id);
+			ids[nids++] = r[i].keys[k].key_id;
+		}
+	}
+	assert_int_equal(qw_km_pending(f->n[0].km), 0);
+	{
+		/* the first request went alone, the five behind it in one cut */
+		struct qw_buf b;
+		qw_buf_init(&b, 0);
+		assert_int_equal(qw_km_metrics(f->n[0].km, &b), 0);
+		assert_int_equal(qw_buf_append_u8(&b, 0), 0);
+		assert_non_null(strstr((char *)b.data, "qwave_km_batches_total{node=\"node-a\",peer=\"node-b\"} 2\n"));
+		qw_buf_free(&b);
+	}
+	assert_int_equal(pool(f, 0), before - 21 * 128);
+	assert_int_equal(pool(f, 1), before - 21 * 128);
+	memset(&dec, 0, sizeof(dec));
+	qw_km_kme_ops()->get_keys_with_ids(f->n[1].km, "sae-b", "sae-a", ids, nids, on_keys, &dec);
+	run_until(f, is_done, &dec);
+	assert_int_equal(dec.err, 0);
+	assert_int_equal(dec.n, 21);
+	for (size_t i = 0, k = 0; i < 6; i++)
+		for (size_t j = 0; j < r[i].n; j++, k++)
+			assert_memory_equal(r[i].keys[j].key, dec.keys[k].key, 16);
+	for (int i = 0; i < 6; i++)
+		qw_kme_keys_free(r[i].keys, r[i].n);
+	qw_kme_keys_free(dec.keys, dec.n);
+}
+
 /* Blocks from link threads land in the pool; a request while the link is
  * down fails at once (503) rather than hang. */
 static void test_blocks_and_down(void **state)
@@ -695,6 +754,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_follower_master, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_resync, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_blocks_and_down, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_group_commit, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
