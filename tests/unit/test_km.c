@@ -745,11 +745,65 @@ static void test_config(void **state)
 	assert_int_equal(qw_km_is_leader("node-b", "node-a"), 0);
 }
 
+static void expect_topo_error(const char *text, int code, const char *msg)
+{
+	struct qw_config *cfg = NULL;
+	struct qw_config_error e;
+	struct qw_km_topo t;
+
+	assert_int_equal(qw_config_parse_string(text, "net.conf", &cfg, &e), 0);
+	assert_int_equal(qw_km_topo_load(cfg, &t, &e), code);
+	if (!strstr(e.msg, msg))
+		fail_msg("expected '%s' in '%s'", msg, e.msg);
+	qw_km_topo_clear(&t);
+	qw_config_free(cfg);
+}
+
+static void test_topology(void **state)
+{
+	struct qw_config *cfg = NULL;
+	struct qw_config_error e;
+	struct qw_km_topo t;
+	char path[512];
+
+	(void)state;
+	snprintf(path, sizeof(path), "%s/examples/pair.conf",
+		 getenv("QW_SOURCE_DIR") ? getenv("QW_SOURCE_DIR") : ".");
+	if (access(path, R_OK) == 0) {
+		assert_int_equal(qw_config_load(path, &cfg, &e), 0);
+		assert_int_equal(qw_km_topo_load(cfg, &t, &e), 0);
+		assert_int_equal(t.nnodes, 2);
+		assert_int_equal(t.nlinks, 1);
+		assert_int_equal(t.nsaes, 2);
+		assert_string_equal(t.links[0].a, "node-a");
+		assert_true(t.links[0].length_km == 25.0);
+		assert_non_null(t.limits);
+		qw_km_topo_clear(&t);
+		qw_config_free(cfg);
+	}
+	expect_topo_error("[sae]\nid = s\nnode = n\n", QW_ENOTFOUND, "no [node] section");
+	expect_topo_error("[node]\nid = a\n[node]\nid = a\n", QW_EEXIST, "net.conf:3: node declared twice: a");
+	expect_topo_error("[node]\nid = a\n[node]\nid = b\n[link]\na = a\nb = c\nlength_km = 5\n",
+			  QW_ENOTFOUND, "net.conf:5: [link] between undeclared nodes: c");
+	expect_topo_error("[node]\nid = a\n[node]\nid = b\n[link]\na = a\nb = b\n", QW_ENOTFOUND,
+			  "net.conf:5: [link] needs key 'length_km'");
+	expect_topo_error("[node]\nid = a\n[node]\nid = b\n[link]\na = a\nb = b\nlength_km = 5\n"
+			  "[link]\na = b\nb = a\nlength_km = 5\n", QW_EEXIST, "net.conf:9: second [link]");
+	expect_topo_error("[node]\nid = a\n[node]\nid = b\n[link]\na = a\nb = b\nlength_km = 5\n"
+			  "bounds = tight\n", QW_EINVAL, "net.conf:9: [link] key 'bounds' in [link]: 'tight'");
+	expect_topo_error("[node]\nid = a\n[node]\nid = b\n[link]\na = a\nb = b\nlength_km = 5\n"
+			  "peer = x\n", QW_EINVAL, "net.conf:9: unknown key 'peer'");
+	expect_topo_error("[node]\nid = a\n[sae]\nid = s\nnode = z\n", QW_ENOTFOUND,
+			  "net.conf:3: [sae] at an undeclared node: z");
+	expect_topo_error("[node]\nid = a\n[nodes]\n", QW_EINVAL, "net.conf:3");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_config),
 		cmocka_unit_test(test_messages),
+		cmocka_unit_test(test_topology),
 		cmocka_unit_test_setup_teardown(test_leader_master, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_follower_master, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_resync, setup, teardown),
