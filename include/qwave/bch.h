@@ -100,9 +100,10 @@ void qw_bch_segment_span(size_t nbits, uint32_t segments, uint32_t i, size_t *of
  * (NULL = defaults). Accepts RAW or SIFTED blocks. Alice plans from the
  * block's qber_estimate, sends (m, t, segments) and every segment's
  * syndromes in one message; Bob corrects each segment and replies with the
- * bitmap of segments that failed (detected). Both sides then remove the
- * failed segments' bits from their keys (DROP "BCH decoding failed" when
- * none is left) and add segments * m * t to ec_parity_bits and
+ * bitmap of segments that failed (detected). With keep_partial both sides
+ * then remove the failed segments' bits from their keys (DROP "BCH decoding
+ * failed" when none is left); without, any failed segment drops the block.
+ * Both add segments * m * t to ec_parity_bits and
  * disclosed_bits; one round trip; qber_observed = corrected bits / bits
  * of decoded segments; state CORRECTED. Channel or protocol failures
  * return ERROR. */
@@ -110,6 +111,7 @@ struct qw_bch_stage_params {
 	double fail_prob;   /* per-segment failure target (0 = 1e-3) */
 	unsigned m_min;     /* field degrees tried (0 = 6 .. 13) */
 	unsigned m_max;
+	int keep_partial;   /* remove failed segments (1) or drop the block (0) */
 };
 extern const struct qw_stage qw_bch_stage;
 

@@ -16,6 +16,7 @@ static const struct qw_cli_cmd groups[] = {
 	{ "pki", qw_cmd_pki, "certificate authority: CA, node and SAE certificates for mutual TLS" },
 	{ "randtest", qw_cmd_randtest, "NIST SP 800-22 randomness report for a key or bit file" },
 	{ "keys", qw_cmd_keys, "ETSI GS QKD 014 client: key status, get keys, get keys by ID from a KME" },
+	{ "plkg", qw_cmd_plkg, "wireless key generation (PLKG) end to end: key rate, KDR, Eve, NIST tests" },
 	{ "net", qw_cmd_net, "a whole network on this machine: net up FILE, net down" },
 	{ NULL, NULL, NULL },
 };

@@ -567,6 +567,15 @@ static enum qw_stage_result bch_process(void *state, struct qw_key_block *b,
 	b->ec_parity_bits += (uint64_t)segs * m * t;
 	b->disclosed_bits += (uint64_t)segs * m * t;
 	b->ec_round_trips += 1;
+	if (!s->p.keep_partial) {
+		for (uint32_t i = 0; i < segs; i++)
+			if (failed[i / 8] >> (i % 8) & 1) {
+				snprintf(b->drop_reason, sizeof(b->drop_reason),
+					 "BCH decoding failed");
+				res = QW_STAGE_DROP;
+				goto out;
+			}
+	}
 	if (drop_segments(b, segs, failed, &kept))
 		goto out;
 	decoded = kept;

@@ -282,8 +282,8 @@ static void *party_run(void *arg)
 	return NULL;
 }
 
-static void run_pair(struct qw_bitvec *a, struct qw_bitvec *b, double p, struct party *pa,
-		     struct party *pb)
+static void run_pair(struct qw_bitvec *a, struct qw_bitvec *b, double p, int keep,
+		     struct party *pa, struct party *pb)
 {
 	struct q qa, qb;
 	struct duplex da = { &qa, &qb }, db = { &qb, &qa };
@@ -295,8 +295,10 @@ static void run_pair(struct qw_bitvec *a, struct qw_bitvec *b, double p, struct 
 	pthread_cond_init(&qa.cv, NULL);
 	pthread_mutex_init(&qb.mu, NULL);
 	pthread_cond_init(&qb.cv, NULL);
-	assert_int_equal(qw_bch_stage.init(&pa->state, NULL), 0);
-	assert_int_equal(qw_bch_stage.init(&pb->state, NULL), 0);
+	struct qw_bch_stage_params sp = { 0, 0, 0, keep };
+
+	assert_int_equal(qw_bch_stage.init(&pa->state, &sp), 0);
+	assert_int_equal(qw_bch_stage.init(&pb->state, &sp), 0);
 	pa->blk = qw_block_new(1, QW_ROLE_ALICE, a);
 	pb->blk = qw_block_new(1, QW_ROLE_BOB, b);
 	pa->blk->qber_estimate = pb->blk->qber_estimate = p;
@@ -329,7 +331,7 @@ static void test_stage(void **state)
 		for (size_t i = 0; i < 10000; i++)
 			if (qw_rng_uniform(r) < 0.01)
 				qw_bitvec_flip(b, i);
-		run_pair(a, b, 0.01, &pa, &pb);
+		run_pair(a, b, 0.01, trial & 1, &pa, &pb);
 		assert_int_equal(pa.res, QW_STAGE_FORWARD);
 		assert_int_equal(pb.res, QW_STAGE_FORWARD);
 		assert_true(qw_bitvec_equal(pa.blk->key, pb.blk->key));
@@ -354,7 +356,7 @@ static void test_stage(void **state)
 		for (size_t i = 0; i < 5000; i++)
 			if (qw_rng_uniform(r) < 0.08)
 				qw_bitvec_flip(b, i);
-		run_pair(a, b, 0.01, &pa, &pb);
+		run_pair(a, b, 0.01, 1, &pa, &pb);
 		assert_int_equal(pa.res, pb.res);
 		assert_true(pa.blk->disclosed_bits > 0);
 		assert_int_equal(pa.blk->disclosed_bits, pb.blk->disclosed_bits);
@@ -362,6 +364,24 @@ static void test_stage(void **state)
 			assert_int_equal(pa.blk->key->nbits, pb.blk->key->nbits);
 		else
 			assert_int_equal(pa.res, QW_STAGE_DROP);
+		qw_block_free(pa.blk);
+		qw_block_free(pb.blk);
+	}
+	/* without keep_partial the same block is dropped by both sides */
+	{
+		struct qw_bitvec *a = qw_bitvec_new(5000), *b;
+		struct party pa, pb;
+
+		random_bits(r, a);
+		b = qw_bitvec_dup(a);
+		for (size_t i = 0; i < 5000; i++)
+			if (qw_rng_uniform(r) < 0.08)
+				qw_bitvec_flip(b, i);
+		run_pair(a, b, 0.01, 0, &pa, &pb);
+		assert_int_equal(pa.res, QW_STAGE_DROP);
+		assert_int_equal(pb.res, QW_STAGE_DROP);
+		assert_int_equal(pa.blk->disclosed_bits, pb.blk->disclosed_bits);
+		assert_true(pa.blk->disclosed_bits > 0);
 		qw_block_free(pa.blk);
 		qw_block_free(pb.blk);
 	}
