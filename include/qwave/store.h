@@ -73,8 +73,9 @@ enum qw_store_sync {
 struct qw_store_opts {
 	enum qw_store_sync sync;
 	int busy_timeout_ms; /* 0: 5000 */
-	/* scrypt cost for qw_store_open_passphrase on a NEW store (log2 N;
-	 * 0: 15, i.e. 32 MiB with r = 8). Existing stores keep theirs. */
+	/* scrypt cost for qw_store_open_passphrase on a NEW store (log2 N,
+	 * 10..22, else QW_EINVAL; 0: 15, i.e. 32 MiB with r = 8). Existing
+	 * stores keep theirs. */
 	unsigned scrypt_log2n;
 };
 

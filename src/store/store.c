@@ -23,6 +23,9 @@
 #define DK_BYTES 32
 #define SALT_BYTES 16
 #define DEFAULT_LOG2N 15
+/* The range qw_store_masterkey_derive accepts (store.h). */
+#define MIN_LOG2N 10
+#define MAX_LOG2N 22
 
 void qw_st_aad_bytes(struct qw_st_aad *a, const void *p, size_t n)
 {
@@ -297,8 +300,14 @@ struct qw_store *qw_store_open_passphrase(const char *path, const char *pass, si
 		/* QW_ENOTFOUND: a new store, create the parameters below */
 	}
 	if (ret == QW_ENOTFOUND) {
-		fresh[0] = (uint8_t)(opts && opts->scrypt_log2n ? opts->scrypt_log2n : DEFAULT_LOG2N);
-		ret = qw_random_bytes(fresh + 1, SALT_BYTES);
+		unsigned log2n = opts && opts->scrypt_log2n ? opts->scrypt_log2n : DEFAULT_LOG2N;
+
+		/* Checked before it is committed: a cost the KDF refuses would
+		 * leave a store that no passphrase can ever open. */
+		fresh[0] = (uint8_t)log2n;
+		ret = log2n < MIN_LOG2N || log2n > MAX_LOG2N
+			      ? QW_EINVAL
+			      : qw_random_bytes(fresh + 1, SALT_BYTES);
 		if (!ret)
 			ret = s->be->meta_put(s->db, "scrypt", fresh, sizeof(fresh));
 		if (!ret) {

@@ -215,7 +215,8 @@ int qw_store_pool_take(struct qw_store *s, const char *peer, uint64_t nbits,
 	QW_REQUIRE(s && peer && out);
 	if (!qw_st_valid_name(peer) || nbits == 0)
 		return QW_EINVAL;
-	if ((nbits + 7) / 8 > cap)
+	/* nbits / 8 first: (nbits + 7) / 8 wraps for nbits near 2^64. */
+	if (nbits / 8 + (nbits % 8 != 0) > cap)
 		return QW_ERANGE;
 	if ((ret = qw_st_tx_begin(s)))
 		return ret;

@@ -215,6 +215,22 @@ static void test_passphrase(void **state)
 	s = qw_store_open_passphrase(f->db, "correct horsf", 13, NULL, &err);
 	assert_null(s);
 	assert_int_equal(err, QW_EAUTH);
+	/* a cost the KDF refuses is refused before it is stored: the same
+	 * file then opens with a valid one */
+	rm_db(f->db);
+	o.scrypt_log2n = 9;
+	s = qw_store_open_passphrase(f->db, "correct horse", 13, &o, &err);
+	assert_null(s);
+	assert_int_equal(err, QW_EINVAL);
+	o.scrypt_log2n = 23;
+	s = qw_store_open_passphrase(f->db, "correct horse", 13, &o, &err);
+	assert_null(s);
+	assert_int_equal(err, QW_EINVAL);
+	o.scrypt_log2n = 10;
+	s = qw_store_open_passphrase(f->db, "correct horse", 13, &o, &err);
+	assert_non_null(s);
+	assert_int_equal(err, 0);
+	qw_store_close(s);
 	/* a store made under a key file opens with no passphrase */
 	s = open_store(f->db2, f->mk);
 	qw_store_close(s);
@@ -277,6 +293,11 @@ static void test_pool_roundtrip(void **state)
 	assert_int_equal(qw_store_pool_take(s, "bob", avail + 1, NULL, out, sizeof(out), NULL),
 			 QW_EAGAIN);
 	assert_int_equal(qw_store_pool_take(s, "bob", 100, NULL, out, 12, NULL), QW_ERANGE);
+	/* the bytes of a huge bit count must not wrap round to fit the room */
+	assert_int_equal(qw_store_pool_take(s, "bob", UINT64_MAX, NULL, out, sizeof(out), NULL),
+			 QW_ERANGE);
+	assert_int_equal(qw_store_pool_take(s, "bob", UINT64_MAX - 6, NULL, out, sizeof(out), NULL),
+			 QW_ERANGE);
 	assert_int_equal(qw_store_pool_available(s, "bob", &avail), 0);
 	assert_int_equal(avail, total - off);
 	/* expected position check */
