@@ -135,11 +135,11 @@ void qw_st_aad_bytes(struct qw_st_aad *a, const void *p, size_t n);
 void qw_st_aad_str(struct qw_st_aad *a, const char *s);
 void qw_st_aad_u64(struct qw_st_aad *a, uint64_t v);
 /* blob = nonce | ciphertext | tag, malloc()ed. 0 or QW_E*. */
-int qw_st_seal(struct qw_store *s, const struct qw_st_aad *a, const uint8_t *pt,
-	       size_t ptlen, uint8_t **blob, size_t *bloblen);
+QW_WUR int qw_st_seal(struct qw_store *s, const struct qw_st_aad *a, const uint8_t *pt,
+		      size_t ptlen, uint8_t **blob, size_t *bloblen);
 /* Opens a blob that must hold exactly ptlen bytes; QW_EAUTH otherwise. */
-int qw_st_unseal(struct qw_store *s, const struct qw_st_aad *a,
-		 const uint8_t *blob, size_t bloblen, uint8_t *pt, size_t ptlen);
+QW_WUR int qw_st_unseal(struct qw_store *s, const struct qw_st_aad *a,
+			const uint8_t *blob, size_t bloblen, uint8_t *pt, size_t ptlen);
 int64_t qw_st_now(void);
 /* 1..QW_STORE_NAME_MAX printable bytes (no control characters). */
 int qw_st_valid_name(const char *s);

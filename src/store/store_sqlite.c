@@ -138,6 +138,16 @@ static int exec_stmt(sqlite3_stmt *s)
 	return rc == SQLITE_DONE ? 0 : map_rc(rc & 0xff);
 }
 
+/* A bind that failed (SQLITE_NOMEM, SQLITE_TOOBIG, SQLITE_RANGE) leaves
+ * the parameter NULL, and a NULL peer filter matches every peer: the
+ * statement must not run. */
+static int bind_failed(sqlite3_stmt *s)
+{
+	sqlite3_reset(s);
+	sqlite3_clear_bindings(s);
+	return QW_EDB;
+}
+
 static int bind_text(sqlite3_stmt *s, int i, const char *t)
 {
 	return t ? sqlite3_bind_text(s, i, t, -1, SQLITE_STATIC) : sqlite3_bind_null(s, i);
@@ -165,6 +175,8 @@ static int column_blob(sqlite3_stmt *s, int i, uint8_t **out, size_t *len)
 	*len = 0;
 	if (sqlite3_column_type(s, i) == SQLITE_NULL)
 		return 0;
+	if (n > 0 && !p)
+		return QW_ENOMEM; /* SQLite could not materialise the value */
 	*out = malloc(n > 0 ? (size_t)n : 1);
 	if (!*out)
 		return QW_ENOMEM;
@@ -203,7 +215,9 @@ static int pragma_check(sqlite3 *db, const char *sql, const char *want)
 		goto out;
 	if (sqlite3_step(s) != SQLITE_ROW)
 		goto out;
-	if (want && strcmp((const char *)sqlite3_column_text(s, 0), want) != 0)
+	/* NULL: no text (out of memory, or a pragma this SQLite ignores) */
+	if (want && (!sqlite3_column_text(s, 0) ||
+		     strcmp((const char *)sqlite3_column_text(s, 0), want) != 0))
 		goto out;
 	ret = 0;
 out:
@@ -315,7 +329,9 @@ static int sq_meta_get(void *db, const char *name, uint8_t **val, size_t *len)
 	*len = 0;
 	if (!s)
 		return QW_EDB;
-	bind_text(s, 1, name);
+	rc = bind_text(s, 1, name);
+	if (rc != SQLITE_OK)
+		return bind_failed(s);
 	rc = sqlite3_step(s);
 	if (rc == SQLITE_DONE)
 		ret = QW_ENOTFOUND;
@@ -330,11 +346,14 @@ static int sq_meta_get(void *db, const char *name, uint8_t **val, size_t *len)
 static int sq_meta_put(void *db, const char *name, const uint8_t *val, size_t len)
 {
 	sqlite3_stmt *s = stmt(db, S_META_PUT);
+	int rc;
 
 	if (!s)
 		return QW_EDB;
-	bind_text(s, 1, name);
-	sqlite3_bind_blob64(s, 2, len ? (const void *)val : "", len, SQLITE_STATIC);
+	rc = bind_text(s, 1, name);
+	rc |= sqlite3_bind_blob64(s, 2, len ? (const void *)val : "", len, SQLITE_STATIC);
+	if (rc != SQLITE_OK)
+		return bind_failed(s);
 	return exec_stmt(s);
 }
 
@@ -346,7 +365,9 @@ static int sq_peer_get(void *db, const char *peer, struct qw_sb_peer *p)
 	memset(p, 0, sizeof(*p));
 	if (!s)
 		return QW_EDB;
-	bind_text(s, 1, peer);
+	rc = bind_text(s, 1, peer);
+	if (rc != SQLITE_OK)
+		return bind_failed(s);
 	rc = sqlite3_step(s);
 	if (rc == SQLITE_ROW) {
 		p->bits_in = (uint64_t)sqlite3_column_int64(s, 0);
@@ -363,16 +384,19 @@ static int sq_peer_get(void *db, const char *peer, struct qw_sb_peer *p)
 static int sq_peer_put(void *db, const char *peer, const struct qw_sb_peer *p)
 {
 	sqlite3_stmt *s = stmt(db, S_PEER_PUT);
+	int rc;
 
 	if (!s)
 		return QW_EDB;
-	bind_text(s, 1, peer);
-	bind_u64(s, 2, p->bits_in);
-	bind_u64(s, 3, p->taken);
-	bind_u64(s, 4, p->keyed);
-	bind_u64(s, 5, p->dropped);
+	rc = bind_text(s, 1, peer);
+	rc |= bind_u64(s, 2, p->bits_in);
+	rc |= bind_u64(s, 3, p->taken);
+	rc |= bind_u64(s, 4, p->keyed);
+	rc |= bind_u64(s, 5, p->dropped);
 	if (p->has_last)
-		bind_u64(s, 6, p->last_block);
+		rc |= bind_u64(s, 6, p->last_block);
+	if (rc != SQLITE_OK)
+		return bind_failed(s);
 	return exec_stmt(s);
 }
 
@@ -399,26 +423,31 @@ static int sq_peer_total(void *db, struct qw_sb_peer *p)
 static int sq_block_insert(void *db, const char *peer, const struct qw_sb_block *b)
 {
 	sqlite3_stmt *s = stmt(db, S_BLOCK_INS);
+	int rc;
 
 	if (!s)
 		return QW_EDB;
-	bind_text(s, 1, peer);
-	bind_u64(s, 2, b->block_id);
-	bind_u64(s, 3, b->nbits);
-	bind_u64(s, 4, b->used);
+	rc = bind_text(s, 1, peer);
+	rc |= bind_u64(s, 2, b->block_id);
+	rc |= bind_u64(s, 3, b->nbits);
+	rc |= bind_u64(s, 4, b->used);
+	if (rc != SQLITE_OK)
+		return bind_failed(s);
 	return exec_stmt(s);
 }
 
 static int sq_block_update(void *db, const char *peer, const struct qw_sb_block *b)
 {
 	sqlite3_stmt *s = stmt(db, S_BLOCK_UPD);
-	int ret;
+	int rc, ret;
 
 	if (!s)
 		return QW_EDB;
-	bind_text(s, 1, peer);
-	bind_u64(s, 2, b->block_id);
-	bind_u64(s, 3, b->used);
+	rc = bind_text(s, 1, peer);
+	rc |= bind_u64(s, 2, b->block_id);
+	rc |= bind_u64(s, 3, b->used);
+	if (rc != SQLITE_OK)
+		return bind_failed(s);
 	ret = exec_stmt(s);
 	if (!ret && sqlite3_changes(((struct sqlite_db *)db)->db) != 1)
 		ret = QW_ENOTFOUND;
@@ -450,8 +479,8 @@ static int sq_block_list(void *db, const char *peer, struct qw_sb_block **out, s
 	*n = 0;
 	if (!s)
 		return QW_EDB;
-	if (peer)
-		bind_text(s, 1, peer);
+	if (peer && bind_text(s, 1, peer) != SQLITE_OK)
+		return bind_failed(s);
 	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
 		if (cnt == cap) {
 			cap = cap ? 2 * cap : 16;
@@ -482,15 +511,18 @@ out:
 static int sq_chunk_insert(void *db, const char *peer, const struct qw_sb_chunk *c)
 {
 	sqlite3_stmt *s = stmt(db, S_CHUNK_INS);
+	int rc;
 
 	if (!s)
 		return QW_EDB;
-	bind_text(s, 1, peer);
-	bind_u64(s, 2, c->block_id);
-	bind_u64(s, 3, c->seq);
-	bind_u64(s, 4, c->start);
-	bind_u64(s, 5, c->nbits);
-	bind_blob(s, 6, c->blob, c->bloblen);
+	rc = bind_text(s, 1, peer);
+	rc |= bind_u64(s, 2, c->block_id);
+	rc |= bind_u64(s, 3, c->seq);
+	rc |= bind_u64(s, 4, c->start);
+	rc |= bind_u64(s, 5, c->nbits);
+	rc |= bind_blob(s, 6, c->blob, c->bloblen);
+	if (rc != SQLITE_OK)
+		return bind_failed(s);
 	return exec_stmt(s);
 }
 
@@ -502,8 +534,10 @@ static int sq_chunk_first(void *db, const char *peer, uint64_t block_id, struct 
 	memset(c, 0, sizeof(*c));
 	if (!s)
 		return QW_EDB;
-	bind_text(s, 1, peer);
-	bind_u64(s, 2, block_id);
+	rc = bind_text(s, 1, peer);
+	rc |= bind_u64(s, 2, block_id);
+	if (rc != SQLITE_OK)
+		return bind_failed(s);
 	rc = sqlite3_step(s);
 	if (rc == SQLITE_DONE) {
 		ret = QW_ENOTFOUND;
@@ -521,58 +555,70 @@ static int sq_chunk_first(void *db, const char *peer, uint64_t block_id, struct 
 static int sq_chunk_update(void *db, const char *peer, const struct qw_sb_chunk *c)
 {
 	sqlite3_stmt *s = stmt(db, S_CHUNK_UPD);
+	int rc;
 
 	if (!s)
 		return QW_EDB;
-	bind_text(s, 1, peer);
-	bind_u64(s, 2, c->block_id);
-	bind_u64(s, 3, c->seq);
-	bind_u64(s, 4, c->start);
-	bind_u64(s, 5, c->nbits);
-	bind_blob(s, 6, c->blob, c->bloblen);
+	rc = bind_text(s, 1, peer);
+	rc |= bind_u64(s, 2, c->block_id);
+	rc |= bind_u64(s, 3, c->seq);
+	rc |= bind_u64(s, 4, c->start);
+	rc |= bind_u64(s, 5, c->nbits);
+	rc |= bind_blob(s, 6, c->blob, c->bloblen);
+	if (rc != SQLITE_OK)
+		return bind_failed(s);
 	return exec_stmt(s);
 }
 
 static int sq_chunk_delete(void *db, const char *peer, uint64_t block_id, uint64_t seq)
 {
 	sqlite3_stmt *s = stmt(db, S_CHUNK_DEL);
+	int rc;
 
 	if (!s)
 		return QW_EDB;
-	bind_text(s, 1, peer);
-	bind_u64(s, 2, block_id);
-	bind_u64(s, 3, seq);
+	rc = bind_text(s, 1, peer);
+	rc |= bind_u64(s, 2, block_id);
+	rc |= bind_u64(s, 3, seq);
+	if (rc != SQLITE_OK)
+		return bind_failed(s);
 	return exec_stmt(s);
 }
 
 static int sq_chunk_delete_block(void *db, const char *peer, uint64_t block_id)
 {
 	sqlite3_stmt *s = stmt(db, S_CHUNK_DEL_BLOCK);
+	int rc;
 
 	if (!s)
 		return QW_EDB;
-	bind_text(s, 1, peer);
-	bind_u64(s, 2, block_id);
+	rc = bind_text(s, 1, peer);
+	rc |= bind_u64(s, 2, block_id);
+	if (rc != SQLITE_OK)
+		return bind_failed(s);
 	return exec_stmt(s);
 }
 
 static int sq_key_insert(void *db, const struct qw_sb_key *k)
 {
 	sqlite3_stmt *s = stmt(db, S_KEY_INS);
+	int rc;
 
 	if (!s)
 		return QW_EDB;
-	sqlite3_bind_blob(s, 1, k->id.b, QW_UUID_BYTES, SQLITE_STATIC);
-	bind_text(s, 2, k->peer);
-	sqlite3_bind_int64(s, 3, k->size_bits);
-	sqlite3_bind_int(s, 4, k->state);
-	bind_text(s, 5, k->master);
-	bind_text(s, 6, k->slaves);
-	sqlite3_bind_int64(s, 7, k->created);
-	sqlite3_bind_int64(s, 8, k->expires);
-	sqlite3_bind_int64(s, 9, k->delivered_at);
-	sqlite3_bind_int64(s, 10, k->closed_at);
-	bind_blob(s, 11, k->blob, k->bloblen);
+	rc = sqlite3_bind_blob(s, 1, k->id.b, QW_UUID_BYTES, SQLITE_STATIC);
+	rc |= bind_text(s, 2, k->peer);
+	rc |= sqlite3_bind_int64(s, 3, k->size_bits);
+	rc |= sqlite3_bind_int(s, 4, k->state);
+	rc |= bind_text(s, 5, k->master);
+	rc |= bind_text(s, 6, k->slaves);
+	rc |= sqlite3_bind_int64(s, 7, k->created);
+	rc |= sqlite3_bind_int64(s, 8, k->expires);
+	rc |= sqlite3_bind_int64(s, 9, k->delivered_at);
+	rc |= sqlite3_bind_int64(s, 10, k->closed_at);
+	rc |= bind_blob(s, 11, k->blob, k->bloblen);
+	if (rc != SQLITE_OK)
+		return bind_failed(s);
 	return exec_stmt(s);
 }
 
@@ -584,7 +630,9 @@ static int sq_key_get(void *db, const struct qw_uuid *id, struct qw_sb_key *k)
 	memset(k, 0, sizeof(*k));
 	if (!s)
 		return QW_EDB;
-	sqlite3_bind_blob(s, 1, id->b, QW_UUID_BYTES, SQLITE_STATIC);
+	rc = sqlite3_bind_blob(s, 1, id->b, QW_UUID_BYTES, SQLITE_STATIC);
+	if (rc != SQLITE_OK)
+		return bind_failed(s);
 	rc = sqlite3_step(s);
 	if (rc == SQLITE_DONE) {
 		ret = QW_ENOTFOUND;
@@ -608,17 +656,19 @@ static int sq_key_get(void *db, const struct qw_uuid *id, struct qw_sb_key *k)
 static int sq_key_update(void *db, const struct qw_sb_key *k)
 {
 	sqlite3_stmt *s = stmt(db, S_KEY_UPD);
-	int ret;
+	int rc, ret;
 
 	if (!s)
 		return QW_EDB;
-	sqlite3_bind_blob(s, 1, k->id.b, QW_UUID_BYTES, SQLITE_STATIC);
-	sqlite3_bind_int(s, 2, k->state);
-	bind_text(s, 3, k->master);
-	bind_text(s, 4, k->slaves);
-	sqlite3_bind_int64(s, 5, k->delivered_at);
-	sqlite3_bind_int64(s, 6, k->closed_at);
-	bind_blob(s, 7, k->blob, k->bloblen);
+	rc = sqlite3_bind_blob(s, 1, k->id.b, QW_UUID_BYTES, SQLITE_STATIC);
+	rc |= sqlite3_bind_int(s, 2, k->state);
+	rc |= bind_text(s, 3, k->master);
+	rc |= bind_text(s, 4, k->slaves);
+	rc |= sqlite3_bind_int64(s, 5, k->delivered_at);
+	rc |= sqlite3_bind_int64(s, 6, k->closed_at);
+	rc |= bind_blob(s, 7, k->blob, k->bloblen);
+	if (rc != SQLITE_OK)
+		return bind_failed(s);
 	ret = exec_stmt(s);
 	if (!ret && sqlite3_changes(((struct sqlite_db *)db)->db) != 1)
 		ret = QW_ENOTFOUND;
@@ -637,11 +687,15 @@ static int sq_key_ids(void *db, const char *peer, int state, int64_t expires_by,
 	*n = 0;
 	if (!s)
 		return QW_EDB;
-	bind_text(s, 1, peer);
-	sqlite3_bind_int(s, 2, state);
-	sqlite3_bind_int64(s, 3, expires_by);
+	rc = bind_text(s, 1, peer);
+	rc |= sqlite3_bind_int(s, 2, state);
+	rc |= sqlite3_bind_int64(s, 3, expires_by);
+	if (rc != SQLITE_OK)
+		return bind_failed(s);
 	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-		if (sqlite3_column_bytes(s, 0) != QW_UUID_BYTES)
+		const void *id = sqlite3_column_blob(s, 0);
+
+		if (!id || sqlite3_column_bytes(s, 0) != QW_UUID_BYTES)
 			goto out;
 		if (cnt == cap) {
 			cap = cap ? 2 * cap : 64;
@@ -652,7 +706,7 @@ static int sq_key_ids(void *db, const char *peer, int state, int64_t expires_by,
 			}
 			v = nv;
 		}
-		memcpy(v[cnt++].b, sqlite3_column_blob(s, 0), QW_UUID_BYTES);
+		memcpy(v[cnt++].b, id, QW_UUID_BYTES);
 	}
 	if (rc != SQLITE_DONE)
 		goto out;
@@ -674,8 +728,8 @@ static int sq_key_count(void *db, const char *peer, uint64_t counts[5])
 	memset(counts, 0, 5 * sizeof(counts[0]));
 	if (!s)
 		return QW_EDB;
-	if (peer)
-		bind_text(s, 1, peer);
+	if (peer && bind_text(s, 1, peer) != SQLITE_OK)
+		return bind_failed(s);
 	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
 		int st = sqlite3_column_int(s, 0);
 
@@ -689,12 +743,14 @@ static int sq_key_count(void *db, const char *peer, uint64_t counts[5])
 static int sq_key_purge(void *db, int64_t before, size_t *n)
 {
 	sqlite3_stmt *s = stmt(db, S_KEY_PURGE);
-	int ret;
+	int rc, ret;
 
 	*n = 0;
 	if (!s)
 		return QW_EDB;
-	sqlite3_bind_int64(s, 1, before);
+	rc = sqlite3_bind_int64(s, 1, before);
+	if (rc != SQLITE_OK)
+		return bind_failed(s);
 	ret = exec_stmt(s);
 	if (!ret)
 		*n = (size_t)sqlite3_changes(((struct sqlite_db *)db)->db);
