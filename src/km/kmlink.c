@@ -266,6 +266,18 @@ static void on_retry(evutil_socket_t fd, short what, void *arg)
 	km_process_in(arg);
 }
 
+/* A cut announced in reply to our KEYS_REQ must be the one we asked for. */
+static int same_keys(const struct qw_kmlink_keys *want, const struct qw_kmlink_keys *got)
+{
+	if (want->count != got->count || want->size_bits != got->size_bits ||
+	    want->n_slaves != got->n_slaves || strcmp(want->master, got->master))
+		return 0;
+	for (uint32_t i = 0; i < want->n_slaves; i++)
+		if (strcmp(want->slaves[i], got->slaves[i]))
+			return 0;
+	return 1;
+}
+
 void km_process_in(struct km_peer *p)
 {
 	struct km_in *in;
@@ -278,6 +290,17 @@ void km_process_in(struct km_peer *p)
 		struct km_req *r;
 		int ret;
 
+		r = (in->m.seq & KM_SEQ_LEADER) ? NULL : req_find(p, in->m.seq);
+		if (r && !same_keys(&r->k, k)) {
+			/* not what we asked for: refuse, commit nothing */
+			p->in_head = in->next;
+			if (!p->in_head)
+				p->in_tail = NULL;
+			send_nack(p, in->m.seq, QW_EPROTO);
+			km_req_finish(r, QW_EPROTO, NULL, 0);
+			in_free(in);
+			continue;
+		}
 		for (uint32_t i = 0; i < k->n_slaves; i++)
 			slaves[i] = k->slaves[i];
 		rq.peer = p->id;
@@ -304,7 +327,6 @@ void km_process_in(struct km_peer *p)
 		p->in_head = in->next;
 		if (!p->in_head)
 			p->in_tail = NULL;
-		r = (in->m.seq & KM_SEQ_LEADER) ? NULL : req_find(p, in->m.seq);
 		if (ret) {
 			qw_log(QW_LOG_WARN, "cannot apply %u key(s) announced by %s at block %llu bit %llu: %s",
 			       k->count, p->id, (unsigned long long)k->pos.block_id,
