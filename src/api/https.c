@@ -198,6 +198,7 @@ static void dispatch(struct evhttp_request *ev, void *arg)
 	const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(ev);
 	const struct route *best = NULL;
 	struct qw_https_req *r;
+	struct evbuffer *in;
 
 	r = calloc(1, sizeof(*r));
 	if (!r) {
@@ -227,6 +228,14 @@ static void dispatch(struct evhttp_request *ev, void *arg)
 	if (!(best->methods & r->method)) {
 		allow_header(r, best->methods);
 		qw_https_reply_error(r, 405, "method not allowed");
+		return;
+	}
+	/* A chained body is copied into one block here, where running out of
+	 * memory can still be answered: a handler must never see a NULL body
+	 * (or an empty one, which would read as a default request). */
+	in = evhttp_request_get_input_buffer(ev);
+	if (in && evbuffer_get_length(in) && !evbuffer_pullup(in, -1)) {
+		qw_https_reply_error(r, 503, "out of memory");
 		return;
 	}
 	best->h(best->arg, r);
@@ -402,6 +411,7 @@ const uint8_t *qw_https_req_body(struct qw_https_req *r, size_t *len)
 	*len = n;
 	if (!n)
 		return (const uint8_t *)"";
+	/* dispatch() made the body contiguous: this pullup cannot fail. */
 	return evbuffer_pullup(in, -1);
 }
 
@@ -445,6 +455,7 @@ static const char *reason(int status)
 	}
 }
 
+/* evbuffer cleanup for buffers that may hold keys. */
 static void wipe_free(const void *data, size_t len, void *arg)
 {
 	(void)arg;
@@ -512,18 +523,12 @@ void qw_https_reply(struct qw_https_req *r, int status, const char *body, size_t
 	finish(r, status);
 }
 
-static void secret_cleanup(const void *data, size_t len, void *arg)
-{
-	(void)arg;
-	qw_free_secret((void *)data, len);
-}
-
 void qw_https_reply_secret(struct qw_https_req *r, int status, char *body, size_t len)
 {
 	/* A reference chain: the bytes go from this buffer straight into
 	 * SSL_write, and the cleanup wipes them when the chain is drained. */
 	if (len && evbuffer_add_reference(evhttp_request_get_output_buffer(r->ev), body, len,
-					  secret_cleanup, NULL) != 0) {
+					  wipe_free, NULL) != 0) {
 		qw_free_secret(body, len);
 		qw_https_reply_error(r, 503, "out of memory");
 		return;
