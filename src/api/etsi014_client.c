@@ -447,6 +447,50 @@ static int parse_one_key(json_t *e, size_t i, struct qw_etsi_key *k, struct qw_e
 	return get_ext(e, what, "key_extension", &k->key_extension, err);
 }
 
+static int cmp_key_id(const void *a, const void *b)
+{
+	const struct qw_etsi_key *x = *(const struct qw_etsi_key *const *)a;
+	const struct qw_etsi_key *y = *(const struct qw_etsi_key *const *)b;
+	int c = strcasecmp(x->key_id, y->key_id);
+
+	return c ? c : (x > y) - (x < y);
+}
+
+/* A key_ID listed twice (in either case). Sorted, not compared pairwise:
+ * a 16 MiB container holds some 300 000 keys, and a hostile KME must not
+ * buy 10^10 comparisons with it. Reports what the pairwise scan would: the
+ * lowest index i that repeats an earlier j, and the first such j. */
+static int find_repeat(const struct qw_etsi_keys *k, const char *what, struct qw_etsi_error *err)
+{
+	const struct qw_etsi_key **v;
+	size_t bi = SIZE_MAX, bj = 0;
+
+	if (k->n < 2)
+		return 0;
+	v = qw_calloc(k->n, sizeof(*v));
+	if (!v)
+		return QW_ENOMEM;
+	for (size_t i = 0; i < k->n; i++)
+		v[i] = &k->keys[i];
+	qsort(v, k->n, sizeof(*v), cmp_key_id);
+	/* Within a run of equal IDs (in index order) the second one is the
+	 * first repeat, of the run's first. */
+	for (size_t a = 0, b; a < k->n; a = b) {
+		for (b = a + 1; b < k->n && !strcasecmp(v[a]->key_id, v[b]->key_id); b++)
+			;
+		if (b - a > 1 && (size_t)(v[a + 1] - k->keys) < bi) {
+			bi = (size_t)(v[a + 1] - k->keys);
+			bj = (size_t)(v[a] - k->keys);
+		}
+	}
+	free(v);
+	if (bi == SIZE_MAX)
+		return 0;
+	set_err(err, 0, "%s: keys[%zu].key_ID %s repeats keys[%zu]", what, bi,
+		k->keys[bi].key_id, bj);
+	return QW_EPROTO;
+}
+
 int qw_etsi_client_parse_keys(const char *body, size_t len, struct qw_etsi_keys **out,
 			      struct qw_etsi_error *err)
 {
@@ -485,14 +529,9 @@ int qw_etsi_client_parse_keys(const char *body, size_t len, struct qw_etsi_keys 
 		ret = parse_one_key(e, i, &k->keys[i], err);
 		if (ret)
 			goto out;
-		for (size_t j = 0; j < i; j++)
-			if (!strcasecmp(k->keys[j].key_id, k->keys[i].key_id)) {
-				set_err(err, 0, "%s: keys[%zu].key_ID %s repeats keys[%zu]", what,
-					i, k->keys[i].key_id, j);
-				ret = QW_EPROTO;
-				goto out;
-			}
 	}
+	if ((ret = find_repeat(k, what, err)))
+		goto out;
 	ret = get_ext(root, what, "key_container_extension", &k->container_extension, err);
 out:
 	/* wipe every key string, also those after a failing entry */
@@ -906,12 +945,16 @@ static int perform(struct qw_etsi_client *c, const char *url, const char *body,
 	curl_easy_getinfo(c->curl, CURLINFO_RESPONSE_CODE, &status);
 	if (status != 200) {
 		ret = qw_etsi_client_http_error((int)status, c->resp, c->resp_len, err);
-		qw_wipe(c->resp, c->resp_cap);
-		c->resp_len = 0;
 		goto out;
 	}
 	ret = 0;
 out:
+	/* A transfer that failed part-way may have left a piece of a Key
+	 * container behind. */
+	if (ret && c->resp) {
+		qw_wipe(c->resp, c->resp_cap);
+		c->resp_len = 0;
+	}
 	curl_slist_free_all(hdr);
 	return ret;
 }

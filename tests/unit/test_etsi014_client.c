@@ -250,6 +250,15 @@ static void test_keys_malformed(void **state)
 	keys_bad("{\"keys\": [{\"key_ID\": \"550e8400-e29b-41d4-a716-446655440000\", \"key\": \"AAAA\"},"
 		 "{\"key_ID\": \"550E8400-E29B-41D4-A716-446655440000\", \"key\": \"AAAA\"}]}",
 		 "keys[1].key_ID 550E8400-E29B-41D4-A716-446655440000 repeats keys[0]");
+	/* the first index that repeats an earlier one (B at 3), not the first
+	 * ID that repeats (A) */
+	keys_bad("{\"keys\": ["
+		 "{\"key_ID\": \"aaaaaaaa-0000-4000-8000-000000000000\", \"key\": \"AAAA\"},"
+		 "{\"key_ID\": \"bbbbbbbb-0000-4000-8000-000000000000\", \"key\": \"AAAA\"},"
+		 "{\"key_ID\": \"cccccccc-0000-4000-8000-000000000000\", \"key\": \"AAAA\"},"
+		 "{\"key_ID\": \"BBBBBBBB-0000-4000-8000-000000000000\", \"key\": \"AAAA\"},"
+		 "{\"key_ID\": \"aaaaaaaa-0000-4000-8000-000000000000\", \"key\": \"AAAA\"}]}",
+		 "keys[3].key_ID BBBBBBBB-0000-4000-8000-000000000000 repeats keys[1]");
 }
 
 static void test_bad_base64_not_quoted(void **state)
