@@ -162,11 +162,24 @@ int qw_cli_write_file(const char *path, const uint8_t *data, size_t len, int sec
 			return QW_EIO;
 		return 0;
 	}
-	if (secret && stat(path, &st) == 0 && (st.st_mode & 077))
-		return QW_EPERM;
-	fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, secret ? 0600 : 0644);
+	/* A secret file is opened without O_TRUNC and judged by fstat() on
+	 * what was opened: a stat() of the path before open() could be
+	 * answered by one file and the write go to another (swapped in
+	 * between, or through a symlink). */
+	fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC | (secret ? O_NOFOLLOW : O_TRUNC),
+		  secret ? 0600 : 0644);
 	if (fd < 0)
-		return errno == EACCES ? QW_EPERM : QW_EIO;
+		return errno == EACCES || errno == ELOOP ? QW_EPERM : QW_EIO;
+	if (secret) {
+		if (fstat(fd, &st) != 0)
+			goto out;
+		if (!S_ISREG(st.st_mode) || (st.st_mode & 077)) {
+			ret = QW_EPERM;
+			goto out;
+		}
+		if (ftruncate(fd, 0) != 0)
+			goto out;
+	}
 	while (off < len) {
 		ssize_t w = write(fd, data + off, len - off);
 		if (w < 0) {

@@ -43,8 +43,9 @@ void qw_cli_print_json(json_t *obj);
 /* Read all of a file ("-" = stdin) into a new buffer; 0 or QW_E*. Caller
  * frees (with qw_free_secret when the content is secret). */
 int qw_cli_read_file(const char *path, uint8_t **data, size_t *len);
-/* Write data to path ("-" = stdout); secret files are created 0600 and
- * refused if path exists and is group/world readable. 0 or QW_E*. */
+/* Write data to path ("-" = stdout); secret files are created 0600, and
+ * an existing one is refused (QW_EPERM, left untouched) when it is a
+ * symlink, not a regular file, or open to group/others. 0 or QW_E*. */
 int qw_cli_write_file(const char *path, const uint8_t *data, size_t len, int secret);
 
 /* Progress on stderr, only when stderr is a terminal or QW_PROGRESS=1. */

@@ -422,7 +422,8 @@ int crypto_write_output(const struct crypto_opts *o, const uint8_t *data, size_t
 	}
 	if (ret == QW_EPERM && secret)
 		return qw_cli_fail("refusing to write '%s': it exists and is readable by "
-				   "group/others, or is not writable", o->out);
+				   "group/others, is a symlink or not a regular file, or is "
+				   "not writable", o->out);
 	if (ret)
 		return qw_cli_fail("cannot write '%s': %s", o->out, qw_strerror(ret));
 	return -1;

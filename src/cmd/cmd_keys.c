@@ -495,7 +495,8 @@ static int run_keys(const struct keys_opts *o)
 		text[len] = '\0';
 		if (rc == QW_EPERM) {
 			ret = qw_cli_fail("refusing to write keys to %s: it is readable by group or "
-					  "others (or not writable); remove it or chmod 600", o->out);
+					  "others (or a symlink, not a regular file, or not "
+					  "writable); remove it or chmod 600", o->out);
 			goto out;
 		}
 		if (rc) {
