@@ -404,9 +404,10 @@ int qw_pki_verify_file(const char *ca_file, const char *cert_file, enum qw_pki_k
 	ret = QW_ENOMEM;
 	if (!(store = X509_STORE_new()) || !(ctx = X509_STORE_CTX_new()))
 		goto out;
-	if (!X509_STORE_add_cert(store, ca) || !X509_STORE_CTX_init(ctx, store, x, NULL))
+	/* Without the purpose a certificate lacking clientAuth would pass. */
+	if (!X509_STORE_add_cert(store, ca) || !X509_STORE_CTX_init(ctx, store, x, NULL) ||
+	    !X509_STORE_CTX_set_purpose(ctx, X509_PURPOSE_SSL_CLIENT))
 		goto out;
-	X509_STORE_CTX_set_purpose(ctx, X509_PURPOSE_SSL_CLIENT);
 	ret = QW_EAUTH;
 	if (X509_verify_cert(ctx) != 1)
 		goto out;
