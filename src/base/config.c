@@ -327,6 +327,9 @@ int qw_config_load(const char *path, struct qw_config **out,
 		set_err(err, 0, "%s: cannot open: %s", path, strerror(errno));
 		goto out;
 	}
+	/* Unbuffered: stdio's own buffer would keep a copy of the file (it
+	 * may hold pre-shared keys) that fclose() frees without wiping. */
+	(void)setvbuf(f, NULL, _IONBF, 0);
 	/* One byte more than the limit, to tell "exactly at" from "over". */
 	text = malloc(QW_CONFIG_MAX_BYTES + 1);
 	if (!text) {
