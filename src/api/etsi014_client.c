@@ -969,6 +969,23 @@ static void end_call(struct qw_etsi_client *c, int ret, struct qw_etsi_error *er
 		err->http_status = 200;
 }
 
+/* Get key and Get key with key IDs: one request answered by a Key
+ * container. url NULL (its allocation failed): QW_ENOMEM. */
+static int fetch_keys(struct qw_etsi_client *c, const char *url, const char *body,
+		      struct qw_etsi_keys **out, struct qw_etsi_error *err)
+{
+	int ret;
+
+	if (!url)
+		return QW_ENOMEM;
+	ret = perform(c, url, body, err);
+	if (!ret) {
+		ret = qw_etsi_client_parse_keys(c->resp, c->resp_len, out, err);
+		end_call(c, ret, err);
+	}
+	return ret;
+}
+
 static int check_sae(const char *sae, const char *what, struct qw_etsi_error *err)
 {
 	if (!sae || !*sae || strlen(sae) > QW_ETSI_ID_MAX) {
@@ -1014,6 +1031,7 @@ int qw_etsi_client_get_key(struct qw_etsi_client *c, const char *slave_sae,
 	clear_err(err);
 	if (!req)
 		req = &empty;
+	QW_REQUIRE(req->additional_slaves || req->n_additional == 0);
 	if ((ret = check_sae(slave_sae, "slave", err)))
 		return ret;
 	for (size_t i = 0; i < req->n_additional; i++)
@@ -1040,15 +1058,7 @@ int qw_etsi_client_get_key(struct qw_etsi_client *c, const char *slave_sae,
 			return ret;
 		url = qw_etsi_client_url(c->base, slave_sae, "enc_keys", NULL);
 	}
-	ret = QW_ENOMEM;
-	if (!url)
-		goto out;
-	ret = perform(c, url, body, err);
-	if (!ret) {
-		ret = qw_etsi_client_parse_keys(c->resp, c->resp_len, out, err);
-		end_call(c, ret, err);
-	}
-out:
+	ret = fetch_keys(c, url, body, out, err);
 	free(url);
 	free(body);
 	return ret;
@@ -1103,14 +1113,7 @@ int qw_etsi_client_get_key_with_ids(struct qw_etsi_client *c, const char *master
 			goto out;
 		url = qw_etsi_client_url(c->base, master_sae, "dec_keys", NULL);
 	}
-	ret = QW_ENOMEM;
-	if (!url)
-		goto out;
-	ret = perform(c, url, body, err);
-	if (!ret) {
-		ret = qw_etsi_client_parse_keys(c->resp, c->resp_len, out, err);
-		end_call(c, ret, err);
-	}
+	ret = fetch_keys(c, url, body, out, err);
 out:
 	json_decref(a);
 	json_decref(o);
