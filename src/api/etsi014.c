@@ -795,6 +795,31 @@ out:
 	free(f);
 }
 
+/* Move r into a new flight, with the pointer array the key manager is
+ * given (the additional slave SAEs, or the key IDs). On failure: answers
+ * 503, clears r, NULL. */
+static struct flight *flight_new(struct qw_https_req *req, const char *caller,
+				 struct qw_etsi014_request *r)
+{
+	int enc = r->op == QW_ETSI014_ENC_KEYS;
+	size_t n = enc ? r->n_additional : r->n_key_ids;
+	struct flight *f = calloc(1, sizeof(*f));
+
+	if (!f || !(f->ptrs = calloc(n + 1, sizeof(*f->ptrs)))) {
+		free(f);
+		reply_kme_error(req, QW_ENOMEM, r->op);
+		qw_etsi014_request_clear(r);
+		return NULL;
+	}
+	f->r = *r;
+	f->req = req;
+	snprintf(f->caller, sizeof(f->caller), "%s", caller);
+	memset(r, 0, sizeof(*r));
+	for (size_t i = 0; i < n; i++)
+		f->ptrs[i] = enc ? f->r.additional[i] : f->r.key_ids[i];
+	return f;
+}
+
 static void do_status(struct qw_etsi014 *e, struct qw_https_req *req, const char *caller,
 		      struct qw_etsi014_request *r)
 {
@@ -854,19 +879,8 @@ static void do_enc_keys(struct qw_etsi014 *e, struct qw_https_req *req, const ch
 		qw_etsi014_request_clear(r);
 		return;
 	}
-	f = calloc(1, sizeof(*f));
-	if (!f || !(f->ptrs = calloc(r->n_additional + 1, sizeof(*f->ptrs)))) {
-		free(f);
-		reply_kme_error(req, QW_ENOMEM, QW_ETSI014_ENC_KEYS);
-		qw_etsi014_request_clear(r);
+	if (!(f = flight_new(req, caller, r)))
 		return;
-	}
-	f->r = *r;
-	f->req = req;
-	snprintf(f->caller, sizeof(f->caller), "%s", caller);
-	memset(r, 0, sizeof(*r));
-	for (size_t i = 0; i < f->r.n_additional; i++)
-		f->ptrs[i] = f->r.additional[i];
 	kr = (struct qw_kme_get_key_req){
 		.master_sae = f->caller,
 		.slave_sae = f->r.sae_id,
@@ -882,20 +896,10 @@ static void do_enc_keys(struct qw_etsi014 *e, struct qw_https_req *req, const ch
 static void do_dec_keys(struct qw_etsi014 *e, struct qw_https_req *req, const char *caller,
 			struct qw_etsi014_request *r)
 {
-	struct flight *f = calloc(1, sizeof(*f));
+	struct flight *f = flight_new(req, caller, r);
 
-	if (!f || !(f->ptrs = calloc(r->n_key_ids, sizeof(*f->ptrs)))) {
-		free(f);
-		reply_kme_error(req, QW_ENOMEM, QW_ETSI014_DEC_KEYS);
-		qw_etsi014_request_clear(r);
+	if (!f)
 		return;
-	}
-	f->r = *r;
-	f->req = req;
-	snprintf(f->caller, sizeof(f->caller), "%s", caller);
-	memset(r, 0, sizeof(*r));
-	for (size_t i = 0; i < f->r.n_key_ids; i++)
-		f->ptrs[i] = f->r.key_ids[i];
 	e->ops->get_keys_with_ids(e->ctx, f->caller, f->r.sae_id, f->ptrs, f->r.n_key_ids,
 				  keys_done, f);
 }
