@@ -116,8 +116,9 @@ int qw_st_tx_begin(struct qw_store *s)
 	return ret;
 }
 
-/* Commit when ret is 0, roll back otherwise; releases the lock. */
-int qw_st_tx_end(struct qw_store *s, int ret)
+/* Commit when ret is 0 (rolling back if the commit fails), roll back
+ * otherwise. */
+static int tx_finish(struct qw_store *s, int ret)
 {
 	if (!ret) {
 		ret = s->be->commit(s->db);
@@ -126,6 +127,12 @@ int qw_st_tx_end(struct qw_store *s, int ret)
 	} else {
 		s->be->rollback(s->db);
 	}
+	return ret;
+}
+
+int qw_st_tx_end(struct qw_store *s, int ret)
+{
+	ret = tx_finish(s, ret);
 	pthread_mutex_unlock(&s->lock);
 	return ret;
 }
@@ -201,13 +208,7 @@ static int unlock(struct qw_store *s, const uint8_t mk[static QW_STORE_MASTER_KE
 			ret = QW_EAUTH;
 	}
 out:
-	if (!ret) {
-		ret = s->be->commit(s->db);
-		if (ret)
-			s->be->rollback(s->db);
-	} else {
-		s->be->rollback(s->db);
-	}
+	ret = tx_finish(s, ret);
 	free(salt);
 	free(check);
 	free(blob);
@@ -321,13 +322,7 @@ struct qw_store *qw_store_open_passphrase(const char *path, const char *pass, si
 	}
 	if (!ret && kdflen != sizeof(fresh))
 		ret = QW_EDB;
-	if (!ret) {
-		ret = s->be->commit(s->db);
-		if (ret)
-			s->be->rollback(s->db);
-	} else {
-		s->be->rollback(s->db);
-	}
+	ret = tx_finish(s, ret);
 	if (ret)
 		goto out;
 	if ((ret = qw_store_masterkey_derive(pass, passlen, kdf + 1, SALT_BYTES, kdf[0], mk)))
