@@ -17,7 +17,11 @@
  * Threading: everything runs on the event_base's loop thread; handlers must
  * not block. A handler may reply at once or later (after an asynchronous
  * operation) with exactly one qw_https_reply*() call, which releases the
- * request. If the client has gone meanwhile the reply is dropped silently. */
+ * request. If the client has gone meanwhile the reply is dropped silently.
+ *
+ * The process must ignore SIGPIPE (signal(SIGPIPE, SIG_IGN)): OpenSSL
+ * writes to the socket with write(2), so a client that closes the
+ * connection while a reply is being sent would otherwise kill it. */
 #ifndef QWAVE_HTTPS_H
 #define QWAVE_HTTPS_H
 
