@@ -323,7 +323,11 @@ static int open2(struct qw_aead *a, const uint8_t *nonce, const uint8_t *h,
 		qw_wipe(want, sizeof(want));
 		if (ret != 0)
 			return ret; /* nothing was written to pt */
-		return ctr_crypt(a, nonce, ct, ctlen, pt);
+		/* A failure part-way leaves no half-decrypted message. */
+		ret = ctr_crypt(a, nonce, ct, ctlen, pt);
+		if (ret != 0 && ctlen)
+			qw_wipe(pt, ctlen);
+		return ret;
 	}
 	if ((uint64_t)ctlen > GCM_MAX_PT)
 		return QW_ERANGE;
