@@ -221,6 +221,12 @@ static int get_str(json_t *o, const char *what, const char *key, char *dst, size
 			key, size - 1);
 		return QW_EPROTO;
 	}
+	/* IDs end up on terminals and in logs: no escape sequences. */
+	for (const char *p = json_string_value(v); *p; p++)
+		if ((unsigned char)*p < 0x20 || *p == 0x7f) {
+			set_err(err, 0, "%s: \"%s\" holds a control character", what, key);
+			return QW_EPROTO;
+		}
 	memcpy(dst, json_string_value(v), json_string_length(v) + 1);
 	return 0;
 }

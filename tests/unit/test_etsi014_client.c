@@ -131,6 +131,9 @@ static void test_status_malformed(void **state)
 	status_bad("352", "4294967296", "out of range");
 	status_bad("128", "1.5", "\"max_key_per_request\" is not an integer");
 	status_bad("\"AAAABBBBCCCCDDDD\"", "17", "\"source_KME_ID\" is not a string");
+	/* a hostile KME's terminal escape in an ID the CLI prints */
+	status_bad("\"AAAABBBBCCCCDDDD\"", "\"AAAA\\u001b[2JBBBB\"",
+		   "\"source_KME_ID\" holds a control character");
 	status_bad("\"target_KME_ID\"", "\"target_kme_id\"", "missing \"target_KME_ID\"");
 	status_bad("\"max_SAE_ID_count\": 0", "\"max_SAE_ID_count\": null",
 		   "\"max_SAE_ID_count\" is not an integer");
