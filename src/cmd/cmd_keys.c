@@ -356,7 +356,7 @@ static char *container_json(const struct qw_etsi_keys *k)
 {
 	json_t *root = json_object(), *arr = json_array(), *e;
 	char *b64 = NULL, *text = NULL;
-	size_t cap = 0;
+	size_t cap = 0, n;
 
 	if (!root || !arr || json_object_set(root, "keys", arr))
 		goto out;
@@ -382,7 +382,17 @@ static char *container_json(const struct qw_etsi_keys *k)
 	}
 	if (add_ext(root, "key_container_extension", k->container_extension))
 		goto out;
-	text = json_dumps(root, JSON_COMPACT);
+	/* json_dumpb writes into our buffer; json_dumps would grow its own
+	 * with realloc() and leave unwiped copies of the keys behind. */
+	n = json_dumpb(root, NULL, 0, JSON_COMPACT);
+	if (n == 0 || !(text = malloc(n + 1)))
+		goto out;
+	if (json_dumpb(root, text, n, JSON_COMPACT) != n) {
+		qw_free_secret(text, n + 1);
+		text = NULL;
+		goto out;
+	}
+	text[n] = '\0';
 out:
 	qw_free_secret(b64, cap);
 	if (root)
