@@ -13,5 +13,7 @@ int qw_cmd_pki(int argc, char **argv);
 int qw_cmd_randtest(int argc, char **argv);
 int qw_cmd_keys(int argc, char **argv);
 int qw_cmd_net(int argc, char **argv);
+int qw_cmd_ksc(int argc, char **argv);
+int qw_cmd_device(int argc, char **argv);
 
 #endif

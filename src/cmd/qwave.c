@@ -18,6 +18,8 @@ static const struct qw_cli_cmd groups[] = {
 	{ "keys", qw_cmd_keys, "ETSI GS QKD 014 client: key status, get keys, get keys by ID from a KME" },
 	{ "plkg", qw_cmd_plkg, "wireless key generation (PLKG) end to end: key rate, KDR, Eve, NIST tests" },
 	{ "net", qw_cmd_net, "a whole network on this machine: net up FILE, net down" },
+	{ "ksc", qw_cmd_ksc, "Key Service Center: devices, key life cycle, audit, services over its API" },
+	{ "device", qw_cmd_device, "device side of the KSC: a simulated SIM/TF card (import, unwrap, auth)" },
 	{ NULL, NULL, NULL },
 };
 
