@@ -151,17 +151,11 @@ out:
 	return ret;
 }
 
-int qw_cli_write_file(const char *path, const uint8_t *data, size_t len, int secret)
+int qw_cli_open_out(const char *path, int secret)
 {
 	struct stat st;
 	int fd, ret = QW_EIO;
-	size_t off = 0;
 
-	if (!strcmp(path, "-")) {
-		if (fwrite(data, 1, len, stdout) != len || fflush(stdout))
-			return QW_EIO;
-		return 0;
-	}
 	/* A secret file is opened without O_TRUNC and judged by fstat() on
 	 * what was opened: a stat() of the path before open() could be
 	 * answered by one file and the write go to another (swapped in
@@ -170,16 +164,35 @@ int qw_cli_write_file(const char *path, const uint8_t *data, size_t len, int sec
 		  secret ? 0600 : 0644);
 	if (fd < 0)
 		return errno == EACCES || errno == ELOOP ? QW_EPERM : QW_EIO;
-	if (secret) {
-		if (fstat(fd, &st) != 0)
-			goto out;
-		if (!S_ISREG(st.st_mode) || (st.st_mode & 077)) {
-			ret = QW_EPERM;
-			goto out;
-		}
-		if (ftruncate(fd, 0) != 0)
-			goto out;
+	if (!secret)
+		return fd;
+	if (fstat(fd, &st) != 0)
+		goto fail;
+	if (!S_ISREG(st.st_mode) || (st.st_mode & 077)) {
+		ret = QW_EPERM;
+		goto fail;
 	}
+	if (ftruncate(fd, 0) != 0)
+		goto fail;
+	return fd;
+fail:
+	close(fd);
+	return ret;
+}
+
+int qw_cli_write_file(const char *path, const uint8_t *data, size_t len, int secret)
+{
+	int fd, ret = QW_EIO;
+	size_t off = 0;
+
+	if (!strcmp(path, "-")) {
+		if (fwrite(data, 1, len, stdout) != len || fflush(stdout))
+			return QW_EIO;
+		return 0;
+	}
+	fd = qw_cli_open_out(path, secret);
+	if (fd < 0)
+		return fd;
 	while (off < len) {
 		ssize_t w = write(fd, data + off, len - off);
 		if (w < 0) {

@@ -47,6 +47,9 @@ int qw_cli_read_file(const char *path, uint8_t **data, size_t *len);
  * an existing one is refused (QW_EPERM, left untouched) when it is a
  * symlink, not a regular file, or open to group/others. 0 or QW_E*. */
 int qw_cli_write_file(const char *path, const uint8_t *data, size_t len, int secret);
+/* Open path for writing as qw_cli_write_file does (not "-"): an fd, or a
+ * negative QW_E* (QW_EPERM for a refused secret file). */
+int qw_cli_open_out(const char *path, int secret);
 
 /* Progress on stderr, only when stderr is a terminal or QW_PROGRESS=1. */
 void qw_cli_progress(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

@@ -51,10 +51,13 @@ static int open_out(const char *path)
 
 	if (!strcmp(path, "-"))
 		return STDOUT_FILENO;
-	fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-	if (fd < 0)
+	fd = qw_cli_open_out(path, 1);
+	if (fd == QW_EPERM)
+		qw_cli_fail("refusing to write '%s': it exists and is readable by group/others, "
+			    "is a symlink or not a regular file, or is not writable", path);
+	else if (fd < 0)
 		qw_cli_fail("cannot write '%s': %s", path, strerror(errno));
-	return fd;
+	return fd < 0 ? -1 : fd;
 }
 
 static int write_all(int fd, const void *p, size_t n)
