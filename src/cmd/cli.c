@@ -113,6 +113,11 @@ void qw_cli_print_json(json_t *obj)
 
 int qw_cli_read_file(const char *path, uint8_t **data, size_t *len)
 {
+	return qw_cli_read_file_max(path, SIZE_MAX, data, len);
+}
+
+int qw_cli_read_file_max(const char *path, size_t max, uint8_t **data, size_t *len)
+{
 	FILE *f = strcmp(path, "-") ? fopen(path, "rb") : stdin;
 	uint8_t *buf = NULL, *nb;
 	size_t cap = 0, n = 0, got;
@@ -122,6 +127,10 @@ int qw_cli_read_file(const char *path, uint8_t **data, size_t *len)
 		return QW_ENOTFOUND;
 	for (;;) {
 		if (n == cap) {
+			if (cap >= max || cap > SIZE_MAX / 2) {
+				ret = QW_ERANGE;
+				goto out;
+			}
 			cap = cap ? cap * 2 : 4096;
 			nb = malloc(cap);
 			if (!nb) {
@@ -140,7 +149,7 @@ int qw_cli_read_file(const char *path, uint8_t **data, size_t *len)
 	}
 	if (ferror(f))
 		goto out;
-	*data = buf;
+	*data = buf; /* never NULL: the loop allocated before the first read */
 	*len = n;
 	buf = NULL;
 	ret = 0;

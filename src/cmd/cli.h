@@ -40,9 +40,12 @@ int qw_cli_parse_double(const char *s, double *out);
 /* Print obj as the single JSON object on stdout (steals the reference). */
 void qw_cli_print_json(json_t *obj);
 
-/* Read all of a file ("-" = stdin) into a new buffer; 0 or QW_E*. Caller
- * frees (with qw_free_secret when the content is secret). */
+/* Read all of a file ("-" = stdin) into a new buffer (never NULL, also
+ * for an empty file); 0, QW_ENOTFOUND (cannot open: errno says why),
+ * QW_EIO, QW_ENOMEM. Caller frees (with qw_free_secret when the content is
+ * secret). The _max form refuses (QW_ERANGE) a file that fills max bytes. */
 int qw_cli_read_file(const char *path, uint8_t **data, size_t *len);
+int qw_cli_read_file_max(const char *path, size_t max, uint8_t **data, size_t *len);
 /* Write data to path ("-" = stdout); secret files are created 0600, and
  * an existing one is refused (QW_EPERM, left untouched) when it is a
  * symlink, not a regular file, or open to group/others. 0 or QW_E*. */

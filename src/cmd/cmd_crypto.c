@@ -22,7 +22,6 @@
 #include "qwave/secmem.h"
 #include "qwave/sm2.h"
 
-#define READ_CHUNK 65536
 #define HMAC_KEY_MIN 16
 #define HMAC_KEY_MAX 1024
 
@@ -212,56 +211,18 @@ int crypto_parse(int argc, char **argv, const char *cmd, unsigned allowed,
 
 int crypto_read_path(const char *path, const char *what, uint8_t **data, size_t *len)
 {
-	int is_stdin = !strcmp(path, "-");
-	FILE *f = is_stdin ? stdin : fopen(path, "rb");
-	uint8_t *buf = NULL, *nb;
-	size_t cap = 0, n = 0, got;
-	int rc = QW_EXIT_FAIL;
-
-	if (!f)
+	switch (qw_cli_read_file_max(path, CRYPTO_MAX_BYTES, data, len)) {
+	case 0:
+		return -1;
+	case QW_ENOTFOUND:
 		return qw_cli_fail("cannot open %s '%s': %s", what, path, strerror(errno));
-	for (;;) {
-		if (n == cap) {
-			if (cap >= CRYPTO_MAX_BYTES) {
-				qw_cli_fail("%s '%s' is larger than 1 GiB", what, path);
-				goto out;
-			}
-			cap = cap ? cap * 2 : READ_CHUNK;
-			nb = malloc(cap);
-			if (!nb) {
-				qw_cli_fail("out of memory reading %s '%s'", what, path);
-				goto out;
-			}
-			if (buf)
-				memcpy(nb, buf, n);
-			qw_free_secret(buf, n);
-			buf = nb;
-		}
-		got = fread(buf + n, 1, cap - n, f);
-		n += got;
-		if (got == 0)
-			break;
+	case QW_ERANGE:
+		return qw_cli_fail("%s '%s' is larger than 1 GiB", what, path);
+	case QW_ENOMEM:
+		return qw_cli_fail("out of memory reading %s '%s'", what, path);
+	default:
+		return qw_cli_fail("cannot read %s '%s': %s", what, path, strerror(errno));
 	}
-	if (ferror(f)) {
-		qw_cli_fail("cannot read %s '%s': %s", what, path, strerror(errno));
-		goto out;
-	}
-	if (!buf) {
-		buf = malloc(1);
-		if (!buf) {
-			qw_cli_fail("out of memory");
-			goto out;
-		}
-	}
-	*data = buf;
-	*len = n;
-	buf = NULL;
-	rc = -1;
-out:
-	qw_free_secret(buf, cap);
-	if (!is_stdin)
-		fclose(f);
-	return rc;
 }
 
 int crypto_hex_to_bytes(const char *text, size_t len, uint8_t **out, size_t *outlen)
