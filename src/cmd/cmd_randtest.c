@@ -1,6 +1,5 @@
 /* qwave randtest: NIST SP 800-22 Rev. 1a randomness report for a key or
  * random-bit file (src/plkg/randtest.c; docs/randtest.md). */
-#include <ctype.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -10,6 +9,7 @@
 #include <jansson.h>
 
 #include "cli.h"
+#include "cmd_crypto.h"
 #include "commands.h"
 #include "qwave/bitvec.h"
 #include "qwave/encoding.h"
@@ -45,33 +45,6 @@ static void help(void)
 	       "never a pass. A test passes when every P-value is >= alpha.\n"
 	       "Exit codes: 0 every applicable test passed, 1 a test failed, no test\n"
 	       "was applicable, or the input could not be read; 2 usage error.\n");
-}
-
-/* Hex text to bytes, skipping whitespace; 0 or QW_E*. */
-static int hex_to_bytes(const uint8_t *text, size_t len, uint8_t **out, size_t *outlen)
-{
-	char *clean = malloc(len + 1);
-	uint8_t *bytes = NULL;
-	size_t n = 0;
-	int ret = QW_ENOMEM;
-
-	if (!clean)
-		return QW_ENOMEM;
-	for (size_t i = 0; i < len; i++)
-		if (!isspace(text[i]))
-			clean[n++] = (char)text[i];
-	bytes = malloc(n / 2 + 1);
-	if (!bytes)
-		goto out;
-	ret = qw_hex_decode(bytes, n / 2 + 1, outlen, clean, n);
-	if (ret)
-		goto out;
-	*out = bytes;
-	bytes = NULL;
-out:
-	qw_free_secret(clean, len + 1);
-	qw_free_secret(bytes, n / 2 + 1);
-	return ret;
 }
 
 static json_t *num_or_null(double v)
@@ -148,7 +121,7 @@ int qw_cmd_randtest(int argc, char **argv)
 		goto out;
 	}
 	if (hex) {
-		ret = hex_to_bytes(data, len, &bytes, &nbytes);
+		ret = crypto_hex_to_bytes((const char *)data, len, &bytes, &nbytes);
 		if (ret) {
 			exit_code = qw_cli_fail("'%s' is not hex text: %s", in, qw_strerror(ret));
 			goto out;
