@@ -299,8 +299,133 @@ void cas_layout_put(struct cas_layout *l)
 		layout_free(l);
 }
 
+/* ---- per-thread scratch ---------------------------------------------- */
+
+#define SCRATCH_SLOTS 24
+#define SCRATCH_MAX_BYTES ((size_t)96 << 20) /* kept per thread at most */
+
+struct scratch {
+	void *p[SCRATCH_SLOTS];
+	size_t n[SCRATCH_SLOTS];
+	size_t total;
+};
+
+static pthread_key_t scratch_key;
+static pthread_once_t scratch_once = PTHREAD_ONCE_INIT;
+static int scratch_ok;
+
+static void scratch_destroy(void *v)
+{
+	struct scratch *sc = v;
+
+	if (!sc)
+		return;
+	for (unsigned i = 0; i < SCRATCH_SLOTS; i++)
+		free(sc->p[i]); /* wiped when they were cached */
+	free(sc);
+}
+
+static void scratch_setup(void)
+{
+	scratch_ok = pthread_key_create(&scratch_key, scratch_destroy) == 0;
+}
+
+static struct scratch *scratch_get(int create)
+{
+	struct scratch *sc;
+
+	pthread_once(&scratch_once, scratch_setup);
+	if (!scratch_ok)
+		return NULL;
+	sc = pthread_getspecific(scratch_key);
+	if (!sc && create) {
+		sc = calloc(1, sizeof(*sc));
+		if (sc && pthread_setspecific(scratch_key, sc)) {
+			free(sc);
+			sc = NULL;
+		}
+	}
+	return sc;
+}
+
+void *cas_zalloc(size_t bytes)
+{
+	struct scratch *sc = scratch_get(0);
+
+	if (bytes == 0)
+		bytes = 1;
+	if (sc) {
+		for (unsigned i = 0; i < SCRATCH_SLOTS; i++) {
+			if (sc->p[i] && sc->n[i] == bytes) {
+				void *p = sc->p[i];
+
+				sc->p[i] = NULL;
+				sc->total -= bytes;
+				return p;
+			}
+		}
+	}
+	return calloc(1, bytes);
+}
+
+void cas_zfree(void *p, size_t bytes)
+{
+	struct scratch *sc;
+
+	if (!p)
+		return;
+	if (bytes == 0)
+		bytes = 1;
+	qw_wipe(p, bytes);
+	sc = scratch_get(1);
+	if (sc && sc->total + bytes <= SCRATCH_MAX_BYTES) {
+		for (unsigned i = 0; i < SCRATCH_SLOTS; i++) {
+			if (!sc->p[i]) {
+				sc->p[i] = p;
+				sc->n[i] = bytes;
+				sc->total += bytes;
+				return;
+			}
+		}
+	}
+	free(p);
+}
+
+struct qw_bitvec *cas_bv_new(size_t n)
+{
+	struct qw_bitvec *v = malloc(sizeof(*v));
+
+	if (!v)
+		return NULL;
+	v->nbits = n;
+	v->nwords = v->capwords = QW_BITVEC_WORDS(n);
+	v->w = cas_zalloc(v->capwords * sizeof(uint64_t));
+	if (!v->w) {
+		free(v);
+		return NULL;
+	}
+	return v;
+}
+
+void cas_bv_free(struct qw_bitvec *v)
+{
+	if (!v)
+		return;
+	cas_zfree(v->w, v->capwords * sizeof(uint64_t));
+	free(v);
+}
+
 void qw_cascade_cache_clear(void)
 {
+	struct scratch *sc = scratch_get(0);
+
+	if (sc) {
+		for (unsigned i = 0; i < SCRATCH_SLOTS; i++) {
+			free(sc->p[i]);
+			sc->p[i] = NULL;
+		}
+		sc->total = 0;
+	}
 	pthread_mutex_lock(&cache_lock);
 	for (unsigned i = 0; i < CACHE_SLOTS; i++) {
 		if (cache[i] && --cache[i]->refs == 0)
@@ -582,7 +707,7 @@ void qw_cascade_alice_free(struct qw_cascade_alice *a)
 	if (!a)
 		return;
 	for (unsigned p = 0; p < QW_CASCADE_MAX_PASSES; p++)
-		qw_bitvec_free(a->pk[p]);
+		cas_bv_free(a->pk[p]);
 	cas_layout_put(a->lay);
 	/* Answers are parities Bob already holds; the bit scratch is wiped as
 	 * it was computed from the key. */
@@ -679,7 +804,7 @@ static const struct qw_bitvec *alice_view(struct qw_cascade_alice *a, unsigned p
 	if (l->kind[p] != CAS_KIND_PERM)
 		return a->key;
 	if (!a->pk[p]) {
-		a->pk[p] = qw_bitvec_new(l->n);
+		a->pk[p] = cas_bv_new(l->n);
 		if (!a->pk[p])
 			return NULL;
 		cas_permute(a->pk[p], a->key, l->perm[p]);

@@ -48,6 +48,7 @@ struct bob_pass {
 	size_t stride;          /* dense node slots per block */
 	struct qw_bitvec *pk;   /* PERM: Bob's permuted copy (owned) */
 	uint64_t *known;        /* dense Alice parities of nodes >= 2 */
+	size_t known_bytes;
 	uint64_t *hkey;         /* MASK passes: open-addressed node table */
 	uint8_t *hval;
 	size_t hcap, hcount;
@@ -208,17 +209,19 @@ static int known_set(struct bob_pass *P, uint32_t b, uint64_t heap, int v)
 
 static void pass_free(struct bob_pass *P)
 {
-	qw_bitvec_free(P->pk);
-	free(P->known);
+	cas_bv_free(P->pk);
+	cas_zfree(P->known, P->known_bytes);
 	free(P->hkey);
 	free(P->hval);
 	if (P->kind != CAS_KIND_MASK) {
-		free(P->aroot);
-		/* Bob's block parities say something about his key. */
-		if (P->bobpar)
-			qw_free_secret(P->bobpar, ((P->nb + 63) / 64) * sizeof(uint64_t));
-		free(P->busy);
-		free(P->sidx);
+		size_t words = ((P->nb + 63) / 64) * sizeof(uint64_t);
+
+		/* cas_zfree wipes: Bob's block parities say something about
+		 * his key. */
+		cas_zfree(P->aroot, words);
+		cas_zfree(P->bobpar, words);
+		cas_zfree(P->busy, words);
+		cas_zfree(P->sidx, P->nb * sizeof(uint32_t));
 	}
 	free(P->wq);
 	memset(P, 0, sizeof(*P));
@@ -281,10 +284,10 @@ struct qw_cascade_bob *qw_cascade_bob_new(const struct qw_cascade_params *p,
 			continue;
 		}
 		words = (P->nb + 63) / 64;
-		P->aroot = calloc(words, sizeof(uint64_t));
-		P->bobpar = calloc(words, sizeof(uint64_t));
-		P->busy = calloc(words, sizeof(uint64_t));
-		P->sidx = malloc(P->nb * sizeof(uint32_t));
+		P->aroot = cas_zalloc(words * sizeof(uint64_t));
+		P->bobpar = cas_zalloc(words * sizeof(uint64_t));
+		P->busy = cas_zalloc(words * sizeof(uint64_t));
+		P->sidx = cas_zalloc(P->nb * sizeof(uint32_t));
 		if (!P->aroot || !P->bobpar || !P->busy || !P->sidx)
 			goto fail;
 		{
@@ -292,7 +295,8 @@ struct qw_cascade_bob *qw_cascade_bob_new(const struct qw_cascade_params *p,
 
 			P->stride = (size_t)2 << cas_depth(P->k);
 			bits = (size_t)P->nb * P->stride;
-			P->known = calloc((2 * bits + 63) / 64, sizeof(uint64_t));
+			P->known_bytes = ((2 * bits + 63) / 64) * sizeof(uint64_t);
+			P->known = cas_zalloc(P->known_bytes);
 			if (!P->known)
 				goto fail;
 		}
@@ -650,7 +654,7 @@ static int start_pass(struct qw_cascade_bob *bob)
 	P->started = 1;
 	bob->pass_flips0 = bob->nflips;
 	if (P->kind == CAS_KIND_PERM) {
-		P->pk = qw_bitvec_new(bob->n);
+		P->pk = cas_bv_new(bob->n);
 		if (!P->pk)
 			return QW_ENOMEM;
 		cas_permute(P->pk, bob->key, bob->lay->perm[p]);

@@ -143,6 +143,21 @@ void cas_block_parities(const struct qw_bitvec *v, size_t k, size_t b0, size_t c
 /* dst[i] = src[perm[i]] (both n bits). */
 void cas_permute(struct qw_bitvec *dst, const struct qw_bitvec *src, const uint32_t *perm);
 
+/* Zeroed scratch memory kept per thread between reconciliations. A block's
+ * node tables and permuted copies are megabytes at n = 1e6; fresh pages
+ * for each block (page faults, kernel zeroing, the allocator trimming them
+ * back) cost about 7% of a pipeline's CPU. cas_zfree() wipes the buffer
+ * (it may hold key bits) and keeps it for the next cas_zalloc() of the
+ * same size on this thread (the wipe leaves it zeroed), or frees it.
+ * Thread exit, or qw_cascade_cache_clear() on the thread, frees the
+ * cache. NULL accepted by cas_zfree. */
+void *cas_zalloc(size_t bytes);
+void cas_zfree(void *p, size_t bytes);
+/* An n-bit zeroed bit vector on cas_zalloc memory; free with cas_bv_free
+ * (wipes), never qw_bitvec_free. */
+struct qw_bitvec *cas_bv_new(size_t n);
+void cas_bv_free(struct qw_bitvec *v);
+
 /* A growable byte buffer for messages. */
 struct cas_buf {
 	uint8_t *p;
