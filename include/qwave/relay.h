@@ -244,6 +244,29 @@ QW_WUR int qw_relay_ack_encode(const struct qw_relay_ack *a, struct qw_buf *out)
 /* 0 or QW_EPARSE (length, version, status outside 0..-99). */
 QW_WUR int qw_relay_ack_parse(const uint8_t *buf, size_t len, struct qw_relay_ack *a);
 
+/* Pad allocation for a hop whose sender is the link's follower (only the
+ * leader consumes a link pool, km.h; docs/relay-routing.md "pool
+ * ownership"): the follower asks for bits, the leader takes them from the
+ * pool, keeps them for the relay and grants the position.
+ *   RELAY_PAD_REQ  u8 version | 16 relay id | u64 bits                  (25 bytes)
+ *   RELAY_PAD      u8 version | 16 relay id | u64 bits | u64 block | u64 bit (41)
+ * bits: a multiple of 8, 8..QW_RELAY_MAX_HOP_PAD_BITS; block < 2^63. */
+#define QW_RELAY_PAD_REQ_BYTES 25
+#define QW_RELAY_PAD_GRANT_BYTES 41
+#define QW_RELAY_MAX_HOP_PAD_BITS                                                          \
+	(8 * (uint64_t)QW_RELAY_MAX_PAYLOAD_BYTES + QW_RELAY_TAG_PAD_BITS + QW_RELAY_HASH_KEY_BITS)
+
+struct qw_relay_pad {
+	struct qw_uuid relay_id;
+	uint64_t bits;
+	struct qw_store_pos pos; /* RELAY_PAD only */
+};
+
+/* grant 0: RELAY_PAD_REQ, 1: RELAY_PAD. 0, QW_EINVAL (limits), QW_ENOMEM. */
+QW_WUR int qw_relay_pad_encode(const struct qw_relay_pad *p, int grant, struct qw_buf *out);
+/* 0 or QW_EPARSE; *p untouched on error. */
+QW_WUR int qw_relay_pad_parse(const uint8_t *buf, size_t len, int grant, struct qw_relay_pad *p);
+
 /* ---- replay window ------------------------------------------------------- */
 
 /* Relay ids seen in the last max_age_ms milliseconds. A relay whose

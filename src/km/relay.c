@@ -567,6 +567,52 @@ int qw_relay_ack_parse(const uint8_t *buf, size_t len, struct qw_relay_ack *a)
 	return 0;
 }
 
+/* ---- pad allocation ------------------------------------------------------------ */
+
+static int pad_valid(const struct qw_relay_pad *p, int grant)
+{
+	return p->bits >= 8 && p->bits % 8 == 0 && p->bits <= QW_RELAY_MAX_HOP_PAD_BITS &&
+	       (!grant || p->pos.block_id < (UINT64_C(1) << 63));
+}
+
+int qw_relay_pad_encode(const struct qw_relay_pad *p, int grant, struct qw_buf *out)
+{
+	size_t start;
+
+	QW_REQUIRE(p && out);
+	if (!pad_valid(p, grant))
+		return QW_EINVAL;
+	start = out->len;
+	if (qw_buf_append_u8(out, QW_RELAY_VERSION) ||
+	    qw_buf_append(out, p->relay_id.b, QW_UUID_BYTES) || qw_buf_append_u64be(out, p->bits) ||
+	    (grant && (qw_buf_append_u64be(out, p->pos.block_id) ||
+		       qw_buf_append_u64be(out, p->pos.bit)))) {
+		out->len = start;
+		return QW_ENOMEM;
+	}
+	return 0;
+}
+
+int qw_relay_pad_parse(const uint8_t *buf, size_t len, int grant, struct qw_relay_pad *p)
+{
+	struct qw_reader r;
+	struct qw_relay_pad t;
+	uint8_t ver;
+
+	QW_REQUIRE(p && (buf || len == 0));
+	memset(&t, 0, sizeof(t));
+	qw_reader_init(&r, buf, len);
+	if (qw_reader_read_u8(&r, &ver) || ver != QW_RELAY_VERSION ||
+	    qw_reader_read_bytes(&r, t.relay_id.b, QW_UUID_BYTES) ||
+	    qw_reader_read_u64be(&r, &t.bits) ||
+	    (grant && (qw_reader_read_u64be(&r, &t.pos.block_id) ||
+		       qw_reader_read_u64be(&r, &t.pos.bit))) ||
+	    qw_reader_expect_end(&r) || !pad_valid(&t, grant))
+		return QW_EPARSE;
+	*p = t;
+	return 0;
+}
+
 /* ---- replay window -------------------------------------------------------------- */
 
 /* A FIFO ring of (id, created) in arrival order plus a chained hash index

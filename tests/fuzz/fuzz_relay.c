@@ -1,8 +1,9 @@
 /* libFuzzer harness for the relay and routing parsers (include/qwave/relay.h,
  * include/qwave/routing.h): every input goes through qw_relay_parse,
- * qw_relay_ack_parse and qw_lsa_parse. Properties checked: whatever a
- * parser accepts re-encodes to exactly the input bytes (one encoding per
- * message: the relay tag is checked over the re-encoding) and parses again;
+ * qw_relay_ack_parse, qw_relay_pad_parse (both kinds) and qw_lsa_parse.
+ * Properties checked: whatever a parser accepts re-encodes to exactly the
+ * input bytes (one encoding per message: the relay tag is checked over the
+ * re-encoding) and parses again;
  * an accepted RELAY opens to QW_EAUTH or QW_ESTATE under a pad nobody sent
  * (or, with the all-zero pad and hash key, only when the tag is h_0 = 0)
  * and never writes plaintext on failure. */
@@ -75,6 +76,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		qw_buf_init(&b, 0);
 		if (qw_relay_ack_encode(&a, &b) || b.len != size || memcmp(b.data, data, size) ||
 		    qw_relay_ack_parse(b.data, b.len, &a2))
+			abort();
+		qw_buf_free(&b);
+	}
+	for (int grant = 0; grant < 2; grant++) {
+		struct qw_relay_pad p, p2;
+
+		if (qw_relay_pad_parse(data, size, grant, &p))
+			continue;
+		qw_buf_init(&b, 0);
+		if (qw_relay_pad_encode(&p, grant, &b) || b.len != size ||
+		    memcmp(b.data, data, size) || qw_relay_pad_parse(b.data, b.len, grant, &p2))
 			abort();
 		qw_buf_free(&b);
 	}

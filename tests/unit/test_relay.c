@@ -16,6 +16,7 @@
 #include "qwave/relay.h"
 #include "qwave/rng.h"
 #include "qwave/secmem.h"
+#include "qwave/store.h"
 
 /* One link's pool as both ends see it: the same random bytes, each end
  * with its own cursor (as two stores holding the same blocks). */
@@ -717,6 +718,278 @@ static void test_ack(void **state)
 	qw_buf_free(&w);
 }
 
+/* ---- with the real key store ------------------------------------------------- */
+
+/* The recipe of docs/relay-routing.md on three real stores, A - B - C:
+ * pads taken with qw_store_pool_take (the receiver with expect = the stated
+ * position), relayed keys stored at both ends through a pool named after
+ * the far end, delivered by id to the SAEs. The store's own counters give
+ * the accounting: bits_taken on each link, at each end, is formula (1). A
+ * tampered hop fails with QW_EAUTH and leaves both pools in step; a
+ * tampered position is refused by the store (QW_ESTATE) before anything is
+ * taken. */
+static struct qw_store *open_node(const char *dir, const char *name)
+{
+	struct qw_store_opts o = { .sync = QW_STORE_SYNC_NORMAL };
+	uint8_t mk[QW_STORE_MASTER_KEY_BYTES];
+	char path[256];
+	struct qw_store *st;
+	int err = 0;
+
+	assert_int_equal(qw_rng_bytes(rng, mk, sizeof(mk)), 0);
+	snprintf(path, sizeof(path), "%s/%s.db", dir, name);
+	st = qw_store_open(path, mk, &o, &err);
+	assert_int_equal(err, 0);
+	assert_non_null(st);
+	return st;
+}
+
+static void store_hop(struct qw_relay_msg *m, struct qw_store *tx, const char *tx_peer,
+		      struct qw_store *rx, const char *rx_peer, struct qw_relay_mac *txm,
+		      struct qw_relay_mac *rxm, const uint8_t *plain, size_t len, uint8_t *out,
+		      int tamper, int want)
+{
+	uint8_t pad[4096];
+	struct qw_relay_msg r;
+	struct qw_buf w;
+	size_t n;
+	int last;
+
+	m->flags = qw_relay_mac_due(txm) ? QW_RELAY_F_NEWKEY : 0;
+	n = qw_relay_hop_pad_bits(m) / 8;
+	assert_true(n <= sizeof(pad));
+	assert_int_equal(qw_store_pool_take(tx, tx_peer, 8 * n, NULL, pad, sizeof(pad), &m->pad_pos), 0);
+	qw_buf_init(&w, 0);
+	assert_int_equal(qw_relay_seal_hop(m, plain, len, pad, n, txm, &w), 0);
+	qw_wipe(pad, sizeof(pad));
+	if (tamper == 1)
+		w.data[w.len - 20] ^= 0x40; /* ciphertext */
+	if (tamper == 2)
+		w.data[43] ^= 0x08;         /* pad position: bit offset */
+	assert_int_equal(qw_relay_parse(w.data, w.len, &r), 0);
+	qw_buf_free(&w);
+	assert_int_equal(qw_relay_hop_check(&r, m->path[m->hop + 1], m->path[m->hop], &last), 0);
+	n = qw_relay_hop_pad_bits(&r) / 8;
+	if (tamper == 2) {
+		assert_int_equal(qw_store_pool_take(rx, rx_peer, 8 * n, &r.pad_pos, pad, sizeof(pad),
+						    NULL),
+				 QW_ESTATE);
+		qw_relay_msg_clear(&r);
+		return;
+	}
+	assert_int_equal(qw_store_pool_take(rx, rx_peer, 8 * n, &r.pad_pos, pad, sizeof(pad), NULL),
+			 0);
+	assert_int_equal(qw_relay_open_hop(&r, pad, n, rxm, out, len), want);
+	qw_wipe(pad, sizeof(pad));
+	qw_relay_msg_clear(&r);
+}
+
+static void store_keys(struct qw_store *st, const char *far_end, uint64_t block,
+		       const struct qw_relay_msg *m, const uint8_t *plain)
+{
+	const struct qw_relay_group *g = &m->groups[0];
+	const char *slaves[QW_STORE_SLAVES_MAX];
+	struct qw_store_key_req req;
+	struct qw_uuid *got;
+
+	for (uint32_t i = 0; i < g->n_slaves; i++)
+		slaves[i] = g->slaves[i];
+	assert_int_equal(qw_store_pool_append(st, far_end, block, plain,
+					      qw_relay_payload_bits(m)),
+			 0);
+	memset(&req, 0, sizeof(req));
+	req.peer = far_end;
+	req.size_bits = g->size_bits;
+	req.master_sae = g->master;
+	req.slave_saes = slaves;
+	req.n_slaves = g->n_slaves;
+	req.key_ids = g->ids;
+	got = malloc(g->count * sizeof(*got));
+	assert_non_null(got);
+	assert_int_equal(qw_store_key_create(st, &req, g->count, got, NULL), 0);
+	assert_memory_equal(got, g->ids, g->count * sizeof(*got));
+	free(got);
+}
+
+static void assert_taken(struct qw_store *st, const char *peer, uint64_t want)
+{
+	struct qw_store_stats s;
+
+	assert_int_equal(qw_store_stats(st, peer, &s), 0);
+	assert_int_equal(s.bits_taken, want);
+	assert_int_equal(s.bits_in, s.bits_taken + s.bits_keyed + s.bits_dropped + s.bits_available);
+}
+
+static void test_relay_with_store(void **state)
+{
+	char dir[] = "/tmp/qw_relay_XXXXXX";
+	struct qw_store *A, *B, *C;
+	struct qw_relay_mac ab_tx, ab_rx, bc_tx, bc_rx;
+	struct qw_relay_msg m;
+	uint8_t *keys, *mid, *out, block[8192];
+	size_t len;
+	uint64_t per_hop;
+	struct qw_store_pos pb, pc;
+
+	(void)state;
+	assert_non_null(mkdtemp(dir));
+	A = open_node(dir, "A");
+	B = open_node(dir, "B");
+	C = open_node(dir, "C");
+	/* the two links' pools: the same block at both ends */
+	assert_int_equal(qw_rng_bytes(rng, block, sizeof(block)), 0);
+	assert_int_equal(qw_store_pool_append(A, "B", 1, block, 8 * sizeof(block)), 0);
+	assert_int_equal(qw_store_pool_append(B, "A", 1, block, 8 * sizeof(block)), 0);
+	assert_int_equal(qw_rng_bytes(rng, block, sizeof(block)), 0);
+	assert_int_equal(qw_store_pool_append(B, "C", 1, block, 8 * sizeof(block)), 0);
+	assert_int_equal(qw_store_pool_append(C, "B", 1, block, 8 * sizeof(block)), 0);
+	qw_wipe(block, sizeof(block));
+	qw_relay_mac_init(&ab_tx, QW_RELAY_REKEY_DEFAULT);
+	qw_relay_mac_init(&ab_rx, QW_RELAY_REKEY_DEFAULT);
+	qw_relay_mac_init(&bc_tx, QW_RELAY_REKEY_DEFAULT);
+	qw_relay_mac_init(&bc_rx, QW_RELAY_REKEY_DEFAULT);
+
+	/* ten 256-bit keys for sae-a at A and sae-c at C */
+	qw_relay_msg_init(&m);
+	{
+		const char *path[] = { "A", "B", "C" };
+		struct qw_relay_group g;
+		struct qw_uuid ids[10];
+
+		assert_int_equal(qw_relay_msg_set_path(&m, path, 3), 0);
+		memset(&g, 0, sizeof(g));
+		g.size_bits = 256;
+		g.count = 10;
+		strcpy(g.master, "sae-a");
+		g.n_slaves = 1;
+		strcpy(g.slaves[0], "sae-c");
+		for (int i = 0; i < 10; i++)
+			assert_int_equal(qw_uuid_generate(&ids[i]), 0);
+		g.ids = ids;
+		assert_int_equal(qw_relay_msg_add_group(&m, &g), 0);
+	}
+	assert_int_equal(qw_uuid_generate(&m.relay_id), 0);
+	len = qw_relay_payload_bits(&m) / 8;
+	keys = malloc(len);
+	mid = malloc(len);
+	out = malloc(len);
+	assert_true(keys && mid && out);
+	assert_int_equal(qw_rng_bytes(rng, keys, len), 0);
+	store_keys(A, "C", 1, &m, keys);
+
+	m.hop = 0;
+	store_hop(&m, A, "B", B, "A", &ab_tx, &ab_rx, keys, len, mid, 0, 0);
+	m.hop = 1;
+	store_hop(&m, B, "C", C, "B", &bc_tx, &bc_rx, mid, len, out, 0, 0);
+	qw_wipe(mid, len);
+	store_keys(C, "A", 1, &m, out);
+	{
+		uint8_t got[320];
+		size_t glen;
+
+		assert_int_equal(qw_store_key_deliver_many(C, m.groups[0].ids, 10, "sae-c", got,
+							   sizeof(got), &glen, NULL),
+				 0);
+		assert_int_equal(glen, len);
+		assert_memory_equal(got, keys, len);
+		assert_int_equal(qw_store_key_deliver_many(A, m.groups[0].ids, 10, "sae-a", got,
+							   sizeof(got), &glen, NULL),
+				 0);
+		assert_memory_equal(got, keys, len);
+		qw_wipe(got, sizeof(got));
+	}
+	/* formula (1), first relay draws the hash key */
+	per_hop = 8 * len + 128 + 128;
+	assert_taken(A, "B", per_hop);
+	assert_taken(B, "A", per_hop);
+	assert_taken(B, "C", per_hop);
+	assert_taken(C, "B", per_hop);
+
+	/* second relay, tampered on hop 1: QW_EAUTH, no plaintext, the
+	 * pools of B-C still in step (both ends took the same bits) */
+	assert_int_equal(qw_uuid_generate(&m.relay_id), 0);
+	m.hop = 0;
+	store_hop(&m, A, "B", B, "A", &ab_tx, &ab_rx, keys, len, mid, 0, 0);
+	m.hop = 1;
+	memset(out, 0xA5, len);
+	store_hop(&m, B, "C", C, "B", &bc_tx, &bc_rx, mid, len, out, 1, QW_EAUTH);
+	for (size_t i = 0; i < len; i++)
+		assert_int_equal(out[i], 0xA5);
+	assert_taken(A, "B", 2 * per_hop - 128);
+	assert_taken(B, "C", 2 * per_hop - 128);
+	assert_taken(C, "B", 2 * per_hop - 128);
+	assert_int_equal(qw_store_pool_cursor(B, "C", &pb), 0);
+	assert_int_equal(qw_store_pool_cursor(C, "B", &pc), 0);
+	assert_int_equal(pb.block_id, pc.block_id);
+	assert_int_equal(pb.bit, pc.bit);
+	/* C forgot its hash key; B learns it from the NACK */
+	assert_null(bc_rx.wc);
+	qw_relay_mac_reset(&bc_tx);
+	/* third relay, the stated position altered on hop 1: the store
+	 * refuses the take, nothing is consumed at C */
+	assert_int_equal(qw_uuid_generate(&m.relay_id), 0);
+	m.hop = 1;
+	store_hop(&m, B, "C", C, "B", &bc_tx, &bc_rx, mid, len, out, 2, 0);
+	assert_taken(C, "B", 2 * per_hop - 128);
+
+	qw_relay_mac_reset(&ab_tx);
+	qw_relay_mac_reset(&ab_rx);
+	qw_relay_mac_reset(&bc_tx);
+	qw_relay_mac_reset(&bc_rx);
+	qw_free_secret(keys, len);
+	qw_free_secret(mid, len);
+	qw_free_secret(out, len);
+	qw_relay_msg_clear(&m);
+	qw_store_close(A);
+	qw_store_close(B);
+	qw_store_close(C);
+	{
+		char cmd[300];
+
+		snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+		assert_int_equal(system(cmd), 0);
+	}
+}
+
+static void test_pad_messages(void **state)
+{
+	struct qw_relay_pad a, b;
+	struct qw_buf w;
+
+	(void)state;
+	memset(&a, 0, sizeof(a));
+	assert_int_equal(qw_uuid_generate(&a.relay_id), 0);
+	a.bits = 2560 + 256;
+	a.pos.block_id = 99;
+	a.pos.bit = 4096;
+	for (int grant = 0; grant < 2; grant++) {
+		qw_buf_init(&w, 0);
+		assert_int_equal(qw_relay_pad_encode(&a, grant, &w), 0);
+		assert_int_equal(w.len, grant ? QW_RELAY_PAD_GRANT_BYTES : QW_RELAY_PAD_REQ_BYTES);
+		memset(&b, 0, sizeof(b));
+		assert_int_equal(qw_relay_pad_parse(w.data, w.len, grant, &b), 0);
+		assert_memory_equal(&b.relay_id, &a.relay_id, sizeof(a.relay_id));
+		assert_int_equal(b.bits, a.bits);
+		assert_int_equal(b.pos.block_id, grant ? 99 : 0);
+		assert_int_equal(b.pos.bit, grant ? 4096 : 0);
+		/* a request is not a grant and vice versa */
+		assert_int_equal(qw_relay_pad_parse(w.data, w.len, !grant, &b), QW_EPARSE);
+		w.data[w.len - 1 - (grant ? 16 : 0)] |= 1; /* bits not a multiple of 8 */
+		assert_int_equal(qw_relay_pad_parse(w.data, w.len, grant, &b), QW_EPARSE);
+		qw_buf_free(&w);
+	}
+	a.bits = QW_RELAY_MAX_HOP_PAD_BITS + 8;
+	qw_buf_init(&w, 0);
+	assert_int_equal(qw_relay_pad_encode(&a, 0, &w), QW_EINVAL);
+	a.bits = 0;
+	assert_int_equal(qw_relay_pad_encode(&a, 0, &w), QW_EINVAL);
+	a.bits = 8;
+	a.pos.block_id = UINT64_C(1) << 63;
+	assert_int_equal(qw_relay_pad_encode(&a, 1, &w), QW_EINVAL);
+	assert_int_equal(qw_relay_pad_encode(&a, 0, &w), 0);
+	qw_buf_free(&w);
+}
+
 static void test_replay_window(void **state)
 {
 	struct qw_relay_replay *r = qw_relay_replay_new(4, 1000);
@@ -796,6 +1069,8 @@ int main(void)
 		cmocka_unit_test(test_parse_malformed),
 		cmocka_unit_test(test_hop_check),
 		cmocka_unit_test(test_ack),
+		cmocka_unit_test(test_pad_messages),
+		cmocka_unit_test(test_relay_with_store),
 		cmocka_unit_test(test_replay_window),
 	};
 
