@@ -15,6 +15,7 @@
 
 #include <cmocka.h>
 
+#include "qwave/rng.h"
 #include "qwave/routing.h"
 
 /* ---- simulated network ----------------------------------------------------- */
@@ -661,6 +662,153 @@ static void test_db_rules(void **state)
 	qw_route_db_free(db);
 }
 
+/* Yen's k paths against brute force on random small networks: every
+ * simple path src -> dst over usable links is enumerated; the k returned
+ * paths must be distinct, loopless, made of usable links with enough key,
+ * and their (hops, bottleneck) sequence must be the k best of the
+ * enumeration in routing.h's order; the first must be qw_route_path's. */
+enum { RN = 7 };
+
+struct bf {
+	uint64_t cap[RN][RN]; /* 0: no usable link */
+	struct { size_t n; uint64_t b; } all[4096];
+	size_t nall;
+};
+
+static void bf_dfs(struct bf *bf, int u, int dst, int *seen, size_t depth, uint64_t b)
+{
+	if (u == dst) {
+		assert_true(bf->nall < 4096);
+		bf->all[bf->nall].n = depth;
+		bf->all[bf->nall].b = b;
+		bf->nall++;
+		return;
+	}
+	for (int v = 0; v < RN; v++) {
+		if (!bf->cap[u][v] || seen[v])
+			continue;
+		seen[v] = 1;
+		bf_dfs(bf, v, dst, seen, depth + 1, b < bf->cap[u][v] ? b : bf->cap[u][v]);
+		seen[v] = 0;
+	}
+}
+
+static int bf_cmp(const void *a, const void *b)
+{
+	const struct { size_t n; uint64_t b; } *x = a, *y = b;
+
+	if (x->n != y->n)
+		return x->n < y->n ? -1 : 1;
+	return x->b > y->b ? -1 : x->b < y->b;
+}
+
+static void test_k_paths_brute_force(void **state)
+{
+	struct qw_rng *r = qw_rng_new_seeded(5);
+	const uint64_t need = 1000;
+
+	(void)state;
+	assert_non_null(r);
+	for (int trial = 0; trial < 300; trial++) {
+		struct qw_route_db *db = qw_route_db_new("g0", 1, NULL);
+		struct qw_lsa l[RN];
+		struct bf bf;
+		struct qw_route_path ps[QW_ROUTE_MAX_K], best;
+		size_t np, k = 1 + qw_rng_below(r, QW_ROUTE_MAX_K);
+		int seen[RN] = { 0 }, dst = 1 + (int)qw_rng_below(r, RN - 1);
+		char dname[16];
+		int ret;
+
+		assert_non_null(db);
+		memset(l, 0, sizeof(l));
+		memset(&bf, 0, sizeof(bf));
+		for (int i = 0; i < RN; i++) {
+			snprintf(l[i].origin, sizeof(l[i].origin), "g%d", i);
+			l[i].seq = 2;
+		}
+		for (int i = 0; i < RN; i++)
+			for (int j = i + 1; j < RN; j++) {
+				uint64_t pi, pj;
+				uint8_t fi = QW_ROUTE_LINK_UP, fj = QW_ROUTE_LINK_UP;
+				struct qw_route_link *a, *b;
+
+				if (qw_rng_below(r, 100) < 45)
+					continue;
+				/* each end reports its own level; some links
+				 * down or alarmed at one end, some short of key */
+				pi = 500 + qw_rng_below(r, 4000);
+				pj = pi - qw_rng_below(r, 300);
+				if (qw_rng_below(r, 10) == 0)
+					fi = 0;
+				if (qw_rng_below(r, 10) == 0)
+					fj |= QW_ROUTE_LINK_ALARM;
+				a = &l[i].links[l[i].n_links++];
+				b = &l[j].links[l[j].n_links++];
+				strcpy(a->peer, l[j].origin);
+				strcpy(b->peer, l[i].origin);
+				a->flags = fi;
+				b->flags = fj;
+				a->pool_bits = pi;
+				b->pool_bits = pj;
+				if (fi == QW_ROUTE_LINK_UP && fj == QW_ROUTE_LINK_UP && pj >= need)
+					bf.cap[i][j] = bf.cap[j][i] = pj;
+			}
+		assert_int_equal(qw_route_db_set_links(db, l[0].links, l[0].n_links, 0, NULL), 0);
+		for (int i = 1; i < RN; i++)
+			assert_int_equal(qw_route_db_receive(db, &l[i], NULL, 0, NULL), 1);
+		seen[0] = 1;
+		bf_dfs(&bf, 0, dst, seen, 1, UINT64_MAX);
+		qsort(bf.all, bf.nall, sizeof(bf.all[0]), bf_cmp);
+		snprintf(dname, sizeof(dname), "g%d", dst);
+		ret = qw_route_paths(db, "g0", dname, need, k, ps, &np);
+		if (bf.nall == 0) {
+			assert_int_equal(ret, QW_ENOTFOUND);
+			assert_int_equal(np, 0);
+			assert_int_equal(qw_route_path(db, "g0", dname, need, NULL, &best),
+					 QW_ENOTFOUND);
+			qw_route_db_free(db);
+			continue;
+		}
+		assert_int_equal(ret, 0);
+		assert_int_equal(np, k < bf.nall ? k : bf.nall);
+		assert_int_equal(qw_route_path(db, "g0", dname, need, NULL, &best), 0);
+		assert_int_equal(best.n, ps[0].n);
+		for (size_t i = 0; i < best.n; i++)
+			assert_string_equal(best.nodes[i], ps[0].nodes[i]);
+		for (size_t p = 0; p < np; p++) {
+			uint64_t b = UINT64_MAX;
+			int on[RN] = { 0 };
+
+			assert_int_equal(ps[p].n, bf.all[p].n);
+			assert_int_equal(ps[p].bottleneck_bits, bf.all[p].b);
+			assert_string_equal(ps[p].nodes[0], "g0");
+			assert_string_equal(ps[p].nodes[ps[p].n - 1], dname);
+			for (size_t i = 0; i < ps[p].n; i++) {
+				int u = ps[p].nodes[i][1] - '0';
+
+				assert_int_equal(on[u], 0);
+				on[u] = 1;
+				if (i) {
+					int w = ps[p].nodes[i - 1][1] - '0';
+
+					assert_true(bf.cap[w][u] >= need);
+					b = b < bf.cap[w][u] ? b : bf.cap[w][u];
+				}
+			}
+			assert_int_equal(b, ps[p].bottleneck_bits);
+			for (size_t q = 0; q < p; q++) {
+				int same = ps[q].n == ps[p].n;
+
+				for (size_t i = 0; same && i < ps[p].n; i++)
+					same = !strcmp(ps[q].nodes[i], ps[p].nodes[i]);
+				assert_false(same);
+			}
+		}
+		qw_route_db_free(db);
+	}
+	qw_rng_free(r);
+}
+
 static void test_policy(void **state)
 {
 	struct qw_route_policy *p = qw_route_policy_new(0);
@@ -725,6 +873,7 @@ int main(void)
 		cmocka_unit_test(test_metro_ring),
 		cmocka_unit_test(test_chain_of_six),
 		cmocka_unit_test(test_db_rules),
+		cmocka_unit_test(test_k_paths_brute_force),
 		cmocka_unit_test(test_policy),
 	};
 
