@@ -24,6 +24,7 @@ struct slot {
 	uint64_t id;
 	struct qmsg *head, *tail;
 	pthread_cond_t cv;
+	int waiting;          /* its worker waits in chan_recv, not reading */
 	int peer_dropped;
 	char peer_reason[64];
 	uint64_t sent, received; /* frames of this block, each way */
@@ -52,6 +53,13 @@ struct runner {
 	int exhausted;
 	int fatal;            /* first connection-level error */
 	int peer_fin;
+	/* Reading the connection (see chan_recv and demux_main): at most one
+	 * thread is in qw_frame_recv at a time. */
+	int reading;          /* a thread is in qw_frame_recv */
+	int reader_is_worker;
+	struct timespec reader_deadline; /* that worker's own recv deadline */
+	int workers_done;     /* every worker has returned: read until FIN */
+	pthread_cond_t demux_cv;
 
 	pthread_mutex_t sink_mu;
 	struct qw_pipeline_stats st;
@@ -146,83 +154,182 @@ static int mark_done(struct runner *r, uint64_t id)
 	return 0;
 }
 
-/* First fatal error wins; wake everyone and shut the connection so that the
- * demultiplexer's read returns and the peer sees the failure. */
-static void set_fatal(struct runner *r, int err)
+/* First fatal error wins; wake everyone and shut the connection so that a
+ * blocked read returns and the peer sees the failure. Caller holds mu. */
+static void fatal_locked(struct runner *r, int err)
 {
-	int first;
+	int first = r->fatal == 0;
 
-	pthread_mutex_lock(&r->mu);
-	first = r->fatal == 0;
 	if (first)
 		r->fatal = err ? err : QW_EIO;
 	for (struct slot *s = r->slots; s; s = s->next)
 		pthread_cond_broadcast(&s->cv);
 	pthread_cond_broadcast(&r->done_cv);
-	pthread_mutex_unlock(&r->mu);
+	pthread_cond_broadcast(&r->demux_cv);
 	if (first)
 		qw_frame_conn_abort(r->conn);
 }
 
+static void set_fatal(struct runner *r, int err)
+{
+	pthread_mutex_lock(&r->mu);
+	fatal_locked(r, err);
+	pthread_mutex_unlock(&r->mu);
+}
+
+/* Route one received frame to its block's queue. Caller holds mu. 0, or
+ * the fatal error it caused. */
+static int dispatch_locked(struct runner *r, struct qw_frame *f)
+{
+	struct slot *s;
+	struct qmsg *m;
+
+	r->st.frames_received++;
+	r->st.bytes_received += f->len;
+	if (f->kind == QW_FRAME_FIN) {
+		qw_frame_release(f);
+		r->peer_fin = 1;
+		/* Workers still waiting learn that nothing more will come. */
+		for (struct slot *t = r->slots; t; t = t->next)
+			pthread_cond_broadcast(&t->cv);
+		pthread_cond_broadcast(&r->demux_cv);
+		return 0;
+	}
+	if (f->stream == 0 || (r->first_id && f->stream < r->first_id)) {
+		qw_frame_release(f);
+		fatal_locked(r, QW_EPROTO);
+		return QW_EPROTO;
+	}
+	/* A block we already finished (e.g. we dropped it while the peer was
+	 * still talking): authenticated, so just discard. */
+	if (is_done(r, f->stream)) {
+		qw_frame_release(f);
+		return 0;
+	}
+	if (r->next_start && f->stream > r->next_start + MAX_AHEAD) {
+		qw_frame_release(f);
+		fatal_locked(r, QW_EPROTO);
+		return QW_EPROTO;
+	}
+	s = slot_get(r, f->stream);
+	m = s ? calloc(1, sizeof(*m)) : NULL;
+	if (!m) {
+		qw_frame_release(f);
+		fatal_locked(r, QW_ENOMEM);
+		return QW_ENOMEM;
+	}
+	m->f = *f;
+	s->received++;
+	if (s->tail)
+		s->tail->next = m;
+	else
+		s->head = m;
+	s->tail = m;
+	if (s->waiting)
+		pthread_cond_signal(&s->cv);
+	return 0;
+}
+
+/* Read and route one frame. Caller holds mu, nobody is reading, the run
+ * is healthy and the peer has not sent FIN; mu is released during the
+ * read. 0 or the fatal error. */
+static int read_one_locked(struct runner *r)
+{
+	struct qw_frame f;
+	int ret;
+
+	r->reading = 1;
+	pthread_mutex_unlock(&r->mu);
+	ret = qw_frame_recv(r->conn, &f);
+	pthread_mutex_lock(&r->mu);
+	r->reading = 0;
+	r->reader_is_worker = 0;
+	if (ret) {
+		fatal_locked(r, ret);
+		return r->fatal;
+	}
+	return dispatch_locked(r, &f);
+}
+
+/* Wake one worker that waits without a frame, to take over reading; 0 when
+ * there is none. */
+static int promote_locked(struct runner *r)
+{
+	for (struct slot *s = r->slots; s; s = s->next) {
+		if (s->waiting && !s->head) {
+			pthread_cond_signal(&s->cv);
+			return 1;
+		}
+	}
+	return 0;
+}
+
+static int ts_after(const struct timespec *a, const struct timespec *b)
+{
+	return a->tv_sec > b->tv_sec || (a->tv_sec == b->tv_sec && a->tv_nsec > b->tv_nsec);
+}
+
+static void ts_add_ms(struct timespec *t, long ms)
+{
+	t->tv_sec += ms / 1000;
+	t->tv_nsec += (ms % 1000) * 1000000L;
+	if (t->tv_nsec >= 1000000000L) {
+		t->tv_sec++;
+		t->tv_nsec -= 1000000000L;
+	}
+}
+
+/* Workers read the connection for themselves (chan_recv): a frame then
+ * costs one wake-up, the reading worker's, instead of two (a reader
+ * thread's, then the worker's); on the shared 2-core VM wake-ups were the
+ * largest cost of a round trip. A worker leaving with its own frame does
+ * not hand reading on (another wake-up) since it usually comes back for
+ * its next frame first. This thread ticks every DEMUX_TICK_MS and
+ *  - wakes a worker that waits while nobody reads, to read;
+ *  - reads itself when nobody has read for DEMUX_IDLE_TICKS ticks and no
+ *    worker waits (keeps the peer's writes flowing while every worker
+ *    computes) and, once every worker has returned, until the peer's FIN;
+ *  - fails the run when a reading worker's own recv deadline passes. */
+#define DEMUX_TICK_MS 1
+#define DEMUX_IDLE_TICKS 20
+
 static void *demux_main(void *arg)
 {
 	struct runner *r = arg;
+	unsigned idle = 0;
 
-	for (;;) {
-		struct qw_frame f;
-		struct slot *s;
-		struct qmsg *m;
-		int ret = qw_frame_recv(r->conn, &f);
+	pthread_mutex_lock(&r->mu);
+	while (!r->fatal && !r->peer_fin) {
+		struct timespec now, tick;
 
-		if (ret) {
-			set_fatal(r, ret);
-			return NULL;
-		}
-		pthread_mutex_lock(&r->mu);
-		r->st.frames_received++;
-		r->st.bytes_received += f.len;
-		if (f.kind == QW_FRAME_FIN) {
-			r->peer_fin = 1;
-			pthread_mutex_unlock(&r->mu);
-			qw_frame_release(&f);
-			return NULL;
-		}
-		/* A block we already finished (e.g. we dropped it while the
-		 * peer was still talking): authenticated, so just discard. */
-		if (f.stream == 0 || (r->first_id && f.stream < r->first_id) ||
-		    is_done(r, f.stream)) {
-			pthread_mutex_unlock(&r->mu);
-			qw_frame_release(&f);
-			if (f.stream == 0 || (r->first_id && f.stream < r->first_id)) {
-				set_fatal(r, QW_EPROTO);
-				return NULL;
+		if (!r->reading) {
+			if (r->workers_done) {
+				if (read_one_locked(r))
+					break;
+				continue;
 			}
-			continue;
+			if (promote_locked(r)) {
+				idle = 0;
+			} else if (++idle > DEMUX_IDLE_TICKS) {
+				idle = 0;
+				if (read_one_locked(r))
+					break;
+				(void)promote_locked(r);
+			}
+		} else {
+			idle = 0;
 		}
-		if (r->next_start && f.stream > r->next_start + MAX_AHEAD) {
-			pthread_mutex_unlock(&r->mu);
-			qw_frame_release(&f);
-			set_fatal(r, QW_EPROTO);
-			return NULL;
+		clock_gettime(CLOCK_REALTIME, &now);
+		if (r->reading && r->reader_is_worker && ts_after(&now, &r->reader_deadline)) {
+			fatal_locked(r, QW_ETIMEOUT);
+			break;
 		}
-		s = slot_get(r, f.stream);
-		m = s ? calloc(1, sizeof(*m)) : NULL;
-		if (!m) {
-			pthread_mutex_unlock(&r->mu);
-			qw_frame_release(&f);
-			set_fatal(r, QW_ENOMEM);
-			return NULL;
-		}
-		m->f = f;
-		s->received++;
-		if (s->tail)
-			s->tail->next = m;
-		else
-			s->head = m;
-		s->tail = m;
-		pthread_cond_signal(&s->cv);
-		pthread_mutex_unlock(&r->mu);
+		tick = now;
+		ts_add_ms(&tick, DEMUX_TICK_MS);
+		(void)pthread_cond_timedwait(&r->demux_cv, &r->mu, &tick);
 	}
+	pthread_mutex_unlock(&r->mu);
+	return NULL;
 }
 
 static int chan_send(void *ctx, uint32_t type, const uint8_t *msg, size_t len)
@@ -253,12 +360,7 @@ static int chan_recv(void *ctx, uint32_t *type, uint8_t **msg, size_t *len)
 	int ret = 0;
 
 	clock_gettime(CLOCK_REALTIME, &deadline);
-	deadline.tv_sec += r->recv_timeout_ms / 1000;
-	deadline.tv_nsec += (long)(r->recv_timeout_ms % 1000) * 1000000L;
-	if (deadline.tv_nsec >= 1000000000L) {
-		deadline.tv_sec++;
-		deadline.tv_nsec -= 1000000000L;
-	}
+	ts_add_ms(&deadline, r->recv_timeout_ms);
 	pthread_mutex_lock(&r->mu);
 	for (;;) {
 		if (s->peer_dropped) {
@@ -276,11 +378,33 @@ static int chan_recv(void *ctx, uint32_t *type, uint8_t **msg, size_t *len)
 			ret = QW_EPROTO;
 			goto out;
 		}
-		if (pthread_cond_timedwait(&s->cv, &r->mu, &deadline) == ETIMEDOUT && !s->head &&
-		    !s->peer_dropped && !r->fatal) {
+		if (!r->reading) {
+			struct timespec now;
+
+			/* Read for ourselves; frames of other blocks are
+			 * queued for them on the way. The demultiplexer
+			 * fails the run if ours does not come in time. */
+			r->reader_is_worker = 1;
+			r->reader_deadline = deadline;
+			if (read_one_locked(r)) {
+				ret = r->fatal;
+				goto out;
+			}
+			clock_gettime(CLOCK_REALTIME, &now);
+			if (!s->head && !s->peer_dropped && ts_after(&now, &deadline)) {
+				ret = QW_ETIMEOUT;
+				goto out;
+			}
+			continue;
+		}
+		s->waiting = 1;
+		ret = pthread_cond_timedwait(&s->cv, &r->mu, &deadline);
+		s->waiting = 0;
+		if (ret == ETIMEDOUT && !s->head && !s->peer_dropped && !r->fatal) {
 			ret = QW_ETIMEOUT;
 			goto out;
 		}
+		ret = 0;
 	}
 	m = s->head;
 	s->head = m->next;
@@ -306,9 +430,9 @@ static int chan_recv(void *ctx, uint32_t *type, uint8_t **msg, size_t *len)
 	*len = m->f.len;
 	free(m);
 out:
-	pthread_mutex_unlock(&r->mu);
 	if (ret == QW_ETIMEOUT)
-		set_fatal(r, QW_ETIMEOUT);
+		fatal_locked(r, QW_ETIMEOUT);
+	pthread_mutex_unlock(&r->mu);
 	return ret;
 }
 
@@ -564,6 +688,7 @@ int qw_pipeline_run(const struct qw_pipeline_params *p, struct qw_frame_conn *co
 	pthread_mutex_init(&r.sink_mu, NULL);
 	pthread_mutex_init(&r.src_mu, NULL);
 	pthread_cond_init(&r.done_cv, NULL);
+	pthread_cond_init(&r.demux_cv, NULL);
 	nw = p->workers ? p->workers : 2;
 	r.window = nw;
 	workers = calloc(nw, sizeof(*workers));
@@ -582,6 +707,9 @@ int qw_pipeline_run(const struct qw_pipeline_params *p, struct qw_frame_conn *co
 		pthread_join(workers[i], NULL);
 	pthread_mutex_lock(&r.mu);
 	ret = r.fatal;
+	/* The demultiplexer now reads until the peer's FIN. */
+	r.workers_done = 1;
+	pthread_cond_broadcast(&r.demux_cv);
 	pthread_mutex_unlock(&r.mu);
 	if (!ret) {
 		ret = qw_frame_send(conn, QW_FRAME_FIN, 0, 0, NULL, 0);
@@ -608,5 +736,6 @@ out:
 	pthread_mutex_destroy(&r.sink_mu);
 	pthread_mutex_destroy(&r.src_mu);
 	pthread_cond_destroy(&r.done_cv);
+	pthread_cond_destroy(&r.demux_cv);
 	return ret;
 }

@@ -48,8 +48,11 @@ static enum qw_stage_result xchg_process(void *state, struct qw_key_block *b,
 		} else {
 			if (ch->recv(ch->ctx, &type, &in, &len))
 				return QW_STAGE_ERROR;
-			if (ch->send(ch->ctx, 100 + round, m, 8))
+			if (ch->send(ch->ctx, 100 + round, m, 8)) {
+				/* the connection failed (tampered run) */
+				free(in);
 				return QW_STAGE_ERROR;
+			}
 		}
 		if (type != 100u + (uint32_t)round || len != 8 || memcmp(in, m, 8)) {
 			free(in);
