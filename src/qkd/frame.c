@@ -309,6 +309,12 @@ struct qw_frame_conn {
 	pthread_mutex_t send_mu;
 	_Atomic uint64_t tx_seq, rx_seq;
 	_Atomic int failed; /* first fatal error, 0 while healthy */
+	/* Bytes read ahead from io (rxbuf[rxoff..rxlen)): one read call
+	 * usually brings a whole frame, or several, instead of one call for
+	 * the header and one for the rest. Used by the one reader at a time
+	 * (qw_frame_recv's contract); wiped on free. */
+	uint8_t rxbuf[16384];
+	size_t rxoff, rxlen;
 };
 
 static void put_be16(uint8_t *p, uint16_t v)
@@ -424,18 +430,40 @@ static int write_all(const struct qw_frame_io *io, const uint8_t *b, size_t n)
 	return 0;
 }
 
-/* Read exactly n bytes. *got tells how many arrived before a failure, so
- * the caller can tell a clean end of stream from a truncated frame. */
-static int read_all(const struct qw_frame_io *io, uint8_t *b, size_t n, size_t *got)
+/* Read exactly n bytes, through the read-ahead buffer. *got tells how many
+ * arrived before a failure, so the caller can tell a clean end of stream
+ * from a truncated frame. */
+static int read_all(struct qw_frame_conn *c, uint8_t *b, size_t n, size_t *got)
 {
 	*got = 0;
 	while (*got < n) {
-		ssize_t r = io->read(io->ctx, b + *got, n - *got);
+		ssize_t r;
+
+		if (c->rxoff < c->rxlen) {
+			size_t k = c->rxlen - c->rxoff;
+
+			if (k > n - *got)
+				k = n - *got;
+			memcpy(b + *got, c->rxbuf + c->rxoff, k);
+			c->rxoff += k;
+			*got += k;
+			continue;
+		}
+		if (n - *got >= sizeof(c->rxbuf)) {
+			/* A large body goes straight to its buffer. */
+			r = c->io->read(c->io->ctx, b + *got, n - *got);
+			if (r > 0)
+				*got += (size_t)r;
+		} else {
+			c->rxoff = c->rxlen = 0;
+			r = c->io->read(c->io->ctx, c->rxbuf, sizeof(c->rxbuf));
+			if (r > 0)
+				c->rxlen = (size_t)r;
+		}
 		if (r < 0)
 			return (int)r;
 		if (r == 0)
 			return QW_ECLOSED;
-		*got += (size_t)r;
 	}
 	return 0;
 }
@@ -521,7 +549,7 @@ int qw_frame_recv(struct qw_frame_conn *c, struct qw_frame *f)
 		ret = QW_ENOMEM;
 		goto fail;
 	}
-	ret = read_all(c->io, buf, QW_FRAME_HEADER_BYTES, &got);
+	ret = read_all(c, buf, QW_FRAME_HEADER_BYTES, &got);
 	if (ret) {
 		if (ret == QW_ECLOSED && got > 0)
 			ret = QW_EPROTO; /* truncated header */
@@ -547,7 +575,7 @@ int qw_frame_recv(struct qw_frame_conn *c, struct qw_frame *f)
 		buf = nb;
 		bufsize = QW_FRAME_HEADER_BYTES + len + QW_FRAME_TAG_BYTES;
 	}
-	ret = read_all(c->io, buf + QW_FRAME_HEADER_BYTES, len + QW_FRAME_TAG_BYTES, &got);
+	ret = read_all(c, buf + QW_FRAME_HEADER_BYTES, len + QW_FRAME_TAG_BYTES, &got);
 	if (ret) {
 		if (ret == QW_ECLOSED)
 			ret = QW_EPROTO; /* truncated body or tag */
