@@ -98,8 +98,10 @@ struct qw_route_opts {
 	uint64_t low_pool_bits; /* crossing it floods at once (0: only 0 <-> >0) */
 };
 
-/* What the caller must send after a database call. Pointers point into the
- * database and stay valid until its next call. */
+/* What the caller must send after a database call (every call taking an
+ * out accepts NULL: nothing to report). Pointers point into the database
+ * and stay valid until its next call. A struct qw_route_db is not
+ * thread-safe: one owner (the node's event loop). */
 struct qw_route_out {
 	size_t n_fwd;            /* forward the received LSA (as received) to these */
 	const char *fwd[QW_ROUTE_MAX_LINKS];
@@ -189,6 +191,9 @@ QW_WUR int qw_route_paths(const struct qw_route_db *db, const char *src, const c
  * slave, master from the key); a deny is HTTP 401. */
 struct qw_route_policy;
 
+/* New empty policy answering default_allow (nonzero: allow) when no rule
+ * matches. NULL on QW_ENOMEM. Checks may run concurrently once no rule is
+ * being added. */
 struct qw_route_policy *qw_route_policy_new(int default_allow);
 void qw_route_policy_free(struct qw_route_policy *p);
 /* Append a rule. 0, QW_EINVAL (pattern empty, too long (> 64) or with
