@@ -87,10 +87,10 @@ struct qw_plkg_params {
 };
 
 /* Defaults: the channel of qw_plkg_config_default (TGn D, 3 km/h, 20 dB,
- * 100 probes/s, Eve at lambda/2), window 128 probes, Cascade with
- * level_scale 0.6 and block_bits 4096 (BCH: 0.3, 4096; LDPC: 0.6, 40000
- * - qw_plkg_params_for sets these), max_bits 4, KDR 0.05 then 1.2 x
- * observed, no remedy, 8 elements, 64-bit tag, eps_pa 1e-10. */
+ * 100 probes/s, Eve at lambda/2), window 128 probes, max_bits 6, Cascade
+ * with level_scale 1.3 and block_bits 16384 (qw_plkg_params_for: BCH 0.6
+ * and 8192, LDPC 1.3 and 40000), KDR from the model (kdr_initial 0) with
+ * margin 1.2, no remedy, 8 elements, 64-bit tag, eps_pa 1e-10. */
 void qw_plkg_params_default(struct qw_plkg_params *p);
 /* Set the reconciler and its level_scale / block_bits defaults. */
 void qw_plkg_params_for(struct qw_plkg_params *p, enum qw_plkg_reconcile r);
@@ -124,11 +124,13 @@ QW_WUR int qw_plkg_end_sample_cov(const struct qw_plkg_end *e, double _Complex *
 /* Use the frequency basis of a sample covariance (both ends, the same
  * matrix) and rebuild the plan. 0, QW_EINVAL, QW_ENOMEM. */
 QW_WUR int qw_plkg_end_set_cov(struct qw_plkg_end *e, const double _Complex *cov);
-/* Quantize the full window and append its bits to out; out_neg (may be
- * NULL) receives the bits of the negated features - an eavesdropper's
- * option when her channel is anti-correlated. Empties the window. *entropy
- * (may be NULL) receives the window's entropy estimate in bits. 0,
- * QW_ESTATE (window not full or no basis), QW_ENOMEM. */
+/* Quantize the full window and append its bits to out, or, with out NULL,
+ * to the end's own pending bits (with the window's entropy estimate) for
+ * qw_plkg_end_take_block(); out_neg (may be NULL) receives the bits of the
+ * negated features - an eavesdropper's option when her channel is
+ * anti-correlated. Empties the window. *entropy (may be NULL) receives the
+ * window's entropy estimate in bits. 0, QW_ESTATE (window not full or no
+ * basis), QW_ENOMEM. */
 QW_WUR int qw_plkg_end_quantize(struct qw_plkg_end *e, struct qw_bitvec *out,
 				struct qw_bitvec *out_neg, double *entropy);
 /* Raw bits and entropy estimate per window of the current plan, and the
@@ -143,6 +145,32 @@ size_t qw_plkg_end_features(const struct qw_plkg_end *e);
  * model (Monte Carlo with a fixed public seed). */
 double qw_plkg_end_model_kdr(const struct qw_plkg_end *e);
 unsigned qw_plkg_end_modes(const struct qw_plkg_end *e);
+
+/* The pending bits (read only; Alice's and Bob's grow in lock step). */
+const struct qw_bitvec *qw_plkg_end_pending(const struct qw_plkg_end *e);
+/* When at least block_bits bits are pending, or flush is set and any are:
+ * *b = a new RAW block (id and role as given) owning them, qber_estimate =
+ * kdr_est, sec_n_single = the sum of their windows' entropy estimates (what
+ * the length stage needs). Otherwise *b = NULL. Both ends call it after the
+ * same windows and get blocks of the same length. 0 or QW_ENOMEM. */
+QW_WUR int qw_plkg_end_take_block(struct qw_plkg_end *e, uint64_t id, enum qw_role role,
+				  double kdr_est, int flush, struct qw_key_block **b);
+
+/* The KDR estimate for the next block, kept identically by both ends from
+ * public facts only: first kdr_margin x the plan's model KDR + 0.002 (or
+ * params.kdr_initial), then kdr_margin x the KDR reconciliation observed so
+ * far + 0.002; a block whose reconciliation or verification failed raises
+ * the estimate by half. Capped at 0.45. */
+struct qw_plkg_kdr {
+	double err, bits, margin;
+	double est;      /* the estimate to put in the next block */
+};
+void qw_plkg_kdr_init(struct qw_plkg_kdr *k, const struct qw_plkg_params *p, double model_kdr);
+/* After a block: raw_bits its length before reconciliation, reconciled
+ * nonzero when it passed reconciliation and verification, qber_observed as
+ * the reconciliation stage set it. */
+void qw_plkg_kdr_update(struct qw_plkg_kdr *k, uint64_t raw_bits, int reconciled,
+			double qber_observed);
 
 /* ---- distillation ----------------------------------------------------------- */
 
@@ -174,6 +202,7 @@ size_t qw_plkg_stages(const struct qw_plkg_params *p, struct qw_plkg_stage_stora
 struct qw_plkg_block_result {
 	int delivered;            /* both ends delivered (AMPLIFIED) */
 	int keys_equal;           /* delivered and bit-equal */
+	int reconciled;           /* both passed reconciliation and verification */
 	uint64_t secret_bits;
 	uint64_t disclosed_bits;  /* EC + tag */
 	uint64_t ec_bits;

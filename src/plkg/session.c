@@ -183,6 +183,8 @@ struct qw_plkg_end {
 	double sigma2;             /* legitimate LS error variance */
 	double complex *csi;       /* W x n_sc buffered estimates */
 	unsigned fill;
+	struct qw_bitvec *pend;    /* quantized bits waiting for a block */
+	double pend_h;             /* their entropy estimate */
 	double thr[QW_PLKG_MAX_BITS + 1][1u << QW_PLKG_MAX_BITS]; /* Gaussian quantiles */
 };
 
@@ -333,6 +335,7 @@ void qw_plkg_end_free(struct qw_plkg_end *e)
 	if (e->csi)
 		qw_wipe(e->csi, (size_t)e->W * e->n_sc * sizeof(*e->csi));
 	free(e->csi);
+	qw_bitvec_free(e->pend);
 	free(e);
 }
 
@@ -382,7 +385,8 @@ int qw_plkg_end_new(struct qw_plkg_end **out, const struct qw_plkg_params *p)
 	ret = QW_ENOMEM;
 	e->csi = malloc((size_t)e->W * e->n_sc * sizeof(*e->csi));
 	e->mu = malloc(e->W * sizeof(*e->mu));
-	if (!e->csi || !e->mu)
+	e->pend = qw_bitvec_new(0);
+	if (!e->csi || !e->mu || !e->pend)
 		goto fail;
 	for (unsigned b = 1; b <= QW_PLKG_MAX_BITS; b++)
 		for (unsigned j = 1; j < (1u << b); j++)
@@ -502,9 +506,13 @@ int qw_plkg_end_quantize(struct qw_plkg_end *e, struct qw_bitvec *out, struct qw
 	double *cf = NULL, *fv = NULL, *feat = NULL, gain = 0, wsum = 0;
 	int ret = QW_ENOMEM, err = 0;
 
-	QW_REQUIRE(e && out);
+	QW_REQUIRE(e);
 	if (e->fill != e->W || !e->klt)
 		return QW_ESTATE;
+	if (!out) {
+		out = e->pend;
+		e->pend_h += e->wentropy;
+	}
 	W = e->W;
 	K = e->K;
 	cf = malloc((size_t)W * 2 * K * sizeof(*cf));
@@ -562,6 +570,60 @@ out:
 	free(fv);
 	free(feat);
 	return ret;
+}
+
+const struct qw_bitvec *qw_plkg_end_pending(const struct qw_plkg_end *e)
+{
+	QW_REQUIRE(e);
+	return e->pend;
+}
+
+int qw_plkg_end_take_block(struct qw_plkg_end *e, uint64_t id, enum qw_role role, double kdr_est,
+			   int flush, struct qw_key_block **b)
+{
+	struct qw_bitvec *nb;
+
+	QW_REQUIRE(e && b);
+	*b = NULL;
+	if (e->pend->nbits == 0 || (!flush && e->pend->nbits < e->p.block_bits))
+		return 0;
+	nb = qw_bitvec_new(0);
+	if (!nb)
+		return QW_ENOMEM;
+	*b = qw_block_new(id, role, e->pend);
+	if (!*b) {
+		qw_bitvec_free(nb);
+		return QW_ENOMEM;
+	}
+	(*b)->qber_estimate = kdr_est;
+	(*b)->sec_n_single = e->pend_h;
+	e->pend = nb;
+	e->pend_h = 0;
+	return 0;
+}
+
+void qw_plkg_kdr_init(struct qw_plkg_kdr *k, const struct qw_plkg_params *p, double model_kdr)
+{
+	QW_REQUIRE(k && p);
+	memset(k, 0, sizeof(*k));
+	k->margin = p->kdr_margin;
+	k->est = p->kdr_initial > 0 ? p->kdr_initial :
+				      fmin(0.45, p->kdr_margin * model_kdr + 0.002);
+}
+
+void qw_plkg_kdr_update(struct qw_plkg_kdr *k, uint64_t raw_bits, int reconciled,
+			double qber_observed)
+{
+	QW_REQUIRE(k);
+	if (!reconciled) {
+		/* reconciliation failed or left errors: the estimate was low */
+		k->est = fmin(0.45, 1.5 * k->est);
+		return;
+	}
+	k->err += qber_observed * (double)raw_bits;
+	k->bits += (double)raw_bits;
+	if (k->bits > 0)
+		k->est = fmin(0.45, k->margin * k->err / k->bits + 0.002);
 }
 
 /* ---- length stage ---------------------------------------------------------- */
@@ -811,6 +873,8 @@ int qw_plkg_distill_local(const struct qw_plkg_params *p, struct qw_key_block *a
 		ret = QW_ENOMEM;
 		goto out;
 	}
+	res->reconciled = (a->state == QW_BLOCK_VERIFIED || a->state == QW_BLOCK_AMPLIFIED) &&
+			  (b->state == QW_BLOCK_VERIFIED || b->state == QW_BLOCK_AMPLIFIED);
 	res->disclosed_bits = a->disclosed_bits;
 	res->ec_bits = a->ec_parity_bits;
 	res->qber_observed = a->qber_observed;
@@ -965,9 +1029,10 @@ int qw_plkg_simulate(const struct qw_plkg_params *p, uint64_t seed, uint64_t pro
 		     struct qw_plkg_sim_result *res)
 {
 	struct sim s;
-	struct qw_bitvec *pend[2] = { NULL, NULL }, *eve[4] = { NULL, NULL, NULL, NULL };
+	struct qw_bitvec *eve[4] = { NULL, NULL, NULL, NULL };
 	uint64_t eve_err[4] = { 0 }, blk_eve_err[4] = { 0 }, blk_eve_bits = 0;
-	double pend_entropy = 0, kdr_est, obs_err = 0, obs_bits = 0, eve_blocks_sum = 0;
+	double eve_blocks_sum = 0;
+	struct qw_plkg_kdr kdr;
 	uint64_t block_id = 1, eve_bits_total = 0;
 	int ret = QW_ENOMEM, remedy;
 
@@ -1000,9 +1065,6 @@ int qw_plkg_simulate(const struct qw_plkg_params *p, uint64_t seed, uint64_t pro
 		if (!s.buf[k])
 			goto out;
 	}
-	for (int k = 0; k < 2; k++)
-		if (!(pend[k] = qw_bitvec_new(0)))
-			goto out;
 	for (int k = 0; k < 4; k++)
 		if (!(eve[k] = qw_bitvec_new(0)))
 			goto out;
@@ -1010,7 +1072,6 @@ int qw_plkg_simulate(const struct qw_plkg_params *p, uint64_t seed, uint64_t pro
 	    !(res->reconciled = qw_bitvec_new(0)))
 		goto out;
 	res->keys_equal = 1;
-	kdr_est = p->kdr_initial;
 	res->kdr_model = 0;
 
 	for (uint64_t n = 0; n < probes; n++) {
@@ -1047,12 +1108,12 @@ int qw_plkg_simulate(const struct qw_plkg_params *p, uint64_t seed, uint64_t pro
 				goto out;
 		}
 		{
-			double h = 0;
-			size_t at = pend[0]->nbits;
+			const struct qw_bitvec *pa = qw_plkg_end_pending(s.end[0]);
+			size_t at = pa->nbits;
 
-			ret = qw_plkg_end_quantize(s.end[0], pend[0], NULL, &h);
+			ret = qw_plkg_end_quantize(s.end[0], NULL, NULL, NULL);
 			if (!ret)
-				ret = qw_plkg_end_quantize(s.end[1], pend[1], NULL, NULL);
+				ret = qw_plkg_end_quantize(s.end[1], NULL, NULL, NULL);
 			for (int k = 0; k < 4; k++)
 				if (!ret && qw_bitvec_resize(eve[k], 0))
 					ret = QW_ENOMEM;
@@ -1063,29 +1124,45 @@ int qw_plkg_simulate(const struct qw_plkg_params *p, uint64_t seed, uint64_t pro
 			if (ret)
 				goto out;
 			res->windows++;
-			pend_entropy += h;
 			for (int k = 0; k < 4; k++) {
 				uint64_t d = 0;
 				for (size_t i = 0; i < eve[k]->nbits; i++)
-					d += qw_bitvec_get(pend[0], at + i) != qw_bitvec_get(eve[k], i);
+					d += qw_bitvec_get(pa, at + i) != qw_bitvec_get(eve[k], i);
 				eve_err[k] += d;
 				blk_eve_err[k] += d;
 			}
 			blk_eve_bits += eve[0]->nbits;
 			eve_bits_total += eve[0]->nbits;
 		}
-		/* a block when enough bits wait, or when no further window fits */
-		if (pend[0]->nbits < p->block_bits && n + 1 + p->window <= probes)
-			continue;
-		if (pend[0]->nbits == 0)
-			continue;
+		if (res->blocks == 0 && res->windows == 1) {
+			res->kdr_model = qw_plkg_end_model_kdr(s.end[0]);
+			qw_plkg_kdr_init(&kdr, p, res->kdr_model);
+		}
 		{
-			struct qw_key_block *ba, *bb;
+			struct qw_key_block *ba = NULL, *bb = NULL;
 			struct qw_plkg_block_result br;
-			uint64_t raw_err = qw_bitvec_hamming(pend[0], pend[1]);
+			uint64_t raw_err, raw_n;
+			/* a block when enough bits wait, or when no further window fits */
+			int flush = n + 1 + p->window > probes;
 			double best = 1.0;
 
-			res->raw_bits += pend[0]->nbits;
+			ret = qw_plkg_end_take_block(s.end[0], block_id, QW_ROLE_ALICE, kdr.est, flush,
+						     &ba);
+			if (!ret && ba)
+				ret = qw_plkg_end_take_block(s.end[1], block_id, QW_ROLE_BOB, kdr.est,
+							     1, &bb);
+			if (!ret && ba && (!bb || bb->key->nbits != ba->key->nbits))
+				ret = QW_ESTATE; /* the ends quantize in lock step */
+			if (ret || !ba) {
+				qw_block_free(ba);
+				qw_block_free(bb);
+				if (ret)
+					goto out;
+				continue;
+			}
+			raw_n = ba->key->nbits;
+			raw_err = qw_bitvec_hamming(ba->key, bb->key);
+			res->raw_bits += raw_n;
 			res->raw_errors += raw_err;
 			for (int k = 0; k < 4; k++) {
 				double r = blk_eve_bits ? (double)blk_eve_err[k] / blk_eve_bits : 0.5;
@@ -1094,25 +1171,8 @@ int qw_plkg_simulate(const struct qw_plkg_params *p, uint64_t seed, uint64_t pro
 			}
 			eve_blocks_sum += best;
 			blk_eve_bits = 0;
-			ba = qw_block_new(block_id, QW_ROLE_ALICE, pend[0]);
-			bb = qw_block_new(block_id, QW_ROLE_BOB, pend[1]);
-			pend[0] = pend[1] = NULL;
-			if (!ba || !bb) {
-				qw_block_free(ba);
-				qw_block_free(bb);
-				ret = QW_ENOMEM;
-				goto out;
-			}
 			block_id++;
-			if (res->blocks == 0) {
-				res->kdr_model = qw_plkg_end_model_kdr(s.end[0]);
-				if (!(p->kdr_initial > 0))
-					kdr_est = fmin(0.45, p->kdr_margin * res->kdr_model + 0.002);
-			}
-			ba->qber_estimate = bb->qber_estimate = kdr_est;
-			ba->sec_n_single = bb->sec_n_single = pend_entropy;
-			res->entropy_bits += pend_entropy;
-			pend_entropy = 0;
+			res->entropy_bits += ba->sec_n_single;
 			ret = qw_plkg_distill_local(p, ba, bb, res->reconciled, &br);
 			if (!ret && br.delivered) {
 				size_t at = res->key->nbits;
@@ -1140,25 +1200,11 @@ int qw_plkg_simulate(const struct qw_plkg_params *p, uint64_t seed, uint64_t pro
 			res->ec_leak_bits += br.ec_bits;
 			/* running KDR from what reconciliation corrected (known to
 			 * both ends) */
-			if (br.ec_bits > 0 && br.qber_observed >= 0) {
-				obs_err += br.qber_observed * (double)ba->key->nbits;
-				obs_bits += (double)ba->key->nbits;
-				if (!br.delivered) {
-					/* a failed block says the KDR was higher */
-					obs_err += (double)raw_err;
-					obs_bits += (double)ba->key->nbits;
-				}
-			}
-			if (obs_bits > 0)
-				kdr_est = fmin(0.45, p->kdr_margin * obs_err / obs_bits + 0.002);
+			qw_plkg_kdr_update(&kdr, raw_n, br.reconciled, br.qber_observed);
 			qw_block_free(ba);
 			qw_block_free(bb);
 			if (ret)
 				goto out;
-			if (!(pend[0] = qw_bitvec_new(0)) || !(pend[1] = qw_bitvec_new(0))) {
-				ret = QW_ENOMEM;
-				goto out;
-			}
 			if (progress)
 				progress(ctx, n + 1, probes);
 		}
@@ -1188,8 +1234,6 @@ int qw_plkg_simulate(const struct qw_plkg_params *p, uint64_t seed, uint64_t pro
 	res->features_per_window = qw_plkg_end_features(s.end[0]);
 	ret = 0;
 out:
-	for (int k = 0; k < 2; k++)
-		qw_bitvec_free(pend[k]);
 	for (int k = 0; k < 4; k++)
 		qw_bitvec_free(eve[k]);
 	sim_free(&s);

@@ -210,6 +210,72 @@ static void test_end_windows(void **state)
 	qw_plkg_channel_free(ch);
 }
 
+/* The per-end block builder and the KDR tracker a terminal and an access
+ * point use over a socket (docs/plkg.md 6.4). */
+static void test_blocks_and_kdr(void **state)
+{
+	struct qw_plkg_params p;
+	struct qw_plkg_channel *ch;
+	struct qw_plkg_end *ea, *eb;
+	struct qw_key_block *ka = NULL, *kb = NULL;
+	struct qw_plkg_kdr k;
+	double complex A[52], B[52];
+	size_t wb;
+	unsigned windows = 0;
+
+	(void)state;
+	qw_plkg_params_default(&p);
+	p.window = 64;
+	assert_int_equal(qw_plkg_channel_new(&ch, &p.chan, 4), 0);
+	assert_int_equal(qw_plkg_end_new(&ea, &p), 0);
+	assert_int_equal(qw_plkg_end_new(&eb, &p), 0);
+	wb = qw_plkg_end_window_bits(ea);
+	while (windows < 3) {
+		struct qw_plkg_probe pr = { 0, A, B, NULL, NULL };
+		qw_plkg_probe_next(ch, &pr);
+		assert_true(qw_plkg_end_push(eb, B) >= 0);
+		if (qw_plkg_end_push(ea, A) == 1) {
+			assert_int_equal(qw_plkg_end_quantize(ea, NULL, NULL, NULL), 0);
+			assert_int_equal(qw_plkg_end_quantize(eb, NULL, NULL, NULL), 0);
+			windows++;
+		}
+	}
+	assert_int_equal(qw_plkg_end_pending(ea)->nbits, 3 * wb);
+	/* default block_bits (16384) not reached: no block unless flushed */
+	assert_int_equal(qw_plkg_end_take_block(ea, 1, QW_ROLE_ALICE, 0.05, 0, &ka), 0);
+	assert_null(ka);
+	assert_int_equal(qw_plkg_end_take_block(ea, 1, QW_ROLE_ALICE, 0.05, 1, &ka), 0);
+	assert_int_equal(qw_plkg_end_take_block(eb, 1, QW_ROLE_BOB, 0.05, 1, &kb), 0);
+	assert_non_null(ka);
+	assert_non_null(kb);
+	assert_int_equal(ka->key->nbits, 3 * wb);
+	assert_int_equal(kb->key->nbits, 3 * wb);
+	assert_true(fabs(ka->sec_n_single - 3 * qw_plkg_end_window_entropy(ea)) < 1e-6);
+	assert_true(fabs(ka->sec_n_single - kb->sec_n_single) < 1e-9);
+	assert_true(ka->qber_estimate == 0.05 && ka->state == QW_BLOCK_RAW);
+	assert_int_equal(qw_plkg_end_pending(ea)->nbits, 0);
+	qw_block_free(ka);
+	assert_int_equal(qw_plkg_end_take_block(ea, 2, QW_ROLE_ALICE, 0.05, 1, &ka), 0);
+	assert_null(ka); /* nothing pending: no block even when flushed */
+	qw_block_free(kb);
+
+	qw_plkg_kdr_init(&k, &p, 0.05);
+	assert_true(fabs(k.est - (1.2 * 0.05 + 0.002)) < 1e-12);
+	qw_plkg_kdr_update(&k, 10000, 1, 0.04);
+	assert_true(fabs(k.est - (1.2 * 0.04 + 0.002)) < 1e-12);
+	qw_plkg_kdr_update(&k, 10000, 1, 0.02);
+	assert_true(fabs(k.est - (1.2 * 0.03 + 0.002)) < 1e-12);
+	qw_plkg_kdr_update(&k, 10000, 0, 0);
+	assert_true(fabs(k.est - 1.5 * (1.2 * 0.03 + 0.002)) < 1e-12);
+	p.kdr_initial = 0.2;
+	qw_plkg_kdr_init(&k, &p, 0.05);
+	assert_true(k.est == 0.2);
+
+	qw_plkg_end_free(ea);
+	qw_plkg_end_free(eb);
+	qw_plkg_channel_free(ch);
+}
+
 /* 3 km/h, 20 dB, 100 probes/s, Eve at lambda/2: a short run meets modest
  * versions of the targets (docs/plkg.md has the full-length figures). */
 static void test_session_walking(void **state)
@@ -299,6 +365,7 @@ int main(void)
 		cmocka_unit_test(test_length_stage),
 		cmocka_unit_test(test_distill_local),
 		cmocka_unit_test(test_end_windows),
+		cmocka_unit_test(test_blocks_and_kdr),
 		cmocka_unit_test(test_session_walking),
 		cmocka_unit_test(test_session_no_key),
 		cmocka_unit_test(test_session_remedy),
