@@ -201,6 +201,17 @@ static int run_call(struct conn *c, const char *cmd, const char *method, const c
 					 "(no message)");
 		goto out;
 	}
+	/* a verification that found an alteration is a failure of the command */
+	if (json_is_false(json_object_get(j, "intact"))) {
+		rc = qw_cli_fail("the audit log was altered: first bad record %lld of %lld checked",
+				 (long long)json_integer_value(json_object_get(j, "first_bad_seq")),
+				 (long long)json_integer_value(json_object_get(j, "records")));
+		if (c->json) {
+			qw_cli_print_json(j);
+			j = NULL;
+		}
+		goto out;
+	}
 	if (secret && c->out && json_is_string(json_object_get(j, secret))) {
 		const char *v = json_string_value(json_object_get(j, secret));
 

@@ -14,6 +14,9 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -35,6 +38,7 @@
 #define API_ROOT "/api/v1/ksc"
 
 struct kscd {
+	size_t max_body;
 	struct event_base *base;
 	struct qw_https_server *srv;
 	struct qw_ksc *ksc;
@@ -56,27 +60,18 @@ static void usage(FILE *f)
 		   "                     its client certificate) becomes the first super admin\n");
 }
 
-/* jansson allocator: size-prefixed blocks wiped on free. */
-static void *wipe_malloc(size_t n)
+/* jansson allocator: blocks are wiped on free. Plain malloc() blocks, so
+ * that code freeing json_dumps() text with free() stays correct; the size
+ * comes from glibc's malloc_usable_size (elsewhere: jansson's default). */
+#ifdef __GLIBC__
+static void wipe_free(void *p)
 {
-	size_t *p = malloc(n + sizeof(size_t) * 2);
-
-	if (!p)
-		return NULL;
-	p[0] = n;
-	return p + 2;
+	if (p) {
+		qw_wipe(p, malloc_usable_size(p));
+		free(p);
+	}
 }
-
-static void wipe_free(void *q)
-{
-	size_t *p;
-
-	if (!q)
-		return;
-	p = (size_t *)q - 2;
-	qw_wipe(q, p[0]);
-	free(p);
-}
+#endif
 
 static const char *const keys_allowed[] = {
 	"data_dir", "listen", "cert", "key", "ca", "pki_dir", "qrng_file", "qrng_bits_per_sample",
@@ -173,6 +168,10 @@ static void on_api(void *arg, struct qw_https_req *req)
 		return;
 	}
 	body = qw_https_req_body(req, &len);
+	if (len > d->max_body) {
+		qw_https_reply_error(req, 413, "request body too large");
+		return;
+	}
 	if (qw_ksc_handle(d->ksc, qw_https_req_peer_id(req), qw_https_req_method_name(req), path,
 			  qw_https_req_query(req), body, len, &r)) {
 		qw_https_reply_error(req, 500, "out of memory");
@@ -302,7 +301,9 @@ int main(int argc, char **argv)
 		ret = 0;
 		goto out;
 	}
-	json_set_alloc_funcs(wipe_malloc, wipe_free);
+#ifdef __GLIBC__
+	json_set_alloc_funcs(malloc, wipe_free);
+#endif
 	signal(SIGPIPE, SIG_IGN);
 	snprintf(db, sizeof(db), "%s/ksc.db", c.data_dir);
 	snprintf(mkp, sizeof(mkp), "%s/master.key", c.data_dir);
@@ -351,7 +352,11 @@ int main(int argc, char **argv)
 	ho.cert_file = c.cert;
 	ho.key_file = c.key;
 	ho.ca_file = c.ca;
-	ho.max_body_bytes = (size_t)c.max_body;
+	/* The HTTPS layer answers bodies over its limit itself (libevent's
+	 * HTML 413); give it four times ours so that an oversized body
+	 * normally reaches on_api and gets a JSON 413 */
+	d.max_body = (size_t)c.max_body;
+	ho.max_body_bytes = (size_t)c.max_body * 4;
 	ho.access_log = on_access;
 	d.srv = qw_https_server_new(d.base, &ho, &r);
 	if (!d.srv) {
