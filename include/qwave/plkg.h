@@ -87,9 +87,9 @@ struct qw_plkg_params {
 };
 
 /* Defaults: the channel of qw_plkg_config_default (TGn D, 3 km/h, 20 dB,
- * 100 probes/s, Eve at lambda/2), window 128 probes, max_bits 6, Cascade
- * with level_scale 1.3 and block_bits 16384 (qw_plkg_params_for: BCH 0.6
- * and 8192, LDPC 1.3 and 40000), KDR from the model (kdr_initial 0) with
+ * 100 probes/s, Eve at lambda/2), window 192 probes, max_bits 6, Cascade
+ * with level_scale 1.5 and block_bits 16384 (qw_plkg_params_for: BCH 0.6
+ * and 8192, LDPC 1.5 and 40000), KDR from the model (kdr_initial 0) with
  * margin 1.2, no remedy, 8 elements, 64-bit tag, eps_pa 1e-10. */
 void qw_plkg_params_default(struct qw_plkg_params *p);
 /* Set the reconciler and its level_scale / block_bits defaults. */

@@ -21,7 +21,7 @@ void qw_plkg_params_default(struct qw_plkg_params *p)
 	QW_REQUIRE(p);
 	memset(p, 0, sizeof(*p));
 	qw_plkg_config_default(&p->chan);
-	p->window = 128;
+	p->window = 192;
 	p->max_bits = 6;
 	p->kdr_initial = 0;
 	p->kdr_margin = 1.2;
@@ -42,11 +42,11 @@ void qw_plkg_params_for(struct qw_plkg_params *p, enum qw_plkg_reconcile r)
 		p->block_bits = 8192;
 		break;
 	case QW_PLKG_REC_LDPC:
-		p->level_scale = 1.3;
+		p->level_scale = 1.5;
 		p->block_bits = 40000;
 		break;
 	default:
-		p->level_scale = 1.3;
+		p->level_scale = 1.5;
 		p->block_bits = 16384;
 		break;
 	}
