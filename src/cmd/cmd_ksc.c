@@ -20,6 +20,9 @@
 
 #define MAX_OPTS 8
 
+/* bench/bench_ksc.c (also `qwave bench ksc` once registered there) */
+int qw_bench_ksc(int argc, char **argv);
+
 struct optspec {
 	const char *opt;   /* "--size" */
 	const char *field; /* JSON field, or "{id}" for the path */
@@ -131,6 +134,7 @@ static void group_help(void)
 	for (const struct spec *s = specs; s->name; s++)
 		printf("  %-16s %s\n", s->name, s->summary);
 	printf("  %-16s %s\n", "call", "any API call: qwave ksc call METHOD PATH [JSON]");
+	printf("  %-16s %s\n", "bench", "session keys/s and crypto requests/s over mutual TLS");
 	printf("\nEvery command takes --help.\n\n%s", conn_help);
 }
 
@@ -438,6 +442,8 @@ int qw_cmd_ksc(int argc, char **argv)
 	}
 	if (!strcmp(argv[1], "call"))
 		return run_raw(argc - 2, argv + 2);
+	if (!strcmp(argv[1], "bench"))
+		return qw_bench_ksc(argc - 1, argv + 1);
 	for (const struct spec *s = specs; s->name; s++) {
 		const char *sp = strchr(s->name, ' ');
 

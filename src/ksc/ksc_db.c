@@ -33,6 +33,10 @@ static const char schema[] =
 	" created INTEGER NOT NULL, updated INTEGER NOT NULL, expires INTEGER NOT NULL DEFAULT 0,"
 	" material BLOB, slots INTEGER NOT NULL DEFAULT 0, next_slot INTEGER NOT NULL DEFAULT 0);"
 	"CREATE INDEX keys_device ON keys(device, purpose, state);"
+	/* a fill batch's material, in chunks of 64 slots (2 KiB): taking a
+	 * slot opens one chunk, not the whole fill */
+	"CREATE TABLE fill_chunks(batch TEXT NOT NULL, idx INTEGER NOT NULL, material BLOB NOT NULL,"
+	" PRIMARY KEY(batch, idx));"
 	"CREATE TABLE backups(key_id TEXT PRIMARY KEY, threshold INTEGER NOT NULL, n INTEGER NOT NULL,"
 	" blob BLOB NOT NULL, created INTEGER NOT NULL);"
 	"CREATE TABLE custody(key_id TEXT NOT NULL, admin TEXT NOT NULL, share BLOB,"

@@ -16,6 +16,7 @@
 
 #include "ksc_internal.h"
 #include "qwave/secmem.h"
+#include "qwave/uuid.h"
 
 static const char *const kinds[] = { "server-crypto", "pcie-card", "sim", "usim", "tf-card",
 				     "sd-card", "usb-key", "softkey", "iot-chip", NULL };
@@ -71,44 +72,99 @@ static json_t *device_json(struct qw_ksc *k, const struct ksc_device *d)
 			 d->destroy_pending);
 }
 
-static int load_batch(struct qw_ksc *k, const char *device, const char *batch, uint8_t **mat,
-		      size_t *len)
-{
-	sqlite3_stmt *st = NULL;
-	uint8_t kek[32];
-	int ret = QW_ENOTFOUND;
-
-	if (ksc_device_kek(k, device, kek))
-		return QW_ECRYPTO;
-	if (ksc_prep(k, &st, "SELECT material FROM keys WHERE id = ? AND device = ? AND"
-			     " purpose = 'fill' AND state = 'distributed'")) {
-		qw_wipe(kek, sizeof(kek));
-		return QW_EDB;
-	}
-	sqlite3_bind_text(st, 1, batch, -1, SQLITE_STATIC);
-	sqlite3_bind_text(st, 2, device, -1, SQLITE_STATIC);
-	if (sqlite3_step(st) == SQLITE_ROW && sqlite3_column_type(st, 0) == SQLITE_BLOB)
-		ret = ksc_open_sealed(kek, "key", batch, sqlite3_column_blob(st, 0),
-				      (size_t)sqlite3_column_bytes(st, 0), mat, len);
-	sqlite3_finalize(st);
-	qw_wipe(kek, sizeof(kek));
-	return ret;
-}
+#define CHUNK_SLOTS 64
+#define CHUNK_BYTES (CHUNK_SLOTS * QW_KSC_SLOT_BYTES)
 
 int ksc_slot_key(struct qw_ksc *k, const char *device, const char *batch, uint64_t slot,
 		 uint8_t key[static QW_KSC_SLOT_BYTES])
 {
-	uint8_t *mat = NULL;
+	sqlite3_stmt *st = NULL;
+	uint8_t kek[32], *mat = NULL;
 	size_t len = 0;
-	int ret = load_batch(k, device, batch, &mat, &len);
+	char cid[64];
+	uint64_t idx = slot / CHUNK_SLOTS;
+	int ret = QW_ENOTFOUND;
 
+	if (ksc_device_kek(k, device, kek))
+		return QW_ECRYPTO;
+	/* only a live fill of this device: destroyed batches have no chunks */
+	if (ksc_prep(k, &st, "SELECT c.material FROM fill_chunks c JOIN keys k ON k.id = c.batch"
+			     " WHERE c.batch = ? AND c.idx = ? AND k.device = ? AND"
+			     " k.purpose = 'fill' AND k.state = 'distributed' AND ? < k.slots")) {
+		qw_wipe(kek, sizeof(kek));
+		return QW_EDB;
+	}
+	sqlite3_bind_text(st, 1, batch, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 2, (sqlite3_int64)idx);
+	sqlite3_bind_text(st, 3, device, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 4, (sqlite3_int64)slot);
+	snprintf(cid, sizeof(cid), "%s#%llu", batch, (unsigned long long)idx);
+	if (sqlite3_step(st) == SQLITE_ROW)
+		ret = ksc_open_sealed(kek, "chunk", cid, sqlite3_column_blob(st, 0),
+				      (size_t)sqlite3_column_bytes(st, 0), &mat, &len);
+	sqlite3_finalize(st);
+	qw_wipe(kek, sizeof(kek));
 	if (ret)
 		return ret;
-	if ((slot + 1) * QW_KSC_SLOT_BYTES > len)
+	if ((slot % CHUNK_SLOTS + 1) * QW_KSC_SLOT_BYTES > len)
 		ret = QW_ERANGE;
 	else
-		memcpy(key, mat + slot * QW_KSC_SLOT_BYTES, QW_KSC_SLOT_BYTES);
+		memcpy(key, mat + (slot % CHUNK_SLOTS) * QW_KSC_SLOT_BYTES, QW_KSC_SLOT_BYTES);
 	qw_free_secret(mat, len);
+	return ret;
+}
+
+/* Store a fill: its key row (metadata, state distributed, no material of
+ * its own) and the material in sealed chunks. batch gets the new ID. */
+static int fill_store(struct qw_ksc *k, const char *device, const uint8_t *mat, size_t n,
+		      const char *label, char batch[static 37])
+{
+	struct qw_uuid u;
+	sqlite3_stmt *st = NULL;
+	uint8_t kek[32];
+	int ret;
+
+	if ((ret = qw_uuid_generate(&u)) || (ret = ksc_device_kek(k, device, kek)))
+		return ret;
+	qw_uuid_format(&u, batch);
+	ret = QW_EDB;
+	if (ksc_prep(k, &st, "INSERT INTO keys(id, device, owner, purpose, source, size_bits, state,"
+			     " created, updated, slots) VALUES(?1, ?2, ?2, 'fill', ?3, ?4, 'distributed',"
+			     " ?5, ?5, ?6)"))
+		goto out;
+	sqlite3_bind_text(st, 1, batch, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 2, device, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 3, label, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 4, (sqlite3_int64)n * 8);
+	sqlite3_bind_int64(st, 5, ksc_now());
+	sqlite3_bind_int64(st, 6, (sqlite3_int64)(n / QW_KSC_SLOT_BYTES));
+	if (sqlite3_step(st) != SQLITE_DONE)
+		goto out;
+	sqlite3_finalize(st);
+	st = NULL;
+	if (ksc_prep(k, &st, "INSERT INTO fill_chunks(batch, idx, material) VALUES(?, ?, ?)"))
+		goto out;
+	for (size_t off = 0, idx = 0; off < n; off += CHUNK_BYTES, idx++) {
+		size_t len = n - off < CHUNK_BYTES ? n - off : CHUNK_BYTES, sl = 0;
+		uint8_t *sealed = NULL;
+		char cid[64];
+
+		snprintf(cid, sizeof(cid), "%s#%zu", batch, idx);
+		if ((ret = ksc_seal(kek, "chunk", cid, mat + off, len, &sealed, &sl)))
+			goto out;
+		sqlite3_reset(st);
+		sqlite3_bind_text(st, 1, batch, -1, SQLITE_STATIC);
+		sqlite3_bind_int64(st, 2, (sqlite3_int64)idx);
+		sqlite3_bind_blob(st, 3, sealed, (int)sl, SQLITE_TRANSIENT);
+		free(sealed);
+		ret = QW_EDB;
+		if (sqlite3_step(st) != SQLITE_DONE)
+			goto out;
+	}
+	ret = 0;
+out:
+	sqlite3_finalize(st);
+	qw_wipe(kek, sizeof(kek));
 	return ret;
 }
 
@@ -296,6 +352,13 @@ static int erase_device_keys(struct qw_ksc *k, const char *id, int64_t *n)
 	ret = sqlite3_step(st) == SQLITE_DONE ? 0 : QW_EDB;
 	*n = sqlite3_changes(k->db);
 	sqlite3_finalize(st);
+	st = NULL;
+	if (!ret && !ksc_prep(k, &st, "DELETE FROM fill_chunks WHERE batch IN"
+				      " (SELECT id FROM keys WHERE device = ?)")) {
+		sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+		ret = sqlite3_step(st) == SQLITE_DONE ? 0 : QW_EDB;
+	}
+	sqlite3_finalize(st);
 	return ret;
 }
 
@@ -405,8 +468,7 @@ static void h_fill(struct ksc_req *r, struct ksc_device *d)
 	if (ksc_begin(r->k))
 		goto fail;
 	if ((ret = ksc_key_material(r->k, ksc_str(r, "source", 0), mat, n, &label)) ||
-	    (ret = ksc_key_create(r->k, d->id, d->id, "fill", NULL, NULL, bits, 0, "distributed",
-				  bits / QW_KSC_SLOT_BITS, mat, batch, &label)))
+	    (ret = fill_store(r->k, d->id, mat, n, label, batch)))
 		goto fail;
 	ret = QW_EDB;
 	if (ksc_device_kek(r->k, d->id, kek) ||

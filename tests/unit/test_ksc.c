@@ -99,6 +99,8 @@ static int call(struct fx *f, const char *who, const char *method, const char *p
 	return r.status;
 }
 
+static int file_contains(const char *path, const uint8_t *needle, size_t n);
+
 static int64_t audit_count(struct fx *f)
 {
 	sqlite3_stmt *st;
@@ -481,8 +483,52 @@ static void test_devices_fill_destroy(void **state)
 		assert_int_equal(sqlite3_step(st), SQLITE_ROW);
 		assert_int_equal(sqlite3_column_int(st, 0), 0);
 		sqlite3_finalize(st);
+		assert_int_equal(sqlite3_prepare_v2(f->k->db, "SELECT count(*) FROM fill_chunks",
+						    -1, &st, NULL), SQLITE_OK);
+		assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+		assert_int_equal(sqlite3_column_int(st, 0), 0);
+		sqlite3_finalize(st);
 	}
 	expect_intact(f);
+}
+
+/* A fill over several 64-slot chunks: every slot the KSC uses is the
+ * slot the image gave the device. */
+static void test_fill_chunks(void **state)
+{
+	struct fx *f = *state;
+	uint8_t mk[40], *keys = NULL, slot[32];
+	size_t nkeys = 0;
+	char batch[37], dev[65];
+	const uint64_t probe[] = { 0, 1, 63, 64, 127, 128, 200, 255 };
+	json_t *j;
+
+	assert_int_equal(call(f, "root", "POST", "/devices",
+			      "{\"id\":\"card\",\"kind\":\"pcie-card\",\"owner\":\"o\","
+			      "\"quota_bits\":65536}", &j), 201);
+	assert_int_equal(b64dec(json_string_value(json_object_get(j, "medium_key")), mk,
+				sizeof(mk)), 32);
+	json_decref(j);
+	assert_int_equal(call(f, "root", "POST", "/devices/card/fill", "{\"bits\":65536}", &j), 201);
+	{
+		const char *img = json_string_value(json_object_get(j, "image"));
+
+		assert_int_equal(qw_ksc_image_open((const uint8_t *)img, strlen(img), mk, &keys,
+						   &nkeys, batch, dev), 0);
+	}
+	json_decref(j);
+	assert_int_equal(nkeys, 8192);
+	for (size_t i = 0; i < sizeof(probe) / sizeof(probe[0]); i++) {
+		assert_int_equal(ksc_slot_key(f->k, "card", batch, probe[i], slot), 0);
+		assert_memory_equal(slot, keys + probe[i] * 32, 32);
+	}
+	assert_int_not_equal(ksc_slot_key(f->k, "card", batch, 256, slot), 0);
+	assert_int_equal(ksc_slot_key(f->k, "other", batch, 0, slot), QW_ENOTFOUND);
+	/* no plaintext copy of the fill in the database file */
+	assert_int_equal(sqlite3_exec(f->k->db, "PRAGMA wal_checkpoint(FULL)", NULL, NULL, NULL),
+			 SQLITE_OK);
+	assert_false(file_contains(f->db, keys + 64 * 32, 32));
+	qw_free_secret(keys, nkeys);
 }
 
 static void test_audit_tamper(void **state)
@@ -931,6 +977,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_devices_fill_destroy, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_audit_tamper, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_audit_truncation, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_fill_chunks, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_session, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_group, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_auth, setup, teardown),
