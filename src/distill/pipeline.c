@@ -436,6 +436,23 @@ out:
 	return ret;
 }
 
+/* The first nbytes * 8 bits of v as qw_bitvec_to_bytes() would store them
+ * (MSB first within each byte), a word at a time and without branching on
+ * key bits (that function tests every bit). */
+static void key_head_bytes(const struct qw_bitvec *v, uint8_t *bytes, size_t nbytes)
+{
+	for (size_t i = 0; i < nbytes; i += 8) {
+		uint64_t w = v->w[i >> 3];
+
+		/* reverse the bits within each byte */
+		w = ((w & 0xF0F0F0F0F0F0F0F0ull) >> 4) | ((w & 0x0F0F0F0F0F0F0F0Full) << 4);
+		w = ((w & 0xCCCCCCCCCCCCCCCCull) >> 2) | ((w & 0x3333333333333333ull) << 2);
+		w = ((w & 0xAAAAAAAAAAAAAAAAull) >> 1) | ((w & 0x5555555555555555ull) << 1);
+		for (size_t k = 0; k < 8 && i + k < nbytes; k++)
+			bytes[i + k] = (uint8_t)(w >> (8 * k));
+	}
+}
+
 /* Deliver b: deposit its auth share, hand the rest to the sink. */
 static int finish_delivered(struct runner *r, struct qw_key_block *b, struct slot *s)
 {
@@ -463,17 +480,10 @@ static int finish_delivered(struct runner *r, struct qw_key_block *b, struct slo
 	}
 	share_bytes = share / 8;
 	if (share) {
-		struct qw_bitvec *head = qw_bitvec_new(share);
-		if (!head)
-			goto out;
-		qw_bitvec_copy_range(head, 0, b->key, 0, share);
 		bytes = malloc(share_bytes);
-		if (!bytes) {
-			qw_bitvec_free(head);
+		if (!bytes)
 			goto out;
-		}
-		qw_bitvec_to_bytes(head, bytes);
-		qw_bitvec_free(head);
+		key_head_bytes(b->key, bytes, share_bytes);
 	}
 	rest = qw_bitvec_new(nbits - share);
 	if (!rest)
