@@ -30,6 +30,7 @@
 #include "qwave/buf.h"
 #include "qwave/config.h"
 #include "qwave/error.h"
+#include "qwave/keysource.h"
 #include "qwave/kme.h"
 #include "qwave/link.h"
 #include "qwave/log.h"
@@ -43,7 +44,8 @@ struct bufferevent;
 
 enum qw_km_source {
 	QW_KM_SOURCE_SIM = 1,      /* simulated decoy-state BB84 link run by qwaved */
-	QW_KM_SOURCE_ETSI014 = 2,  /* keys pulled from a vendor KME (not yet built) */
+	QW_KM_SOURCE_ETSI014 = 2,  /* keys of a vendor QKD pair pulled from its KMEs
+				    * over ETSI 014 (keysource.h) */
 };
 
 struct qw_km_link_conf {
@@ -58,6 +60,9 @@ struct qw_km_link_conf {
 	double qber_threshold;
 	double pace;               /* 1: real time at pulse_rate_hz; 0: as fast as the CPU */
 	const char *psk_file;      /* bootstrap authentication key (both ends alike) */
+	/* source etsi014: the vendor KME (kme_* keys, keysource.h); the
+	 * leader must be the master */
+	struct qw_etsi_source_conf etsi;
 	int line;
 };
 

@@ -17,7 +17,9 @@
  *   body
  *
  * Type space (room for the relay protocol of the next issue):
- *   0x01-0x0f  connection and resynchronisation
+ *   0x01-0x07  connection and resynchronisation
+ *   0x08-0x0f  key supply from external sources (an ETSI 014 vendor KME
+ *              pair: the master announces a block, the slave fetches it)
  *   0x10-0x1f  key creation for ETSI 014 (KEYS_REQ, KEYS_NEW, ACK/NACK)
  *   0x20-0x3f  reserved: multi-hop relay (OTP-encrypted, MACed key hops)
  *   0x40-0x4f  reserved: management
@@ -52,6 +54,9 @@ enum qw_kmlink_type {
 	QW_KMLINK_POOL_BLOCKS = 0x02, /* qw_store_pool_blocks of the sender */
 	QW_KMLINK_KEY_LIST = 0x03,    /* qw_store_key_resync_list of the sender */
 	QW_KMLINK_RESYNC_DONE = 0x04, /* sender applied the other's lists */
+	QW_KMLINK_SOURCE_BLOCK = 0x08,/* master: block id = these vendor key IDs */
+	QW_KMLINK_SOURCE_ACK = 0x09,  /* slave: fetched and pooled that block */
+	QW_KMLINK_SOURCE_DROP = 0x0a, /* slave: could not fetch it: discard */
 	QW_KMLINK_KEYS_REQ = 0x10,    /* follower asks the leader to cut keys */
 	QW_KMLINK_KEYS_NEW = 0x11,    /* leader announces a committed cut */
 	QW_KMLINK_KEYS_ACK = 0x12,    /* receiver committed the announced keys */
@@ -86,6 +91,14 @@ struct qw_kmlink_msg {
 		struct { struct qw_uuid *ids; size_t n; } keylist;
 		struct qw_kmlink_keys keys;  /* KEYS_REQ (no pos, no ids), KEYS_NEW */
 		int32_t nack_error;          /* KEYS_NACK: a QW_E* code */
+		/* SOURCE_BLOCK (ids: n UUIDs, key_bits each), SOURCE_ACK and
+		 * SOURCE_DROP (block_id only) */
+		struct {
+			uint64_t block_id;
+			uint32_t key_bits;
+			struct qw_uuid *ids;
+			size_t n;
+		} source;
 	} u;
 };
 

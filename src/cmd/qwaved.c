@@ -68,7 +68,8 @@ static void usage(FILE *f)
 /* Files named by the configuration must be readable (--check too). */
 static int check_files(const struct qw_config *cfg, struct qw_config_error *err)
 {
-	static const char *const keys[] = { "cert", "key", "ca", "psk_file", "master_key_file" };
+	static const char *const keys[] = { "cert", "key", "ca", "psk_file", "master_key_file",
+					    "kme_cert", "kme_key", "kme_ca" };
 
 	for (size_t i = 0; i < qw_config_nsections(cfg); i++) {
 		const struct qw_config_section *s = qw_config_section_at(cfg, i);

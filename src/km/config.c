@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "qwave/km.h"
 #include "qwave/kmlink.h"
@@ -271,8 +272,16 @@ static int load_link(const struct qw_config *cfg, const struct qw_config_section
 	int ret, v, line;
 	uint64_t u;
 
+	const char *allowed[80];
+	size_t na = 0;
+
+	for (size_t i = 0; link_keys[i]; i++)
+		allowed[na++] = link_keys[i];
+	for (size_t i = 0; qw_etsi_source_conf_keys[i] && na < 79; i++)
+		allowed[na++] = qw_etsi_source_conf_keys[i];
+	allowed[na] = NULL;
 	l->line = qw_config_section_line(s);
-	if ((ret = qw_config_check_keys(s, link_keys, err)) ||
+	if ((ret = qw_config_check_keys(s, allowed, err)) ||
 	    (ret = get_id(cfg, s, "peer", &l->peer, err)) ||
 	    (ret = get_addr(cfg, s, "address", &l->address, err)))
 		return ret;
@@ -286,9 +295,24 @@ static int load_link(const struct qw_config *cfg, const struct qw_config_section
 		return ret;
 	l->source = (enum qw_km_source)v;
 	if (l->source == QW_KM_SOURCE_ETSI014) {
-		(void)qw_config_section_get(s, "source", &line);
-		return fail(err, cfg, line, QW_EUNSUPPORTED,
-			    "key 'source' in [link]: external ETSI 014 key sources are not supported yet");
+		int want = qw_km_is_leader(c->id, l->peer) ? QW_ETSI_SOURCE_MASTER : QW_ETSI_SOURCE_SLAVE;
+		if ((ret = qw_etsi_source_conf_load(cfg, s, &l->etsi, err)))
+			return ret;
+		if ((int)l->etsi.role != want) {
+			(void)qw_config_section_get(s, "kme_role", &line);
+			return fail(err, cfg, line, QW_EINVAL,
+				    "key 'kme_role' in [link]: must be %s here (%s sorts %s %s: the first one pulls keys as master)",
+				    want == QW_ETSI_SOURCE_MASTER ? "master" : "slave", c->id,
+				    want == QW_ETSI_SOURCE_MASTER ? "before" : "after", l->peer);
+		}
+		/* block ids keep growing across restarts (the pool refuses old
+		 * ones): seconds since 1970 in the high bits */
+		l->etsi.first_block_id = (uint64_t)time(NULL) << 20;
+		if (qw_km_is_leader(c->id, l->peer) && !l->address)
+			return fail(err, cfg, l->line, QW_ENOTFOUND,
+				    "[link] to %s needs key 'address': %s sorts first, so it dials the peer",
+				    l->peer, c->id);
+		return 0;
 	}
 	qw_optics_config_default(o);
 	/* [MQZL] Table I splits eta_Bob = eta_optics x eta_detector; the

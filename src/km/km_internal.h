@@ -19,11 +19,23 @@ struct event;
 #define KM_APPLY_RETRY_MS 3000
 #define KM_APPLY_RETRY_STEP_MS 20
 
+/* What the loop does with a queued block (external sources, source.c). */
+enum km_block_kind {
+	KM_BLOCK_POOL = 0,     /* append to the pool */
+	KM_BLOCK_ACK = 1,      /* slave: append, then SOURCE_ACK (DROP if refused) */
+	KM_BLOCK_DROP = 2,     /* slave: the fetch failed: SOURCE_DROP only */
+	KM_BLOCK_ANNOUNCE = 3, /* master: hold it, SOURCE_BLOCK to the slave */
+};
+
 struct km_block {
 	struct km_block *next;
 	uint64_t id, nbits;
 	uint8_t *bits;
 	size_t nbytes;
+	enum km_block_kind kind;
+	uint32_t key_bits;     /* ANNOUNCE: the vendor keys' size */
+	struct qw_uuid *ids;   /* ANNOUNCE: their IDs */
+	size_t nids;
 };
 
 /* One SAE request waiting in a batch: number keys, answered through cb. */
@@ -85,6 +97,10 @@ struct km_peer {
 	pthread_mutex_t mu;
 	struct km_block *blk_head, *blk_tail;
 	struct qw_km_link_report rep;
+	/* external source (source.c): master's announced blocks awaiting the
+	 * slave's ACK, in id order (loop thread) */
+	struct km_src *src;
+	struct km_block *held_head, *held_tail;
 	/* counters (loop thread) */
 	uint64_t keys_master, keys_slave, keys_cut, resyncs, resync_dropped_keys;
 	uint64_t requests_failed, blocks_appended, blocks_refused, batches;
@@ -110,7 +126,20 @@ struct qw_km {
 	uint64_t keys_delivered;
 };
 
+struct km_src;
+
 struct km_peer *km_peer_find(struct qw_km *km, const char *id);
+/* Thread-safe: queue a block of kind for p (bits and ids copied). */
+int km_submit(struct km_peer *p, enum km_block_kind kind, uint64_t block_id, const uint8_t *bits,
+	      uint64_t nbits, uint32_t key_bits, const struct qw_uuid *ids, size_t nids);
+void km_block_free(struct km_block *b);
+/* External sources (source.c), on the loop thread. */
+void km_src_on_message(struct km_peer *p, const struct qw_kmlink_msg *m);
+void km_src_link_up(struct km_peer *p);
+void km_src_announce(struct km_peer *p, const struct km_block *b);
+/* Start the vendor-KME source of link lc (its thread); stop joins it. */
+struct km_src *km_src_start(struct qw_km *km, const struct qw_km_link_conf *lc, int *err);
+void km_src_stop(struct km_src *s);
 int64_t km_now_ms(void);
 /* Send m on p's connection. 0, QW_ECLOSED (down), QW_ENOMEM, QW_EINVAL. */
 int km_send(struct km_peer *p, const struct qw_kmlink_msg *m);

@@ -171,6 +171,7 @@ static void maybe_up(struct km_peer *p)
 		p->resyncs++;
 		qw_log(QW_LOG_INFO, "KM link to %s up (%s, resynchronised)", p->id,
 		       p->leader ? "leader" : "follower");
+		km_src_link_up(p);
 		km_drain_blocks(p);
 	}
 }
@@ -432,6 +433,11 @@ static void dispatch(struct km_peer *p, struct qw_kmlink_msg *m)
 		if (!p->leader)
 			goto proto;
 		on_ack(p, m, 0);
+		return;
+	case QW_KMLINK_SOURCE_BLOCK:
+	case QW_KMLINK_SOURCE_ACK:
+	case QW_KMLINK_SOURCE_DROP:
+		km_src_on_message(p, m);
 		return;
 	case QW_KMLINK_KEYS_NACK:
 		if (p->leader) {

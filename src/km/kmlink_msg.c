@@ -31,6 +31,7 @@ void qw_kmlink_msg_clear(struct qw_kmlink_msg *m)
 	case QW_KMLINK_KEY_LIST: free(m->u.keylist.ids); break;
 	case QW_KMLINK_KEYS_REQ:
 	case QW_KMLINK_KEYS_NEW: free(m->u.keys.ids); break;
+	case QW_KMLINK_SOURCE_BLOCK: free(m->u.source.ids); break;
 	default: break;
 	}
 	memset(m, 0, sizeof(*m));
@@ -158,6 +159,27 @@ static int parse_body(struct qw_reader *r, struct qw_kmlink_msg *m)
 		return parse_keys(r, 0, &m->u.keys);
 	case QW_KMLINK_KEYS_NEW:
 		return parse_keys(r, 1, &m->u.keys);
+	case QW_KMLINK_SOURCE_BLOCK:
+		if (qw_reader_read_u64be(r, &m->u.source.block_id) ||
+		    qw_reader_read_u32be(r, &m->u.source.key_bits) || qw_reader_read_u32be(r, &n) ||
+		    m->u.source.block_id >= (UINT64_C(1) << 63) || m->u.source.key_bits == 0 ||
+		    m->u.source.key_bits % 8 || m->u.source.key_bits > QW_STORE_KEY_MAX_BITS || n == 0 ||
+		    n > QW_KMLINK_MAX_KEYS || qw_reader_remaining(r) != (size_t)n * QW_UUID_BYTES)
+			return QW_EPARSE;
+		m->u.source.ids = malloc((size_t)n * sizeof(*m->u.source.ids));
+		if (!m->u.source.ids)
+			return QW_ENOMEM;
+		m->u.source.n = n;
+		for (uint32_t i = 0; i < n; i++)
+			if (qw_reader_read_bytes(r, m->u.source.ids[i].b, QW_UUID_BYTES))
+				return QW_EPARSE;
+		return 0;
+	case QW_KMLINK_SOURCE_ACK:
+	case QW_KMLINK_SOURCE_DROP:
+		if (qw_reader_read_u64be(r, &m->u.source.block_id) ||
+		    m->u.source.block_id >= (UINT64_C(1) << 63))
+			return QW_EPARSE;
+		return 0;
 	case QW_KMLINK_KEYS_NACK:
 		if (qw_reader_read_u32be(r, &e))
 			return QW_EPARSE;
@@ -273,6 +295,30 @@ int qw_kmlink_encode(const struct qw_kmlink_msg *m, struct qw_buf *out)
 	case QW_KMLINK_KEYS_REQ:
 	case QW_KMLINK_KEYS_NEW:
 		if ((ret = encode_keys(&m->u.keys, m->type == QW_KMLINK_KEYS_NEW, out)))
+			goto fail;
+		break;
+	case QW_KMLINK_SOURCE_BLOCK:
+		ret = QW_EINVAL;
+		if (m->u.source.block_id >= (UINT64_C(1) << 63) || m->u.source.key_bits == 0 ||
+		    m->u.source.key_bits % 8 || m->u.source.key_bits > QW_STORE_KEY_MAX_BITS ||
+		    m->u.source.n == 0 || m->u.source.n > QW_KMLINK_MAX_KEYS || !m->u.source.ids)
+			goto fail;
+		ret = QW_ENOMEM;
+		if (qw_buf_append_u64be(out, m->u.source.block_id) ||
+		    qw_buf_append_u32be(out, m->u.source.key_bits) ||
+		    qw_buf_append_u32be(out, (uint32_t)m->u.source.n))
+			goto fail;
+		for (size_t i = 0; i < m->u.source.n; i++)
+			if (qw_buf_append(out, m->u.source.ids[i].b, QW_UUID_BYTES))
+				goto fail;
+		break;
+	case QW_KMLINK_SOURCE_ACK:
+	case QW_KMLINK_SOURCE_DROP:
+		ret = QW_EINVAL;
+		if (m->u.source.block_id >= (UINT64_C(1) << 63))
+			goto fail;
+		ret = QW_ENOMEM;
+		if (qw_buf_append_u64be(out, m->u.source.block_id))
 			goto fail;
 		break;
 	case QW_KMLINK_KEYS_NACK:

@@ -32,6 +32,7 @@ struct net_link {
 	const struct qw_km_link_conf *lc;
 	int leader;
 	struct km_qkd *qkd;
+	struct km_src *src;    /* external source instead of the simulated link */
 	struct event *want_ev;
 	struct event *redial_ev;
 	int km_dialing;
@@ -451,9 +452,15 @@ struct qw_km_net *qw_km_net_start(struct qw_km *km, struct event_base *base,
 		*err = QW_ENOMEM;
 		if (!nl->want_ev || !nl->redial_ev)
 			goto fail;
-		nl->qkd = km_qkd_start(km, c, nl->lc, nl->want_ev, err);
-		if (!nl->qkd)
-			goto fail;
+		if (nl->lc->source == QW_KM_SOURCE_ETSI014) {
+			nl->src = km_src_start(km, nl->lc, err);
+			if (!nl->src)
+				goto fail;
+		} else {
+			nl->qkd = km_qkd_start(km, c, nl->lc, nl->want_ev, err);
+			if (!nl->qkd)
+				goto fail;
+		}
 		if (nl->leader)
 			on_redial(-1, 0, nl);
 	}
@@ -476,6 +483,7 @@ void qw_km_net_stop(struct qw_km_net *net)
 	for (size_t i = 0; i < net->nlinks; i++) {
 		struct net_link *nl = &net->links[i];
 		km_qkd_stop(nl->qkd);
+		km_src_stop(nl->src);
 		if (nl->want_ev)
 			event_free(nl->want_ev);
 		if (nl->redial_ev)

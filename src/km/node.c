@@ -30,11 +30,12 @@ struct km_peer *km_peer_find(struct qw_km *km, const char *id)
 	return NULL;
 }
 
-static void block_free(struct km_block *b)
+void km_block_free(struct km_block *b)
 {
 	if (!b)
 		return;
 	qw_free_secret(b->bits, b->nbytes);
+	free(b->ids);
 	free(b);
 }
 
@@ -60,15 +61,35 @@ size_t km_append_blocks(struct km_peer *p)
 		pthread_mutex_unlock(&p->mu);
 		if (!b)
 			break;
-		ret = qw_store_pool_append(p->km->store, p->id, b->id, b->bits, b->nbits);
-		if (ret) {
+		if (b->kind == KM_BLOCK_ANNOUNCE) {
+			/* held until the slave has the same block */
+			if (p->held_tail)
+				p->held_tail->next = b;
+			else
+				p->held_head = b;
+			p->held_tail = b;
+			b->next = NULL;
+			if (p->up)
+				km_src_announce(p, b);
+			continue;
+		}
+		ret = b->kind == KM_BLOCK_DROP ? QW_EABORT
+					       : qw_store_pool_append(p->km->store, p->id, b->id, b->bits, b->nbits);
+		if (ret && b->kind != KM_BLOCK_DROP) {
 			p->blocks_refused++;
 			qw_log(QW_LOG_WARN, "pool %s: block %" PRIu64 " refused: %s", p->id, b->id,
 			       qw_strerror(ret));
-		} else {
+		} else if (!ret) {
 			p->blocks_appended++;
 		}
-		block_free(b);
+		if (b->kind == KM_BLOCK_ACK || b->kind == KM_BLOCK_DROP) {
+			struct qw_kmlink_msg m;
+			memset(&m, 0, sizeof(m));
+			m.type = ret ? QW_KMLINK_SOURCE_DROP : QW_KMLINK_SOURCE_ACK;
+			m.u.source.block_id = b->id;
+			(void)km_send(p, &m);
+		}
+		km_block_free(b);
 	}
 	return n;
 }
@@ -93,22 +114,39 @@ int qw_km_submit_block(struct qw_km *km, const char *peer, uint64_t block_id,
 		       const uint8_t *bits, uint64_t nbits)
 {
 	struct km_peer *p = km_peer_find(km, peer);
-	struct km_block *b;
 
 	if (!p)
 		return QW_ENOTFOUND;
+	return km_submit(p, KM_BLOCK_POOL, block_id, bits, nbits, 0, NULL, 0);
+}
+
+int km_submit(struct km_peer *p, enum km_block_kind kind, uint64_t block_id, const uint8_t *bits,
+	      uint64_t nbits, uint32_t key_bits, const struct qw_uuid *ids, size_t nids)
+{
+	struct qw_km *km = p->km;
+	struct km_block *b;
+
 	b = calloc(1, sizeof(*b));
 	if (!b)
 		return QW_ENOMEM;
 	b->id = block_id;
+	b->kind = kind;
 	b->nbits = nbits;
+	b->key_bits = key_bits;
 	b->nbytes = (size_t)((nbits + 7) / 8);
 	b->bits = malloc(b->nbytes ? b->nbytes : 1);
-	if (!b->bits) {
-		free(b);
+	if (nids) {
+		b->ids = qw_calloc(nids, sizeof(*b->ids));
+		if (b->ids)
+			memcpy(b->ids, ids, nids * sizeof(*ids));
+		b->nids = nids;
+	}
+	if (!b->bits || (nids && !b->ids)) {
+		km_block_free(b);
 		return QW_ENOMEM;
 	}
-	memcpy(b->bits, bits, b->nbytes);
+	if (b->nbytes)
+		memcpy(b->bits, bits, b->nbytes);
 	pthread_mutex_lock(&p->mu);
 	if (p->blk_tail)
 		p->blk_tail->next = b;
@@ -182,7 +220,12 @@ void qw_km_free(struct qw_km *km)
 		while (p->blk_head) {
 			struct km_block *b = p->blk_head;
 			p->blk_head = b->next;
-			block_free(b);
+			km_block_free(b);
+		}
+		while (p->held_head) {
+			struct km_block *b = p->held_head;
+			p->held_head = b->next;
+			km_block_free(b);
 		}
 		pthread_mutex_destroy(&p->mu);
 	}

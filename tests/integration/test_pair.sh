@@ -14,7 +14,9 @@ command -v curl >/dev/null || { echo "SKIP: curl not installed"; exit 0; }
 dir=$(mktemp -d)
 state=$dir/net
 passed=0
+extra=
 cleanup() {
+	for p in $extra; do kill -9 "$p" 2>/dev/null || true; done
 	"$QWAVE" net down --state-dir "$state" >/dev/null 2>&1 || true
 	rm -rf "$dir"
 }
@@ -129,6 +131,77 @@ grep -q '^qwave_qkd_secret_key_rate_bps{node="node-a",peer="node-b"} [1-9]' "$di
 	fail "metrics: key rate"
 ok
 
+# A link fed by an external source: node-c and node-d take their link keys
+# from the pair's KMEs over ETSI 014 (node-c is SAE sae-a at node-a and
+# pulls as master, node-d is SAE sae-b at node-b and fetches by key IDs),
+# and serve them to their own SAEs.
+for id in node-c node-d; do "$QWAVE" pki issue --dir "$state/pki" --kind node --id $id >/dev/null; done
+for id in sae-c sae-d; do "$QWAVE" pki issue --dir "$state/pki" --kind sae --id $id >/dev/null; done
+port_d=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+vendor_conf() { # id listen role url sae_cert sae_key peer_sae [address]
+	cat <<EOC
+[node]
+id = $1
+data_dir = $dir/$1
+listen = $2
+cert = $state/pki/node-$1.crt
+key = $state/pki/node-$1.key
+ca = $ca
+sync = normal
+[etsi]
+listen = 127.0.0.1:0
+[link]
+peer = $([ "$1" = node-c ] && echo node-d || echo node-c)
+${8:+address = $8}
+source = etsi014
+kme_role = $3
+kme_url = $4
+kme_cert = $5
+kme_key = $6
+kme_ca = $ca
+kme_peer_sae = $7
+kme_batch = 8
+kme_poll_ms = 200
+[sae]
+id = sae-c
+node = node-c
+[sae]
+id = sae-d
+node = node-d
+EOC
+}
+vendor_conf node-c 127.0.0.1:0 master "$url_a" "$cert_a" "$key_a" sae-b "127.0.0.1:$port_d" >"$dir/c.conf"
+vendor_conf node-d "127.0.0.1:$port_d" slave "$url_b" "$cert_b" "$key_b" sae-a >"$dir/d.conf"
+"$QWAVED" -c "$dir/c.conf" --check >/dev/null || fail "node-c config"
+"$QWAVED" -c "$dir/c.conf" 2>"$dir/c.log" </dev/null >/dev/null &
+pid_c=$!
+"$QWAVED" -c "$dir/d.conf" 2>"$dir/d.log" </dev/null >/dev/null &
+pid_d=$!
+extra="$pid_c $pid_d"
+C=(curl -sS --max-time 20 --cacert "$ca" --cert "$state/pki/sae-sae-c.crt" --key "$state/pki/sae-sae-c.key")
+D=(curl -sS --max-time 20 --cacert "$ca" --cert "$state/pki/sae-sae-d.crt" --key "$state/pki/sae-sae-d.key")
+for _ in $(seq 100); do [ -s "$dir/node-c/status.json" ] && [ -s "$dir/node-d/status.json" ] && break; sleep 0.2; done
+[ -s "$dir/node-c/status.json" ] && [ -s "$dir/node-d/status.json" ] ||
+	{ cat "$dir/c.log" "$dir/d.log" >&2; fail "node-c/node-d did not start"; }
+url_c="https://127.0.0.1:$(json 'd["etsi_port"]' <"$dir/node-c/status.json")"
+url_d="https://127.0.0.1:$(json 'd["etsi_port"]' <"$dir/node-d/status.json")"
+n=0
+for _ in $(seq 120); do
+	n=$("${C[@]}" "$url_c/api/v1/keys/sae-d/status" | json 'd["stored_key_count"]' 2>/dev/null || echo 0)
+	[ "$n" -ge 2 ] && break
+	sleep 0.5
+done
+[ "$n" -ge 2 ] || { cat "$dir/c.log" "$dir/d.log" >&2; fail "external source: no keys at node-c"; }
+enc=$("${C[@]}" "$url_c/api/v1/keys/sae-d/enc_keys?number=2")
+ids=$(echo "$enc" | json '",".join("{\"key_ID\":\"%s\"}" % k["key_ID"] for k in d["keys"])')
+dec=$("${D[@]}" -H 'Content-Type: application/json' -d "{\"key_IDs\":[$ids]}" "$url_d/api/v1/keys/sae-c/dec_keys")
+[ "$(echo "$dec" | json '[k["key"] for k in d["keys"]]')" = "$(echo "$enc" | json '[k["key"] for k in d["keys"]]')" ] ||
+	fail "external source: keys differ: $enc / $dec"
+kill -TERM "$pid_c" "$pid_d"
+wait "$pid_c" "$pid_d" || fail "node-c/node-d did not stop cleanly"
+extra=
+ok
+
 # kill -9 node-b and restart it: the KM link resynchronises, keys delivered
 # before the crash stay delivered, new keys agree at both ends
 old_b=$(json '[n for n in d["nodes"] if n["id"]=="node-b"][0]["pid"]' <"$dir/up.json")
@@ -137,8 +210,9 @@ for _ in $(seq 100); do
 	grep -q '^[^ ]* [^ ]* [ZX]' "/proc/$old_b/stat" 2>/dev/null || [ ! -e "/proc/$old_b" ] && break
 	sleep 0.1
 done
-"$QWAVED" -c "$state/nodes/node-b.conf" 2>>"$state/nodes/node-b.log" &
+"$QWAVED" -c "$state/nodes/node-b.conf" 2>>"$state/nodes/node-b.log" </dev/null >/dev/null &
 new_b=$!
+extra=$new_b
 sed -i "s/^node-b .*/node-b $new_b/" "$state/pids"
 for _ in $(seq 100); do
 	[ "$(json 'd["pid"]' <"$state/nodes/node-b.status.json" 2>/dev/null)" = "$new_b" ] && break

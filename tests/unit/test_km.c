@@ -542,6 +542,15 @@ static void roundtrip(const struct qw_kmlink_msg *m)
 	case QW_KMLINK_KEYS_NACK:
 		assert_int_equal(out.u.nack_error, m->u.nack_error);
 		break;
+	case QW_KMLINK_SOURCE_BLOCK:
+		assert_int_equal(out.u.source.n, m->u.source.n);
+		assert_int_equal(out.u.source.key_bits, m->u.source.key_bits);
+		assert_memory_equal(out.u.source.ids, m->u.source.ids, m->u.source.n * sizeof(struct qw_uuid));
+		/* fall through */
+	case QW_KMLINK_SOURCE_ACK:
+	case QW_KMLINK_SOURCE_DROP:
+		assert_int_equal(out.u.source.block_id, m->u.source.block_id);
+		break;
 	default:
 		break;
 	}
@@ -597,6 +606,25 @@ static void test_messages(void **state)
 	memset(&m, 0, sizeof(m));
 	m.type = QW_KMLINK_RESYNC_DONE;
 	roundtrip(&m);
+	memset(&m, 0, sizeof(m));
+	m.type = QW_KMLINK_SOURCE_BLOCK;
+	m.u.source.block_id = UINT64_C(1795257297) << 20;
+	m.u.source.key_bits = 256;
+	m.u.source.ids = ids;
+	m.u.source.n = 3;
+	roundtrip(&m);
+	m.u.source.key_bits = 250; /* not whole bytes */
+	qw_buf_init(&b, 0);
+	assert_int_equal(qw_kmlink_encode(&m, &b), QW_EINVAL);
+	memset(&m, 0, sizeof(m));
+	m.type = QW_KMLINK_SOURCE_ACK;
+	m.u.source.block_id = 42;
+	roundtrip(&m);
+	m.type = QW_KMLINK_SOURCE_DROP;
+	roundtrip(&m);
+	m.u.source.block_id = UINT64_C(1) << 63; /* block ids are below 2^63 */
+	assert_int_equal(qw_kmlink_encode(&m, &b), QW_EINVAL);
+	qw_buf_free(&b);
 
 	/* the encoder refuses what the parser would refuse */
 	memset(&m, 0, sizeof(m));
@@ -723,8 +751,30 @@ static void test_config(void **state)
 			  "[link]\npeer = a\npsk_file = p\nmu = 0.05\nnu = 0.1\n", QW_EINVAL,
 			  "n.conf:8: [link] to a: optics inconsistent");
 	expect_conf_error("[node]\nid = b\ndata_dir = x\nlisten = 127.0.0.1:0\ncert = c\nkey = k\nca = ca\n"
-			  "[link]\npeer = a\npsk_file = p\nsource = etsi014\n", QW_EUNSUPPORTED,
-			  "n.conf:11: key 'source' in [link]");
+			  "[link]\npeer = a\npsk_file = p\nsource = etsi014\n", QW_ENOTFOUND,
+			  "n.conf:8: missing key 'kme_role' in [link]");
+	/* the node that sorts first pulls as master */
+	expect_conf_error("[node]\nid = b\ndata_dir = x\nlisten = 127.0.0.1:0\ncert = c\nkey = k\nca = ca\n"
+			  "[link]\npeer = a\nsource = etsi014\nkme_role = master\nkme_url = https://127.0.0.1:1\n"
+			  "kme_cert = c\nkme_key = k\nkme_ca = ca\nkme_peer_sae = s\n", QW_EINVAL,
+			  "n.conf:11: key 'kme_role' in [link]: must be slave here");
+	{
+		struct qw_config *vc = NULL;
+		struct qw_km_conf k;
+		assert_int_equal(qw_config_parse_string(
+			"[node]\nid = b\ndata_dir = x\nlisten = 127.0.0.1:0\ncert = c\nkey = k\nca = ca\n"
+			"[link]\npeer = a\nsource = etsi014\nkme_role = slave\nkme_url = https://127.0.0.1:1\n"
+			"kme_cert = c\nkme_key = k\nkme_ca = ca\nkme_peer_sae = sae-x\nkme_batch = 4\n",
+			"v.conf", &vc, &e), 0);
+		assert_int_equal(qw_km_conf_load(vc, &k, &e), 0);
+		assert_int_equal(k.links[0].source, QW_KM_SOURCE_ETSI014);
+		assert_int_equal(k.links[0].etsi.role, QW_ETSI_SOURCE_SLAVE);
+		assert_int_equal(k.links[0].etsi.batch, 4);
+		assert_string_equal(k.links[0].etsi.peer_sae, "sae-x");
+		assert_null(k.links[0].psk_file);
+		qw_km_conf_clear(&k);
+		qw_config_free(vc);
+	}
 	expect_conf_error("[node]\nid = b\ndata_dir = x\nlisten = 127.0.0.1:0\ncert = c\nkey = k\nca = ca\n"
 			  "[link]\npeer = a\npsk_file = p\n[link]\npeer = a\npsk_file = p\n", QW_EEXIST,
 			  "n.conf:11: second [link] to a (first at line 8)");
