@@ -47,6 +47,13 @@ void qw_log(enum qw_log_level level, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
+	/* Messages quote what peers sent (IDs, reasons): a newline or an
+	 * escape sequence in one must not forge a log line or drive the
+	 * terminal, and bytes that are not ASCII would make json_pack()
+	 * refuse the line (it takes UTF-8 only) and the message vanish. */
+	for (char *p = msg; *p; p++)
+		if ((unsigned char)*p < 0x20 || (unsigned char)*p >= 0x7f)
+			*p = '?';
 	clock_gettime(CLOCK_REALTIME, &now);
 	gmtime_r(&now.tv_sec, &tm);
 	snprintf(ts, sizeof(ts), "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ",
