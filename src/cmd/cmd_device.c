@@ -23,7 +23,7 @@
 struct dopts {
 	const char *cmd;
 	const char *dir, *id, *medium, *image, *from, *challenge, *method, *out;
-	const char *sign_key, *sign_cert, *save;
+	const char *sign_key, *sign_cert, *save, *user;
 	const char *url, *cert, *key, *ca;
 	int json, show, report;
 };
@@ -64,9 +64,11 @@ static int help(const char *cmd)
 		       "pre-filled slot (then marked used); cert signs with --sign-key.\n");
 	else if (!strcmp(cmd, "auth"))
 		printf("usage: qwave device auth --dir DIR [--method hmac-sm3|zuc-eia3|cert]\n"
-		       "                          [--sign-key F --sign-cert F] [--save FILE] [connection]\n\n"
-		       "Authenticate this device to the KSC: challenge, response, verdict. --save\n"
-		       "writes the response body sent (to show that a replay is refused).\n\n%s",
+		       "                          [--sign-key F --sign-cert F] [--save FILE] [connection]\n"
+		       "       qwave device auth --user ID --sign-key F --sign-cert F [connection]\n\n"
+		       "Authenticate this device (or, with --user, a user by certificate) to the KSC:\n"
+		       "challenge, response, verdict. --save writes the response body sent (to\n"
+		       "show that a replay is refused).\n\n%s",
 		       conn_help);
 	return QW_EXIT_OK;
 }
@@ -602,15 +604,25 @@ out:
 
 static int cmd_auth(struct dopts *o)
 {
-	json_t *st = state_load(o), *ch = NULL, *res = NULL;
+	json_t *st, *ch = NULL, *res = NULL;
 	char req[200], *body = NULL;
 	int rc;
 
+	/* a user has no medium: certificate authentication only */
+	if (o->user) {
+		if (o->dir || (o->method && strcmp(o->method, "cert")))
+			return qw_cli_usage_error(o->cmd, "--user authenticates by certificate, "
+						       "without --dir");
+		st = json_pack("{s:s, s:[]}", "id", o->user, "batches");
+	} else {
+		st = state_load(o);
+	}
 	if (!st)
 		return o->dir ? qw_cli_fail("no medium in %s", o->dir) :
-				qw_cli_usage_error(o->cmd, "--dir is required");
-	snprintf(req, sizeof(req), "{\"device\":\"%s\",\"method\":\"%s\"}",
-		 json_string_value(json_object_get(st, "id")), o->method ? o->method : "hmac-sm3");
+				qw_cli_usage_error(o->cmd, "--dir (or --user) is required");
+	snprintf(req, sizeof(req), "{\"%s\":\"%s\",\"method\":\"%s\"}",
+		 o->user ? "user" : "device", json_string_value(json_object_get(st, "id")),
+		 o->method ? o->method : o->user ? "cert" : "hmac-sm3");
 	rc = call(o, "POST", "/auth/challenge", req, &ch);
 	if (rc)
 		goto out;
@@ -703,6 +715,8 @@ int qw_cmd_device(int argc, char **argv)
 			slot = &o.sign_cert;
 		else if (!strcmp(n, "--save"))
 			slot = &o.save;
+		else if (!strcmp(n, "--user") && !strcmp(argv[1], "auth"))
+			slot = &o.user;
 		else if (!strcmp(n, "--url"))
 			slot = &o.url;
 		else if (!strcmp(n, "--cert"))

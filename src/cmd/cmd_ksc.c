@@ -99,6 +99,35 @@ static const struct spec specs[] = {
 	{ "key recover", "POST", "/keys/{id}/recover", "submit this administrator's share to recover a key", NULL,
 	  { { "--id", "{id}", 's', 1, "key ID" },
 	    { "--share-file", "share", 'f', 1, "file written by 'key share --out'" } } },
+	{ "user add", "POST", "/users", "register a user (authenticated by certificate)", NULL,
+	  { { "--id", "id", 's', 1, "user ID (the CN of the user's certificate)" } } },
+	{ "user list", "GET", "/users", "list users", NULL, { { 0 } } },
+	{ "user revoke", "POST", "/users/{id}/revoke", "revoke a user", NULL,
+	  { { "--id", "{id}", 's', 1, "user ID" } } },
+	{ "session create", "POST", "/sessions",
+	  "a session key for two terminals (one key per call), wrapped for each under its pre-filled keys", NULL,
+	  { { "--a", "a", 's', 1, "terminal a (the caller, unless an application calls)" },
+	    { "--b", "b", 's', 1, "terminal b" },
+	    { "--source", "source", 's', 0, "qrng (default) or qkd" } } },
+	{ "group create", "POST", "/groups", "a key group (push-to-talk, video) at epoch 1", NULL,
+	  { { "--id", "id", 's', 1, "group ID" },
+	    { "--member", "members", 'a', 1, "member device (repeat, 2..64)" } } },
+	{ "group show", "GET", "/groups/{id}", "a group's members and epoch", NULL,
+	  { { "--id", "{id}", 's', 1, "group ID" } } },
+	{ "group join", "POST", "/groups/{id}/join", "add a member: rekey to a new epoch", NULL,
+	  { { "--id", "{id}", 's', 1, "group ID" }, { "--device", "device", 's', 1, "device" } } },
+	{ "group leave", "POST", "/groups/{id}/leave", "remove a member: rekey to a new epoch", NULL,
+	  { { "--id", "{id}", 's', 1, "group ID" }, { "--device", "device", 's', 1, "device" } } },
+	{ "crypto key", "POST", "/crypto/keys", "a service key named by ID (material stays in the KSC)", NULL,
+	  { { "--alg", "alg", 's', 1, "aes-256-gcm, sm4-gcm, sm4-ctr-hmac-sm3, zuc-eea3, hmac-sm3, zuc-eia3, sm2" },
+	    { "--source", "source", 's', 0, "qrng (default) or qkd" } } },
+	{ "cert issue", "POST", "/certs", "issue a device or user certificate (the key is returned once)", "key",
+	  { { "--id", "id", 's', 1, "subject ID (CN)" },
+	    { "--alg", "alg", 's', 0, "sm2 or ecdsa-p256 (default)" },
+	    { "--days", "days", 'i', 0, "validity (default 365)" } } },
+	{ "cert revoke", "POST", "/certs/{id}/revoke", "revoke a certificate issued here", NULL,
+	  { { "--serial", "{id}", 's', 1, "serial number (hex, as issued)" } } },
+	{ "crl", "GET", "/crl", "the certificate revocation list (X.509 CRL, PEM)", NULL, { { 0 } } },
 	{ "audit list", "GET", "/audit", "read the audit log", NULL,
 	  { { "--from", "?from", 's', 0, "first sequence number" },
 	    { "--limit", "?limit", 's', 0, "records (default 1000)" } } },
@@ -381,7 +410,7 @@ static int run_spec(const struct spec *s, int argc, char **argv)
 			snprintf(path, sizeof(path), "%s%s", s->path, query);
 	}
 	if (idv && strpbrk(idv, "/?#% ")) {
-		rc = qw_cli_usage_error(cmd, "--id: '%s' is not an ID", idv);
+		rc = qw_cli_usage_error(cmd, "'%s' is not an ID", idv);
 		goto out;
 	}
 	{

@@ -265,7 +265,8 @@ static int resolve_caller(struct ksc_req *r, const char *peer)
 		const char *kind = (const char *)sqlite3_column_text(st, 0);
 
 		r->who.kind = !strcmp(kind, "admin") ? KP_ADMIN :
-			      !strcmp(kind, "device") ? KP_DEVICE : KP_APP;
+			      !strcmp(kind, "device") ? KP_DEVICE :
+			      !strcmp(kind, "user") ? KP_USER : KP_APP;
 	}
 	r->who.role = parse_role((const char *)sqlite3_column_text(st, 1));
 	ret = 0;
@@ -276,7 +277,8 @@ out:
 
 static const char *kind_name(enum ksc_kind k)
 {
-	return k == KP_ADMIN ? "admin" : k == KP_DEVICE ? "device" : k == KP_APP ? "app" : "none";
+	return k == KP_ADMIN ? "admin" : k == KP_DEVICE ? "device" : k == KP_APP ? "app" :
+	       k == KP_USER ? "user" : "none";
 }
 
 static void h_status(struct ksc_req *r)
@@ -302,12 +304,12 @@ static void h_status(struct ksc_req *r)
 	ksc_reply(r, 200, o);
 }
 
-/* ---- principals: administrators and applications ----
+/* ---- principals: administrators, applications and users ----
  * Hierarchical administration: an administrator creates and revokes only
  * principals of a lower rank (super > operator > auditor); applications
  * are created by operators and above. Supers may create supers (the
  * quorum of key recovery needs several). */
-static void h_principal_create(struct ksc_req *r, int admin)
+static void h_principal_create(struct ksc_req *r, int admin, const char *pkind)
 {
 	const char *id = ksc_str(r, "id", 1), *role_s = admin ? ksc_str(r, "role", 1) : NULL;
 	enum ksc_role role = parse_role(role_s);
@@ -335,7 +337,7 @@ static void h_principal_create(struct ksc_req *r, int admin)
 				" VALUES(?, ?, ?, 'active', ?, ?)"))
 		goto fail;
 	sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
-	sqlite3_bind_text(st, 2, admin ? "admin" : "app", -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 2, pkind, -1, SQLITE_STATIC);
 	if (admin)
 		sqlite3_bind_text(st, 3, role_names[role], -1, SQLITE_STATIC);
 	else
@@ -352,13 +354,17 @@ static void h_principal_create(struct ksc_req *r, int admin)
 	if (rc != SQLITE_DONE)
 		goto fail;
 	d = admin ? json_pack("{s:s}", "role", role_names[role]) : json_object();
-	if (ksc_audit(r->k, r->who.id, admin ? "admin.create" : "app.create", id, d) ||
-	    ksc_commit(r->k))
-		goto fail;
+	{
+		char action[32];
+
+		snprintf(action, sizeof(action), "%s.create", pkind);
+		if (ksc_audit(r->k, r->who.id, action, id, d) || ksc_commit(r->k))
+			goto fail;
+	}
 	json_decref(d);
 	ksc_reply(r, 201, admin ? json_pack("{s:s, s:s, s:s}", "id", id, "kind", "admin", "role",
 					    role_names[role]) :
-				  json_pack("{s:s, s:s}", "id", id, "kind", "app"));
+				  json_pack("{s:s, s:s}", "id", id, "kind", pkind));
 	return;
 fail:
 	json_decref(d);
@@ -390,10 +396,10 @@ static void h_principal_list(struct ksc_req *r, const char *kind)
 						   sqlite3_column_text(st, 3), "created",
 						   (json_int_t)sqlite3_column_int64(st, 4)));
 	sqlite3_finalize(st);
-	ksc_reply(r, 200, json_pack("{s:o}", kind[0] == 'a' && kind[1] == 'd' ? "admins" : "apps", a));
+	ksc_reply(r, 200, json_pack("{s:o}", r->seg[0], a));
 }
 
-static void h_principal_revoke(struct ksc_req *r, const char *id, int admin)
+static void h_principal_revoke(struct ksc_req *r, const char *id, int admin, const char *pkind)
 {
 	sqlite3_stmt *st = NULL;
 	enum ksc_role role = KR_NONE;
@@ -408,7 +414,7 @@ static void h_principal_revoke(struct ksc_req *r, const char *id, int admin)
 	if (ksc_prep(r->k, &st, "SELECT role, status FROM principals WHERE id = ? AND kind = ?"))
 		goto fail;
 	sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
-	sqlite3_bind_text(st, 2, admin ? "admin" : "app", -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 2, pkind, -1, SQLITE_STATIC);
 	if (sqlite3_step(st) == SQLITE_ROW) {
 		found = 1;
 		role = parse_role((const char *)sqlite3_column_text(st, 0));
@@ -418,7 +424,7 @@ static void h_principal_revoke(struct ksc_req *r, const char *id, int admin)
 	st = NULL;
 	if (!found) {
 		ksc_rollback(r->k);
-		ksc_err(r, 404, "no %s '%s'", admin ? "administrator" : "application", id);
+		ksc_err(r, 404, "no %s '%s'", admin ? "administrator" : pkind, id);
 		return;
 	}
 	if (admin && (r->who.role <= role && r->who.role != KR_SUPER)) {
@@ -443,9 +449,13 @@ static void h_principal_revoke(struct ksc_req *r, const char *id, int admin)
 		goto fail;
 	sqlite3_finalize(st);
 	st = NULL;
-	if (ksc_audit(r->k, r->who.id, admin ? "admin.revoke" : "app.revoke", id, NULL) ||
-	    ksc_commit(r->k))
-		goto fail;
+	{
+		char action[32];
+
+		snprintf(action, sizeof(action), "%s.revoke", pkind);
+		if (ksc_audit(r->k, r->who.id, action, id, NULL) || ksc_commit(r->k))
+			goto fail;
+	}
 	ksc_reply(r, 200, json_pack("{s:s, s:s}", "id", id, "status", "revoked"));
 	return;
 fail:
@@ -457,13 +467,14 @@ fail:
 void ksc_h_admins(struct ksc_req *r)
 {
 	int admin = !strcmp(r->seg[0], "admins");
+	const char *pkind = admin ? "admin" : !strcmp(r->seg[0], "users") ? "user" : "app";
 
 	if (r->nseg == 1 && !strcmp(r->method, "POST"))
-		h_principal_create(r, admin);
+		h_principal_create(r, admin, pkind);
 	else if (r->nseg == 1 && !strcmp(r->method, "GET"))
-		h_principal_list(r, admin ? "admin" : "app");
+		h_principal_list(r, pkind);
 	else if (r->nseg == 3 && !strcmp(r->seg[2], "revoke") && !strcmp(r->method, "POST"))
-		h_principal_revoke(r, r->seg[1], admin);
+		h_principal_revoke(r, r->seg[1], admin, pkind);
 	else
 		ksc_err(r, 404, "no such endpoint");
 }
@@ -547,6 +558,7 @@ struct route {
 
 static const struct route routes[] = {
 	{ "admins", ksc_h_admins },     { "apps", ksc_h_admins },
+	{ "users", ksc_h_admins },
 	{ "audit", ksc_h_audit },       { "keys", ksc_h_keys },
 	{ "devices", ksc_h_devices },   { "auth", ksc_h_auth },
 	{ "sessions", ksc_h_sessions }, { "groups", ksc_h_groups },

@@ -334,7 +334,7 @@ int ksc_cert_auth(struct qw_ksc *k, const char *device, const char *pem, const u
 		goto out;
 	}
 	if (strcmp(id, device)) {
-		*why = "certificate names another device";
+		*why = "certificate names another subject";
 		ret = QW_EAUTH;
 		goto out;
 	}

@@ -30,7 +30,7 @@ struct qw_ksc {
 };
 
 /* The caller of one request, resolved from the principals table. */
-enum ksc_kind { KP_NONE = 0, KP_ADMIN, KP_DEVICE, KP_APP };
+enum ksc_kind { KP_NONE = 0, KP_ADMIN, KP_DEVICE, KP_APP, KP_USER };
 enum ksc_role { KR_NONE = 0, KR_AUDITOR = 1, KR_OPERATOR = 2, KR_SUPER = 3 };
 
 struct ksc_caller {

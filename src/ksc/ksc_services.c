@@ -73,9 +73,27 @@ static int wrap_for(struct qw_ksc *k, const char *kind, const char *id, uint64_t
 
 /* ---- authentication ---- */
 
+/* 1 when id is an active principal of kind user. */
+static int user_active(struct qw_ksc *k, const char *id)
+{
+	sqlite3_stmt *st = NULL;
+	int ok = 0;
+
+	if (ksc_prep(k, &st, "SELECT 1 FROM principals WHERE id = ? AND kind = 'user' AND"
+			     " status = 'active'"))
+		return 0;
+	sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+	ok = sqlite3_step(st) == SQLITE_ROW;
+	sqlite3_finalize(st);
+	return ok;
+}
+
+/* POST /auth/challenge {device, method} or {user, method: cert}: users
+ * (people, registered with POST /users) authenticate by certificate. */
 static void h_challenge(struct ksc_req *r)
 {
-	const char *dev = ksc_str(r, "device", 1), *method = dev ? ksc_str(r, "method", 0) : NULL;
+	const char *dev = ksc_str(r, "device", 0), *method = NULL;
+	int user = 0;
 	struct ksc_device d;
 	struct qw_uuid u;
 	uint8_t nonce[NONCE_BYTES], slot_key[QW_KSC_SLOT_BYTES];
@@ -86,11 +104,23 @@ static void h_challenge(struct ksc_req *r)
 	json_t *res = NULL, *det = NULL;
 	int ret, cert;
 
-	if (!dev || r->resp->body)
+	if (!dev && !r->resp->body && (dev = ksc_str(r, "user", 0)))
+		user = 1;
+	if (!dev) {
+		if (!r->resp->body)
+			ksc_err(r, 400, "missing field 'device' (or 'user')");
+		return;
+	}
+	method = ksc_str(r, "method", 0);
+	if (r->resp->body)
 		return;
 	if (!method)
-		method = "hmac-sm3";
+		method = user ? "cert" : "hmac-sm3";
 	cert = !strcmp(method, "cert");
+	if (user && !cert) {
+		ksc_err(r, 400, "users authenticate by certificate (method cert)");
+		return;
+	}
 	if (strcmp(method, "hmac-sm3") && strcmp(method, "zuc-eia3") && !cert) {
 		ksc_err(r, 400, "method must be hmac-sm3, zuc-eia3 or cert");
 		return;
@@ -103,11 +133,15 @@ static void h_challenge(struct ksc_req *r)
 		ksc_err(r, 403, "auditors do not authenticate devices");
 		return;
 	}
-	if (r->who.kind == KP_DEVICE && strcmp(r->who.id, dev)) {
-		ksc_err(r, 403, "a device asks challenges for itself only");
+	if ((r->who.kind == KP_DEVICE || r->who.kind == KP_USER) && strcmp(r->who.id, dev)) {
+		ksc_err(r, 403, "a device or user asks challenges for itself only");
 		return;
 	}
-	if (need_active_device(r, dev, &d))
+	if (user && !user_active(r->k, dev)) {
+		ksc_err(r, 404, "no active user '%.64s'", dev);
+		return;
+	}
+	if (!user && need_active_device(r, dev, &d))
 		return;
 	if (ksc_begin(r->k)) {
 		ksc_err(r, 500, "database busy");
@@ -121,8 +155,9 @@ static void h_challenge(struct ksc_req *r)
 	qw_wipe(slot_key, sizeof(slot_key));
 	ret = QW_EDB;
 	if (ksc_prep(r->k, &st, "INSERT INTO challenges(id, device, method, nonce, batch, slot,"
-				" expires) VALUES(?, ?, ?, ?, ?, ?, ?)"))
+				" expires, subject) VALUES(?, ?, ?, ?, ?, ?, ?, ?)"))
 		goto fail;
+	sqlite3_bind_text(st, 8, user ? "user" : "device", -1, SQLITE_STATIC);
 	sqlite3_bind_text(st, 1, cid, -1, SQLITE_STATIC);
 	sqlite3_bind_text(st, 2, dev, -1, SQLITE_STATIC);
 	sqlite3_bind_text(st, 3, method, -1, SQLITE_STATIC);
@@ -141,8 +176,8 @@ static void h_challenge(struct ksc_req *r)
 			cert ? NULL : batch, "slot", (json_int_t)slot);
 	if (ksc_audit(r->k, r->who.id, "auth.challenge", dev, det) || ksc_commit(r->k))
 		goto fail;
-	res = json_pack("{s:s, s:s, s:s, s:I}", "challenge_id", cid, "device", dev, "method", method,
-			"expires", (json_int_t)exp);
+	res = json_pack("{s:s, s:s, s:s, s:I}", "challenge_id", cid, user ? "user" : "device", dev,
+			"method", method, "expires", (json_int_t)exp);
 	if (res && !cert) {
 		json_object_set_new(res, "batch", json_string(batch));
 		json_object_set_new(res, "slot", json_integer((json_int_t)slot));
@@ -168,7 +203,7 @@ static void h_response(struct ksc_req *r)
 	const char *cid = ksc_str(r, "challenge_id", 1);
 	uint8_t nonce[64], slot_key[QW_KSC_SLOT_BYTES], want[32], *mac = NULL;
 	size_t nlen = 0, maclen = 0, wlen = 0;
-	char dev[QW_KSC_ID_MAX + 1] = "", method[16] = "", batch[40] = "";
+	char dev[QW_KSC_ID_MAX + 1] = "", method[16] = "", batch[40] = "", subject[8] = "";
 	uint64_t slot = 0;
 	int64_t exp = 0;
 	sqlite3_stmt *st = NULL;
@@ -186,8 +221,8 @@ static void h_response(struct ksc_req *r)
 		ksc_err(r, 500, "database busy");
 		return;
 	}
-	if (ksc_prep(r->k, &st, "SELECT device, method, nonce, batch, slot, expires FROM challenges"
-				" WHERE id = ?")) {
+	if (ksc_prep(r->k, &st, "SELECT device, method, nonce, batch, slot, expires, subject"
+				" FROM challenges WHERE id = ?")) {
 		ksc_rollback(r->k);
 		ksc_err(r, 500, "database error");
 		return;
@@ -203,6 +238,7 @@ static void h_response(struct ksc_req *r)
 			snprintf(batch, sizeof(batch), "%s", sqlite3_column_text(st, 3));
 		slot = (uint64_t)sqlite3_column_int64(st, 4);
 		exp = sqlite3_column_int64(st, 5);
+		snprintf(subject, sizeof(subject), "%s", sqlite3_column_text(st, 6));
 	}
 	sqlite3_finalize(st);
 	st = NULL;
@@ -212,9 +248,9 @@ static void h_response(struct ksc_req *r)
 		ksc_err(r, 401, "authentication failed: unknown or already used challenge");
 		return;
 	}
-	if (r->who.kind == KP_DEVICE && strcmp(r->who.id, dev)) {
+	if ((r->who.kind == KP_DEVICE || r->who.kind == KP_USER) && strcmp(r->who.id, dev)) {
 		ksc_rollback(r->k);
-		ksc_err(r, 403, "a device answers its own challenges only");
+		ksc_err(r, 403, "a device or user answers its own challenges only");
 		return;
 	}
 	/* single use: the challenge goes whatever the outcome */
@@ -229,6 +265,9 @@ static void h_response(struct ksc_req *r)
 	st = NULL;
 	if (exp < ksc_now()) {
 		why = "challenge expired";
+	} else if (!strcmp(subject, "user")) {
+		if (!user_active(r->k, dev))
+			why = "user not active";
 	} else {
 		struct ksc_device d;
 

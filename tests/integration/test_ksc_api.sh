@@ -183,8 +183,19 @@ refuse "revoked certificate refused" "certificate revoked" asdev phone-a auth --
 check "CRL" as op ksc call GET /crl
 grep -q "$(cat "$T/serial")" "$T/out" && grep -q 'BEGIN X509 CRL' "$T/out" && ok "CRL lists the serial" || bad "CRL"
 
+# users: registered, certificate (ECDSA, also good for TLS) from the KSC
+check "operator registers user carol" as op ksc user add --id carol
+as op ksc cert issue --id carol --alg ecdsa-p256 --out "$T/carol.key" --json >"$T/carol.json" 2>"$T/err" &&
+	jq -r .certificate "$T/carol.json" >"$T/carol.crt" && ok "user certificate issued (key to a 0600 file)" || bad "user cert: $(cat "$T/err")"
+[ "$(stat -c %a "$T/carol.key")" = 600 ] && ok "user key file mode 0600" || bad "key file mode"
+check "user authenticated by certificate" "$QWAVE" device auth --user carol --sign-key "$T/carol.key" --sign-cert "$T/carol.crt" --cert "$T/carol.crt" --key "$T/carol.key"
+refuse "a user cannot use a key method" "by certificate" "$QWAVE" device auth --user carol --method hmac-sm3 --sign-key "$T/carol.key" --sign-cert "$T/carol.crt" --cert "$T/carol.crt" --key "$T/carol.key"
+refuse "another user's certificate refused" "another subject" "$QWAVE" device auth --user carol --sign-key "$T/pa.key" --sign-cert "$T/pa.crt" --cert "$T/carol.crt" --key "$T/carol.key"
+check "revoke user carol" as op ksc user revoke --id carol
+refuse "revoked user refused" "HTTP 403" "$QWAVE" device auth --user carol --sign-key "$T/carol.key" --sign-cert "$T/carol.crt" --cert "$T/carol.crt" --key "$T/carol.key"
+
 # ---- encrypted call: one key per call ----
-as phone-a ksc call POST /sessions '{"a":"phone-a","b":"phone-b"}' >"$T/call.json" 2>"$T/err" && ok "session requested by terminal a" || bad "session: $(cat "$T/err")"
+as phone-a ksc session create --a phone-a --b phone-b --json >"$T/call.json" 2>"$T/err" && ok "session requested by terminal a" || bad "session: $(cat "$T/err")"
 check "terminal a unwraps" "$QWAVE" device unwrap --dir "$T/dev-phone-a" --from "$T/call.json" --out "$T/ka.hex"
 check "terminal b unwraps" "$QWAVE" device unwrap --dir "$T/dev-phone-b" --from "$T/call.json" --out "$T/kb.hex"
 cmp -s "$T/ka.hex" "$T/kb.hex" && [ -s "$T/ka.hex" ] && ok "both terminals hold the same session key" || bad "session keys differ"
@@ -201,10 +212,10 @@ for f in [t + "/ksc.log"] + glob.glob(t + "/data/ksc.db*"):
 EOF
 
 # ---- group keys with rekeying ----
-as app1 ksc call POST /groups '{"id":"ptt-team","members":["phone-a","phone-b","phone-c"]}' >"$T/g1.json" 2>"$T/err" && ok "PTT group created" || bad "group: $(cat "$T/err")"
+as app1 ksc group create --id ptt-team --member phone-a --member phone-b --member phone-c --json >"$T/g1.json" 2>"$T/err" && ok "PTT group created" || bad "group: $(cat "$T/err")"
 for d in phone-a phone-b phone-c; do "$QWAVE" device unwrap --dir "$T/dev-$d" --from "$T/g1.json" --out "$T/g1-$d.hex" >/dev/null || bad "unwrap g1 $d"; done
 cmp -s "$T/g1-phone-a.hex" "$T/g1-phone-c.hex" && cmp -s "$T/g1-phone-a.hex" "$T/g1-phone-b.hex" && ok "epoch 1: all three members share the key" || bad "epoch 1 keys differ"
-as app1 ksc call POST /groups/ptt-team/leave '{"device":"phone-c"}' >"$T/g2.json" 2>"$T/err" && ok "phone-c leaves" || bad "leave: $(cat "$T/err")"
+as app1 ksc group leave --id ptt-team --device phone-c --json >"$T/g2.json" 2>"$T/err" && ok "phone-c leaves" || bad "leave: $(cat "$T/err")"
 for d in phone-a phone-b; do "$QWAVE" device unwrap --dir "$T/dev-$d" --from "$T/g2.json" --out "$T/g2-$d.hex" >/dev/null || bad "unwrap g2 $d"; done
 refuse "the leaver gets no new key" "no key for device" "$QWAVE" device unwrap --dir "$T/dev-phone-c" --from "$T/g2.json"
 cmp -s "$T/g2-phone-a.hex" "$T/g2-phone-b.hex" && ! cmp -s "$T/g2-phone-a.hex" "$T/g1-phone-a.hex" && ok "epoch 2: a new key for those who stay" || bad "epoch 2"
