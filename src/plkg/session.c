@@ -29,6 +29,7 @@ void qw_plkg_params_default(struct qw_plkg_params *p)
 	p->n_elements = 8;
 	p->tag_bits = 64;
 	p->eps_pa = 1e-10;
+	p->model_margin = 0.02;
 	qw_plkg_params_for(p, QW_PLKG_REC_CASCADE);
 }
 
@@ -62,6 +63,7 @@ int qw_plkg_params_check(const struct qw_plkg_params *p)
 	    p->block_bits > ((size_t)1 << 30) || !(p->kdr_initial >= 0) ||
 	    !(p->kdr_initial < 0.5) || !(p->kdr_margin >= 1) || p->kdr_margin > 10 ||
 	    p->tag_bits < 1 || p->tag_bits > 128 || !(p->eps_pa > 0) || !(p->eps_pa < 1) ||
+	    !(p->model_margin >= 0) || !(p->model_margin < 1) ||
 	    (p->reconcile != QW_PLKG_REC_CASCADE && p->reconcile != QW_PLKG_REC_BCH &&
 	     p->reconcile != QW_PLKG_REC_LDPC) ||
 	    (p->remedy != QW_PLKG_REMEDY_NONE && p->remedy != QW_PLKG_REMEDY_RANDOM_WEIGHTS) ||
@@ -313,12 +315,15 @@ static int plan_build(struct qw_plkg_end *e)
 		}
 	e->wbits = bits;
 	e->model_kdr = model_kdr(e, rt);
-	/* Raw bits (independent equiprobable levels under the model) minus what
+	/* Raw bits (independent equiprobable levels under the model, less
+	 * model_margin for the levels of one channel realisation not being
+	 * exactly equiprobable: docs/plkg.md 6.2) minus what
 	 * Eve's estimates tell (data processing: I(Xq; Z) <= I(X; Z)) minus the
 	 * information the window shares with the previous one (windows of a
 	 * slowly varying channel repeat each other), capped by the channel's new
 	 * secret-key information per window. */
-	e->wentropy = fmax(0.0, fmin((double)bits - info - e->cap.overlap,
+	e->wentropy = fmax(0.0, fmin((double)bits * (1.0 - e->p.model_margin) - info -
+					     e->cap.overlap,
 				     e->cap.eve_per_probe * e->W));
 	return 0;
 }
