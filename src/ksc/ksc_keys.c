@@ -309,7 +309,8 @@ static void h_list(struct ksc_req *r)
 	if (r->query && !strncmp(r->query, "state=", 6))
 		snprintf(state, sizeof(state), "%s", r->query + 6);
 	if (!a || ksc_prep(r->k, &st, "SELECT id FROM keys WHERE (?1 = '' OR state = ?1)"
-				      " AND purpose = 'general' ORDER BY created, id LIMIT 10000")) {
+				      " AND purpose IN ('general', 'service') ORDER BY created, id"
+				      " LIMIT 10000")) {
 		json_decref(a);
 		ksc_err(r, 500, "database error");
 		return;
@@ -840,7 +841,8 @@ void ksc_h_keys(struct ksc_req *r)
 		ksc_err(r, 500, "database error");
 		return;
 	}
-	if (ret || strcmp(o.purpose, "general")) {
+	/* fills are managed through their device */
+	if (ret || !strcmp(o.purpose, "fill")) {
 		ksc_commit(r->k);
 		ksc_err(r, 404, "no key '%.64s'", r->seg[1]);
 		return;
@@ -855,10 +857,14 @@ void ksc_h_keys(struct ksc_req *r)
 		ksc_reply(r, 200, key_json(&o));
 		return;
 	}
-	if (!strcmp(act, "distribute")) {
+	if (!strcmp(o.purpose, "service") && strcmp(act, "revoke") && strcmp(act, "destroy")) {
+		ksc_err(r, 409, "key %s is a crypto-service key: it never leaves the KSC", o.id);
+	} else if (!strcmp(act, "distribute")) {
 		h_distribute(r, &o);
 	} else if (!strcmp(act, "revoke") || !strcmp(act, "destroy")) {
-		if (!ksc_need_role(r, KR_OPERATOR))
+		/* operators, and the application owning a service key */
+		if ((r->who.kind == KP_APP && !strcmp(o.purpose, "service") &&
+		     !strcmp(o.owner, r->who.id)) || !ksc_need_role(r, KR_OPERATOR))
 			h_transition(r, &o, act);
 	} else if (!strcmp(act, "backup")) {
 		if (!ksc_need_role(r, KR_SUPER))

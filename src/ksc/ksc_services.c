@@ -147,6 +147,15 @@ static void h_challenge(struct ksc_req *r)
 		ksc_err(r, 500, "database busy");
 		return;
 	}
+	/* challenges nobody answered go when they expire */
+	if (ksc_prep(r->k, &st, "DELETE FROM challenges WHERE expires < ?") == 0) {
+		sqlite3_bind_int64(st, 1, ksc_now());
+		ret = sqlite3_step(st) == SQLITE_DONE ? 0 : QW_EDB;
+		sqlite3_finalize(st);
+		st = NULL;
+		if (ret)
+			goto fail;
+	}
 	if ((ret = qw_uuid_generate(&u)) || (ret = ksc_random(r->k, nonce, sizeof(nonce))))
 		goto fail;
 	qw_uuid_format(&u, cid);

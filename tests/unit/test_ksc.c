@@ -964,6 +964,18 @@ static void test_crypto(void **state)
 	snprintf(body, sizeof(body), "{\"key_id\":\"%s\",\"data\":\"***\"}", id);
 	crypto_call(f, "bank", "sign", body, 400, NULL);
 	crypto_call(f, "bank", "teleport", "{}", 404, NULL);
+	/* service keys never leave; their owner (or an operator) destroys them */
+	{
+		char p[96];
+
+		snprintf(p, sizeof(p), "/keys/%s/distribute", id);
+		assert_int_equal(call(f, "bank", "POST", p, NULL, NULL), 409);
+		snprintf(p, sizeof(p), "/keys/%s/destroy", id);
+		assert_int_equal(call(f, "other", "POST", p, NULL, NULL), 403);
+		assert_int_equal(call(f, "bank", "POST", p, NULL, NULL), 200);
+		snprintf(body, sizeof(body), "{\"key_id\":\"%s\",\"data\":\"AAEC\"}", id);
+		crypto_call(f, "bank", "sign", body, 409, NULL);
+	}
 	expect_intact(f);
 }
 
