@@ -121,8 +121,9 @@ void qw_https_req_note(struct qw_https_req *r, const char *fmt, ...)
 /* Extra response header (e.g. Allow). */
 void qw_https_req_add_header(struct qw_https_req *r, const char *name, const char *value);
 
-/* Reply with status and a JSON body (Content-Type: application/json),
- * copied; len 0 sends an empty body. Releases r. */
+/* Reply with status and a body, copied; len 0 sends an empty body.
+ * Content-Type is application/json unless the handler set another with
+ * qw_https_req_add_header(). Releases r. */
 void qw_https_reply(struct qw_https_req *r, int status, const char *body, size_t len);
 /* As qw_https_reply, for a body holding secrets: ownership of body (a
  * malloc()ed buffer of len bytes) passes to the server, which sends it

@@ -492,9 +492,12 @@ static void finish(struct qw_https_req *r, int status)
 	struct qw_https_server *s = r->srv;
 	struct evhttp_connection *con = evhttp_request_get_connection(r->ev);
 	struct bufferevent *bev = con ? evhttp_connection_get_bufferevent(con) : NULL;
+	struct evkeyvalq *hdr = evhttp_request_get_output_headers(r->ev);
 
-	evhttp_add_header(evhttp_request_get_output_headers(r->ev), "Content-Type",
-			  "application/json");
+	/* Content-Type is a singleton field (RFC 9110 8.3): a handler that
+	 * set its own keeps it. */
+	if (!evhttp_find_header(hdr, "Content-Type"))
+		evhttp_add_header(hdr, "Content-Type", "application/json");
 	evhttp_send_reply(r->ev, status, reason(status), NULL);
 	if (bev)
 		coalesce(bev);
