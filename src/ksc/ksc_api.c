@@ -271,7 +271,7 @@ static int resolve_caller(struct ksc_req *r, const char *peer)
 	r->who.role = parse_role((const char *)sqlite3_column_text(st, 1));
 	ret = 0;
 out:
-	sqlite3_finalize(st);
+	ksc_finish(r->k, st);
 	return ret;
 }
 
@@ -300,7 +300,7 @@ static void h_status(struct ksc_req *r)
 		json_object_set_new(o, "principals", json_integer(sqlite3_column_int64(st, 2)));
 		json_object_set_new(o, "audit_records", json_integer(sqlite3_column_int64(st, 3)));
 	}
-	sqlite3_finalize(st);
+	ksc_finish(r->k, st);
 	ksc_reply(r, 200, o);
 }
 
@@ -345,7 +345,7 @@ static void h_principal_create(struct ksc_req *r, int admin, const char *pkind)
 	sqlite3_bind_text(st, 4, r->who.id, -1, SQLITE_STATIC);
 	sqlite3_bind_int64(st, 5, ksc_now());
 	rc = sqlite3_step(st);
-	sqlite3_finalize(st);
+	ksc_finish(r->k, st);
 	if (rc == SQLITE_CONSTRAINT) {
 		ksc_rollback(r->k);
 		ksc_err(r, 409, "principal '%s' already exists", id);
@@ -395,7 +395,7 @@ static void h_principal_list(struct ksc_req *r, const char *kind)
 						   sqlite3_column_text(st, 2), "created_by",
 						   sqlite3_column_text(st, 3), "created",
 						   (json_int_t)sqlite3_column_int64(st, 4)));
-	sqlite3_finalize(st);
+	ksc_finish(r->k, st);
 	ksc_reply(r, 200, json_pack("{s:o}", r->seg[0], a));
 }
 
@@ -420,7 +420,7 @@ static void h_principal_revoke(struct ksc_req *r, const char *id, int admin, con
 		role = parse_role((const char *)sqlite3_column_text(st, 0));
 		found += !strcmp((const char *)sqlite3_column_text(st, 1), "revoked");
 	}
-	sqlite3_finalize(st);
+	ksc_finish(r->k, st);
 	st = NULL;
 	if (!found) {
 		ksc_rollback(r->k);
@@ -447,7 +447,7 @@ static void h_principal_revoke(struct ksc_req *r, const char *id, int admin, con
 	sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
 	if (sqlite3_step(st) != SQLITE_DONE)
 		goto fail;
-	sqlite3_finalize(st);
+	ksc_finish(r->k, st);
 	st = NULL;
 	{
 		char action[32];
@@ -459,7 +459,7 @@ static void h_principal_revoke(struct ksc_req *r, const char *id, int admin, con
 	ksc_reply(r, 200, json_pack("{s:s, s:s}", "id", id, "status", "revoked"));
 	return;
 fail:
-	sqlite3_finalize(st);
+	ksc_finish(r->k, st);
 	ksc_rollback(r->k);
 	ksc_err(r, 500, "database error");
 }
@@ -545,7 +545,7 @@ void ksc_h_audit(struct ksc_req *r)
 						   d ? d : json_null(), "hash",
 						   sqlite3_column_text(st, 6)));
 	}
-	sqlite3_finalize(st);
+	ksc_finish(r->k, st);
 	ksc_reply(r, 200, json_pack("{s:o}", "records", a));
 }
 

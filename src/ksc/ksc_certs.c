@@ -148,7 +148,7 @@ fail:
 	ksc_rollback(r->k);
 	ksc_fail(r, ret, "certificate");
 out:
-	sqlite3_finalize(st);
+	ksc_finish(r->k, st);
 	json_decref(det);
 	free(cpem);
 	if (kpem)
@@ -173,7 +173,7 @@ static void h_revoke(struct ksc_req *r, const char *serial)
 		if (sqlite3_step(st) == SQLITE_DONE)
 			changed = sqlite3_changes(r->k->db);
 	}
-	sqlite3_finalize(st);
+	ksc_finish(r->k, st);
 	if (!changed) {
 		ksc_rollback(r->k);
 		ksc_err(r, 404, "no valid certificate with serial '%.64s'", serial);
@@ -260,7 +260,7 @@ static void h_crl(struct ksc_req *r)
 fail:
 	ksc_fail(r, ret, "crl");
 out:
-	sqlite3_finalize(st);
+	ksc_finish(r->k, st);
 	json_decref(list);
 	ASN1_TIME_free(t);
 	X509_CRL_free(crl);
@@ -364,7 +364,7 @@ int ksc_cert_auth(struct qw_ksc *k, const char *device, const char *pem, const u
 	if (ret)
 		*why = "wrong signature";
 out:
-	sqlite3_finalize(st);
+	ksc_finish(k, st);
 	X509_free(x);
 	qw_sm2_key_free(pub);
 	BIO_free(b);

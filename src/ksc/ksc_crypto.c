@@ -144,7 +144,7 @@ static int use_key(struct ksc_req *r, const struct alg **a, uint8_t **mat, size_
 		if (blob)
 			memcpy(blob, sqlite3_column_blob(st, 3), blen);
 	}
-	sqlite3_finalize(st);
+	ksc_finish(r->k, st);
 	/* a key of another application is as unknown as a key that does not
 	 * exist: IDs are not an oracle */
 	if (!found || strcmp(owner, r->who.id)) {

@@ -60,9 +60,17 @@ int64_t ksc_now(void)
 	return (int64_t)time(NULL);
 }
 
+/* One statement, through the cache. */
 int ksc_exec(struct qw_ksc *k, const char *sql)
 {
-	return sqlite3_exec(k->db, sql, NULL, NULL, NULL) == SQLITE_OK ? 0 : QW_EDB;
+	sqlite3_stmt *st = NULL;
+	int ret;
+
+	if (ksc_prep(k, &st, sql))
+		return QW_EDB;
+	ret = sqlite3_step(st) == SQLITE_DONE ? 0 : QW_EDB;
+	ksc_finish(k, st);
+	return ret;
 }
 
 int ksc_begin(struct qw_ksc *k)
@@ -81,13 +89,60 @@ int ksc_commit(struct qw_ksc *k)
 
 void ksc_rollback(struct qw_ksc *k)
 {
-	if (!sqlite3_get_autocommit(k->db))
+	if (!sqlite3_get_autocommit(k->db) && ksc_exec(k, "ROLLBACK"))
 		sqlite3_exec(k->db, "ROLLBACK", NULL, NULL, NULL);
 }
 
 int ksc_prep(struct qw_ksc *k, sqlite3_stmt **st, const char *sql)
 {
-	return sqlite3_prepare_v2(k->db, sql, -1, st, NULL) == SQLITE_OK ? 0 : QW_EDB;
+	int cached = 0;
+
+	for (size_t i = 0; i < k->nstmts; i++) {
+		if (k->stmts[i].sql != sql)
+			continue;
+		if (!k->stmts[i].in_use) {
+			k->stmts[i].in_use = 1;
+			*st = k->stmts[i].st;
+			return 0;
+		}
+		cached = 1; /* in use (a nested use): a private copy below */
+	}
+	*st = NULL;
+	if (sqlite3_prepare_v3(k->db, sql, -1, cached ? 0 : SQLITE_PREPARE_PERSISTENT, st, NULL) !=
+	    SQLITE_OK) {
+		sqlite3_finalize(*st);
+		*st = NULL;
+		return QW_EDB;
+	}
+	if (!cached && k->nstmts < KSC_STMT_CACHE) {
+		k->stmts[k->nstmts].sql = sql;
+		k->stmts[k->nstmts].st = *st;
+		k->stmts[k->nstmts].in_use = 1;
+		k->nstmts++;
+	}
+	return 0;
+}
+
+void ksc_finish(struct qw_ksc *k, sqlite3_stmt *st)
+{
+	if (!st)
+		return;
+	for (size_t i = 0; i < k->nstmts; i++) {
+		if (k->stmts[i].st == st) {
+			sqlite3_reset(st);
+			sqlite3_clear_bindings(st);
+			k->stmts[i].in_use = 0;
+			return;
+		}
+	}
+	sqlite3_finalize(st);
+}
+
+void ksc_stmt_cache_clear(struct qw_ksc *k)
+{
+	for (size_t i = 0; i < k->nstmts; i++)
+		sqlite3_finalize(k->stmts[i].st);
+	k->nstmts = 0;
 }
 
 int ksc_db_create_schema(sqlite3 *db)
@@ -230,7 +285,7 @@ static int meta_get(struct qw_ksc *k, const char *key, uint8_t *out, size_t n)
 		memcpy(out, sqlite3_column_blob(st, 0), n);
 		ret = 0;
 	}
-	sqlite3_finalize(st);
+	ksc_finish(k, st);
 	return ret;
 }
 
@@ -244,7 +299,7 @@ static int meta_put(struct qw_ksc *k, const char *key, const uint8_t *v, size_t 
 	sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
 	sqlite3_bind_blob(st, 2, v, (int)n, SQLITE_STATIC);
 	ret = sqlite3_step(st) == SQLITE_DONE ? 0 : QW_EDB;
-	sqlite3_finalize(st);
+	ksc_finish(k, st);
 	return ret;
 }
 
@@ -293,7 +348,7 @@ int ksc_audit(struct qw_ksc *k, const char *actor, const char *action, const cha
 		goto out;
 	ret = 0;
 out:
-	sqlite3_finalize(st);
+	ksc_finish(k, st);
 	{
 		json_malloc_t jm;
 		json_free_t jf;
@@ -359,7 +414,7 @@ int qw_ksc_audit_verify(struct qw_ksc *k, uint64_t *n, uint64_t *bad_seq)
 	}
 	ret = 0;
 out:
-	sqlite3_finalize(st);
+	ksc_finish(k, st);
 	return ret;
 }
 
@@ -429,9 +484,10 @@ int qw_ksc_init(const char *path, const uint8_t mk[static QW_KSC_MASTER_KEY_BYTE
 	ret = 0;
 out:
 	json_decref(d);
-	sqlite3_finalize(st);
+	ksc_finish(&k, st);
 	if (k.db) {
 		ksc_rollback(&k);
+		ksc_stmt_cache_clear(&k);
 		sqlite3_close(k.db);
 	}
 	if (ret && ret != QW_EEXIST && ret != QW_EINVAL) {
@@ -536,6 +592,7 @@ void qw_ksc_close(struct qw_ksc *k)
 	if (!k)
 		return;
 	if (k->db) {
+		ksc_stmt_cache_clear(k);
 		sqlite3_exec(k->db, "PRAGMA wal_checkpoint(TRUNCATE)", NULL, NULL, NULL);
 		sqlite3_close(k->db);
 	}

@@ -42,7 +42,7 @@ int ksc_device_load(struct qw_ksc *k, const char *id, struct ksc_device *d)
 		d->destroy_pending = sqlite3_column_int(st, 6);
 		ret = 0;
 	}
-	sqlite3_finalize(st);
+	ksc_finish(k, st);
 	return ret;
 }
 
@@ -58,7 +58,7 @@ static int64_t outstanding_bits(struct qw_ksc *k, const char *id)
 	sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
 	if (sqlite3_step(st) == SQLITE_ROW)
 		n = sqlite3_column_int64(st, 0) * QW_KSC_SLOT_BITS;
-	sqlite3_finalize(st);
+	ksc_finish(k, st);
 	return n;
 }
 
@@ -102,7 +102,7 @@ int ksc_slot_key(struct qw_ksc *k, const char *device, const char *batch, uint64
 	if (sqlite3_step(st) == SQLITE_ROW)
 		ret = ksc_open_sealed(kek, "chunk", cid, sqlite3_column_blob(st, 0),
 				      (size_t)sqlite3_column_bytes(st, 0), &mat, &len);
-	sqlite3_finalize(st);
+	ksc_finish(k, st);
 	qw_wipe(kek, sizeof(kek));
 	if (ret)
 		return ret;
@@ -140,7 +140,7 @@ static int fill_store(struct qw_ksc *k, const char *device, const uint8_t *mat, 
 	sqlite3_bind_int64(st, 6, (sqlite3_int64)(n / QW_KSC_SLOT_BYTES));
 	if (sqlite3_step(st) != SQLITE_DONE)
 		goto out;
-	sqlite3_finalize(st);
+	ksc_finish(k, st);
 	st = NULL;
 	if (ksc_prep(k, &st, "INSERT INTO fill_chunks(batch, idx, material) VALUES(?, ?, ?)"))
 		goto out;
@@ -163,7 +163,7 @@ static int fill_store(struct qw_ksc *k, const char *device, const uint8_t *mat, 
 	}
 	ret = 0;
 out:
-	sqlite3_finalize(st);
+	ksc_finish(k, st);
 	qw_wipe(kek, sizeof(kek));
 	return ret;
 }
@@ -184,7 +184,7 @@ int ksc_take_slot(struct qw_ksc *k, const char *device, char batch[static 37], u
 		*slot = (uint64_t)sqlite3_column_int64(st, 1);
 		ret = 0;
 	}
-	sqlite3_finalize(st);
+	ksc_finish(k, st);
 	st = NULL;
 	if (ret)
 		return ret;
@@ -197,7 +197,7 @@ int ksc_take_slot(struct qw_ksc *k, const char *device, char batch[static 37], u
 	sqlite3_bind_int64(st, 1, ksc_now());
 	sqlite3_bind_text(st, 2, batch, -1, SQLITE_STATIC);
 	ret = sqlite3_step(st) == SQLITE_DONE ? 0 : QW_EDB;
-	sqlite3_finalize(st);
+	ksc_finish(k, st);
 	if (ret)
 		qw_wipe(key, QW_KSC_SLOT_BYTES);
 	return ret;
@@ -215,7 +215,7 @@ static int exec_bind(struct qw_ksc *k, const char *sql, const char *a, const cha
 	if (b)
 		sqlite3_bind_text(st, 3, b, -1, SQLITE_STATIC);
 	ret = sqlite3_step(st) == SQLITE_DONE ? 0 : QW_EDB;
-	sqlite3_finalize(st);
+	ksc_finish(k, st);
 	return ret;
 }
 
@@ -262,7 +262,7 @@ static void h_register(struct ksc_req *r)
 	sqlite3_bind_text(st, 2, r->who.id, -1, SQLITE_STATIC);
 	sqlite3_bind_int64(st, 3, ksc_now());
 	rc = sqlite3_step(st);
-	sqlite3_finalize(st);
+	ksc_finish(r->k, st);
 	st = NULL;
 	if (rc == SQLITE_CONSTRAINT) {
 		ret = QW_EEXIST;
@@ -280,7 +280,7 @@ static void h_register(struct ksc_req *r)
 	sqlite3_bind_int64(st, 6, ksc_now());
 	sqlite3_bind_int64(st, 7, ksc_now());
 	rc = sqlite3_step(st);
-	sqlite3_finalize(st);
+	ksc_finish(r->k, st);
 	st = NULL;
 	if (rc == SQLITE_CONSTRAINT) {
 		ret = QW_EEXIST;
@@ -334,7 +334,7 @@ static void h_list(struct ksc_req *r)
 		if (!ksc_device_load(r->k, (const char *)sqlite3_column_text(st, 0), &d))
 			json_array_append_new(a, device_json(r->k, &d));
 	}
-	sqlite3_finalize(st);
+	ksc_finish(r->k, st);
 	ksc_reply(r, 200, json_pack("{s:o}", "devices", a));
 }
 
@@ -351,14 +351,14 @@ static int erase_device_keys(struct qw_ksc *k, const char *id, int64_t *n)
 	sqlite3_bind_text(st, 2, id, -1, SQLITE_STATIC);
 	ret = sqlite3_step(st) == SQLITE_DONE ? 0 : QW_EDB;
 	*n = sqlite3_changes(k->db);
-	sqlite3_finalize(st);
+	ksc_finish(k, st);
 	st = NULL;
 	if (!ret && !ksc_prep(k, &st, "DELETE FROM fill_chunks WHERE batch IN"
 				      " (SELECT id FROM keys WHERE device = ?)")) {
 		sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
 		ret = sqlite3_step(st) == SQLITE_DONE ? 0 : QW_EDB;
 	}
-	sqlite3_finalize(st);
+	ksc_finish(k, st);
 	return ret;
 }
 
@@ -483,7 +483,7 @@ static void h_fill(struct ksc_req *r, struct ksc_device *d)
 		goto fail;
 	}
 	memcpy(mk, mkp, sizeof(mk));
-	sqlite3_finalize(st);
+	ksc_finish(r->k, st);
 	st = NULL;
 	if ((ret = qw_ksc_image_seal(d->id, batch, mat, n, mk, &img, &ilen)))
 		goto fail;
@@ -498,7 +498,7 @@ static void h_fill(struct ksc_req *r, struct ksc_device *d)
 		sqlite3_bind_int64(u, 2, ksc_now());
 		sqlite3_bind_text(u, 3, d->id, -1, SQLITE_STATIC);
 		ret = sqlite3_step(u) == SQLITE_DONE ? 0 : QW_EDB;
-		sqlite3_finalize(u);
+		ksc_finish(r->k, u);
 		if (ret)
 			goto fail;
 	}
@@ -519,7 +519,7 @@ static void h_fill(struct ksc_req *r, struct ksc_device *d)
 	res = NULL;
 	goto out;
 fail:
-	sqlite3_finalize(st);
+	ksc_finish(r->k, st);
 	ksc_rollback(r->k);
 	ksc_fail(r, ret, "fill");
 out:
@@ -589,7 +589,7 @@ static void h_self(struct ksc_req *r, struct ksc_device *d, const char *act)
 			sqlite3_bind_text(st, 3, d->id, -1, SQLITE_STATIC);
 			rc = sqlite3_step(st) == SQLITE_DONE ? 0 : QW_EDB;
 		}
-		sqlite3_finalize(st);
+		ksc_finish(r->k, st);
 		if (rc || ksc_audit(r->k, d->id, "device.balance", d->id, det) || ksc_commit(r->k)) {
 			json_decref(det);
 			ksc_rollback(r->k);

@@ -62,7 +62,7 @@ static int key_load(struct qw_ksc *k, const char *id, struct ksc_key *o)
 		o->has_material = sqlite3_column_int(st, 10);
 		ret = 0;
 	}
-	sqlite3_finalize(st);
+	ksc_finish(k, st);
 	return ret;
 }
 
@@ -101,7 +101,7 @@ static int key_material(struct qw_ksc *k, const struct ksc_key *o, uint8_t **out
 	if (sqlite3_step(st) == SQLITE_ROW && sqlite3_column_type(st, 0) == SQLITE_BLOB)
 		ret = ksc_open_sealed(kek, "key", o->id, sqlite3_column_blob(st, 0),
 				      (size_t)sqlite3_column_bytes(st, 0), out, len);
-	sqlite3_finalize(st);
+	ksc_finish(k, st);
 	qw_wipe(kb, sizeof(kb));
 	return ret;
 }
@@ -119,7 +119,7 @@ static int set_state(struct qw_ksc *k, const char *id, const char *state, int er
 	sqlite3_bind_int64(st, 2, ksc_now());
 	sqlite3_bind_text(st, 3, id, -1, SQLITE_STATIC);
 	ret = sqlite3_step(st) == SQLITE_DONE ? 0 : QW_EDB;
-	sqlite3_finalize(st);
+	ksc_finish(k, st);
 	return ret;
 }
 
@@ -141,7 +141,7 @@ static int expire_sweep(struct qw_ksc *k, const char *actor, uint64_t *count)
 		sqlite3_bind_int64(st, 1, ksc_now());
 		while (sqlite3_step(st) == SQLITE_ROW)
 			col_copy(ids[n++], QW_UUID_STR_BYTES, st, 0);
-		sqlite3_finalize(st);
+		ksc_finish(k, st);
 		for (size_t i = 0; i < n && !ret; i++) {
 			ret = set_state(k, ids[i], "expired", 1);
 			if (!ret)
@@ -190,7 +190,7 @@ static int key_insert(struct qw_ksc *k, const char *id, const char *device, cons
 	if (sqlite3_step(st) == SQLITE_DONE)
 		ret = 0;
 out:
-	sqlite3_finalize(st);
+	ksc_finish(k, st);
 	free(sealed);
 	return ret;
 }
@@ -234,7 +234,7 @@ static int principal_exists(struct qw_ksc *k, const char *id)
 		return 0;
 	sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
 	found = sqlite3_step(st) == SQLITE_ROW;
-	sqlite3_finalize(st);
+	ksc_finish(k, st);
 	return found;
 }
 
@@ -322,7 +322,7 @@ static void h_list(struct ksc_req *r)
 		if (!key_load(r->k, (const char *)sqlite3_column_text(st, 0), &o))
 			json_array_append_new(a, key_json(&o));
 	}
-	sqlite3_finalize(st);
+	ksc_finish(r->k, st);
 	ksc_reply(r, 200, json_pack("{s:o}", "keys", a));
 }
 
@@ -445,7 +445,7 @@ static void h_backup(struct ksc_req *r, struct ksc_key *o)
 			sqlite3_bind_text(q, 1, a, -1, SQLITE_STATIC);
 			okc = sqlite3_step(q) == SQLITE_ROW;
 		}
-		sqlite3_finalize(q);
+		ksc_finish(r->k, q);
 		if (!okc) {
 			ksc_err(r, 404, "no active administrator '%.64s'", a);
 			goto bad;
@@ -474,7 +474,7 @@ static void h_backup(struct ksc_req *r, struct ksc_key *o)
 	sqlite3_bind_blob(st, 4, blob, (int)blen, SQLITE_STATIC);
 	sqlite3_bind_int64(st, 5, ksc_now());
 	ret = sqlite3_step(st);
-	sqlite3_finalize(st);
+	ksc_finish(r->k, st);
 	st = NULL;
 	if (ret == SQLITE_CONSTRAINT) {
 		ret = QW_EEXIST;
@@ -499,7 +499,7 @@ static void h_backup(struct ksc_req *r, struct ksc_key *o)
 		sqlite3_bind_text(st, 2, a, -1, SQLITE_STATIC);
 		sqlite3_bind_blob(st, 3, ss, (int)sl, SQLITE_STATIC);
 		rc = sqlite3_step(st);
-		sqlite3_finalize(st);
+		ksc_finish(r->k, st);
 		st = NULL;
 		free(ss);
 		if (rc != SQLITE_DONE)
@@ -555,7 +555,7 @@ static void h_share(struct ksc_req *r, struct ksc_key *o)
 			ret = ksc_open_sealed(r->k->data_key, "share", sid, sqlite3_column_blob(st, 0),
 					      (size_t)sqlite3_column_bytes(st, 0), &sh, &sl);
 	}
-	sqlite3_finalize(st);
+	ksc_finish(r->k, st);
 	st = NULL;
 	if (ret == QW_ENOTFOUND) {
 		ksc_rollback(r->k);
@@ -577,7 +577,7 @@ static void h_share(struct ksc_req *r, struct ksc_key *o)
 	sqlite3_bind_text(st, 2, r->who.id, -1, SQLITE_STATIC);
 	if (sqlite3_step(st) != SQLITE_DONE)
 		goto fail;
-	sqlite3_finalize(st);
+	ksc_finish(r->k, st);
 	st = NULL;
 	if (ksc_audit(r->k, r->who.id, "key.share_collect", o->id, NULL) || ksc_commit(r->k))
 		goto fail;
@@ -590,7 +590,7 @@ static void h_share(struct ksc_req *r, struct ksc_key *o)
 	ksc_reply_secret(r, 200, res);
 	return;
 fail:
-	sqlite3_finalize(st);
+	ksc_finish(r->k, st);
 	qw_free_secret(sh, sl);
 	ksc_rollback(r->k);
 	ksc_fail(r, ret, "share");
@@ -624,7 +624,7 @@ static void h_recover(struct ksc_req *r, struct ksc_key *o)
 		sqlite3_bind_text(st, 2, r->who.id, -1, SQLITE_STATIC);
 		cust = sqlite3_step(st) == SQLITE_ROW;
 	}
-	sqlite3_finalize(st);
+	ksc_finish(r->k, st);
 	st = NULL;
 	if (!cust) {
 		ksc_err(r, 403, "'%s' is not a custodian of key %s", r->who.id, o->id);
@@ -652,7 +652,7 @@ static void h_recover(struct ksc_req *r, struct ksc_key *o)
 		sqlite3_bind_text(st, 2, r->who.id, -1, SQLITE_STATIC);
 		sqlite3_bind_blob(st, 3, ss, (int)sl, SQLITE_STATIC);
 		rc = sqlite3_step(st);
-		sqlite3_finalize(st);
+		ksc_finish(r->k, st);
 		st = NULL;
 		free(ss);
 		if (rc != SQLITE_DONE)
@@ -662,7 +662,7 @@ static void h_recover(struct ksc_req *r, struct ksc_key *o)
 		goto fail;
 	sqlite3_bind_text(st, 1, o->id, -1, SQLITE_STATIC);
 	if (sqlite3_step(st) != SQLITE_ROW) {
-		sqlite3_finalize(st);
+		ksc_finish(r->k, st);
 		st = NULL;
 		ret = QW_ENOTFOUND;
 		goto fail;
@@ -675,7 +675,7 @@ static void h_recover(struct ksc_req *r, struct ksc_key *o)
 		goto fail;
 	}
 	memcpy(blob, sqlite3_column_blob(st, 1), blen);
-	sqlite3_finalize(st);
+	ksc_finish(r->k, st);
 	st = NULL;
 	/* gather the submitted shares */
 	all = malloc(255 * SHARE_BYTES);
@@ -701,7 +701,7 @@ static void h_recover(struct ksc_req *r, struct ksc_key *o)
 		qw_free_secret(p, pl);
 		m++;
 	}
-	sqlite3_finalize(st);
+	ksc_finish(r->k, st);
 	st = NULL;
 	if (m < t) {
 		json_t *d = json_pack("{s:I, s:I}", "submitted", (json_int_t)m, "threshold",
@@ -726,7 +726,7 @@ static void h_recover(struct ksc_req *r, struct ksc_key *o)
 				sqlite3_bind_text(st, 1, o->id, -1, SQLITE_STATIC);
 				sqlite3_step(st);
 			}
-			sqlite3_finalize(st);
+			ksc_finish(r->k, st);
 			st = NULL;
 			if (ksc_audit(r->k, r->who.id, "key.recover_failed", o->id, NULL) ||
 			    ksc_commit(r->k))
@@ -757,7 +757,7 @@ static void h_recover(struct ksc_req *r, struct ksc_key *o)
 		sqlite3_bind_int64(st, 2, ksc_now());
 		sqlite3_bind_text(st, 3, o->id, -1, SQLITE_STATIC);
 		ret = sqlite3_step(st) == SQLITE_DONE ? 0 : QW_EDB;
-		sqlite3_finalize(st);
+		ksc_finish(r->k, st);
 		st = NULL;
 		free(sealed);
 		if (ret)
@@ -768,7 +768,7 @@ static void h_recover(struct ksc_req *r, struct ksc_key *o)
 		goto fail;
 	sqlite3_bind_text(st, 1, o->id, -1, SQLITE_STATIC);
 	sqlite3_step(st);
-	sqlite3_finalize(st);
+	ksc_finish(r->k, st);
 	st = NULL;
 	{
 		json_t *d = json_pack("{s:I, s:I}", "shares", (json_int_t)m, "threshold", (json_int_t)t);
@@ -782,7 +782,7 @@ static void h_recover(struct ksc_req *r, struct ksc_key *o)
 	ksc_reply(r, 200, key_json(o));
 	goto out;
 fail:
-	sqlite3_finalize(st);
+	ksc_finish(r->k, st);
 	ksc_rollback(r->k);
 	ksc_fail(r, ret, "recover");
 	goto out;

@@ -84,7 +84,7 @@ static int user_active(struct qw_ksc *k, const char *id)
 		return 0;
 	sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
 	ok = sqlite3_step(st) == SQLITE_ROW;
-	sqlite3_finalize(st);
+	ksc_finish(k, st);
 	return ok;
 }
 
@@ -151,7 +151,7 @@ static void h_challenge(struct ksc_req *r)
 	if (ksc_prep(r->k, &st, "DELETE FROM challenges WHERE expires < ?") == 0) {
 		sqlite3_bind_int64(st, 1, ksc_now());
 		ret = sqlite3_step(st) == SQLITE_DONE ? 0 : QW_EDB;
-		sqlite3_finalize(st);
+		ksc_finish(r->k, st);
 		st = NULL;
 		if (ret)
 			goto fail;
@@ -179,7 +179,7 @@ static void h_challenge(struct ksc_req *r)
 	sqlite3_bind_int64(st, 7, exp);
 	if (sqlite3_step(st) != SQLITE_DONE)
 		goto fail;
-	sqlite3_finalize(st);
+	ksc_finish(r->k, st);
 	st = NULL;
 	det = json_pack("{s:s, s:s, s:s?, s:I}", "challenge", cid, "method", method, "batch",
 			cert ? NULL : batch, "slot", (json_int_t)slot);
@@ -199,7 +199,7 @@ static void h_challenge(struct ksc_req *r)
 	res = NULL;
 	goto out;
 fail:
-	sqlite3_finalize(st);
+	ksc_finish(r->k, st);
 	ksc_rollback(r->k);
 	ksc_fail(r, ret, "challenge");
 out:
@@ -249,7 +249,7 @@ static void h_response(struct ksc_req *r)
 		exp = sqlite3_column_int64(st, 5);
 		snprintf(subject, sizeof(subject), "%s", sqlite3_column_text(st, 6));
 	}
-	sqlite3_finalize(st);
+	ksc_finish(r->k, st);
 	st = NULL;
 	if (!found) {
 		/* unknown, or already answered: a replay */
@@ -265,12 +265,12 @@ static void h_response(struct ksc_req *r)
 	/* single use: the challenge goes whatever the outcome */
 	if (ksc_prep(r->k, &st, "DELETE FROM challenges WHERE id = ?") ||
 	    (sqlite3_bind_text(st, 1, cid, -1, SQLITE_STATIC), sqlite3_step(st) != SQLITE_DONE)) {
-		sqlite3_finalize(st);
+		ksc_finish(r->k, st);
 		ksc_rollback(r->k);
 		ksc_err(r, 500, "database error");
 		return;
 	}
-	sqlite3_finalize(st);
+	ksc_finish(r->k, st);
 	st = NULL;
 	if (exp < ksc_now()) {
 		why = "challenge expired";
@@ -437,7 +437,7 @@ static int group_rekey(struct ksc_req *r, const char *gid, uint64_t epoch, json_
 	sqlite3_bind_text(st, 1, gid, -1, SQLITE_STATIC);
 	while (sqlite3_step(st) == SQLITE_ROW && n < GROUP_MAX)
 		snprintf(devs[n++], QW_KSC_ID_MAX + 1, "%s", sqlite3_column_text(st, 0));
-	sqlite3_finalize(st);
+	ksc_finish(r->k, st);
 	ret = ksc_key_material(r->k, NULL, gk, sizeof(gk), label);
 	for (size_t i = 0; i < n && !ret; i++) {
 		struct ksc_device d;
@@ -453,7 +453,7 @@ static int group_rekey(struct ksc_req *r, const char *gid, uint64_t epoch, json_
 		sqlite3_bind_int64(st, 1, (sqlite3_int64)epoch);
 		sqlite3_bind_text(st, 2, gid, -1, SQLITE_STATIC);
 		ret = sqlite3_step(st) == SQLITE_DONE ? 0 : QW_EDB;
-		sqlite3_finalize(st);
+		ksc_finish(r->k, st);
 	}
 	if (ret) {
 		json_decref(arr);
@@ -473,7 +473,7 @@ static int member_op(struct qw_ksc *k, const char *sql, const char *gid, const c
 	sqlite3_bind_text(st, 1, gid, -1, SQLITE_STATIC);
 	sqlite3_bind_text(st, 2, dev, -1, SQLITE_STATIC);
 	ret = sqlite3_step(st);
-	sqlite3_finalize(st);
+	ksc_finish(k, st);
 	if (ret == SQLITE_CONSTRAINT)
 		return QW_EEXIST;
 	if (ret != SQLITE_DONE)
@@ -517,7 +517,7 @@ static void h_group_create(struct ksc_req *r)
 	sqlite3_bind_text(st, 2, r->who.id, -1, SQLITE_STATIC);
 	sqlite3_bind_int64(st, 3, ksc_now());
 	ret = sqlite3_step(st);
-	sqlite3_finalize(st);
+	ksc_finish(r->k, st);
 	if (ret == SQLITE_CONSTRAINT) {
 		ret = QW_EEXIST;
 		goto fail;
@@ -581,7 +581,7 @@ void ksc_h_groups(struct ksc_req *r)
 			epoch = (uint64_t)sqlite3_column_int64(st, 1);
 		}
 	}
-	sqlite3_finalize(st);
+	ksc_finish(r->k, st);
 	st = NULL;
 	if (!found || (r->who.kind == KP_APP && strcmp(owner, r->who.id))) {
 		ksc_err(r, 404, "no group '%.64s'", r->seg[1]);
@@ -602,7 +602,7 @@ void ksc_h_groups(struct ksc_req *r)
 				json_array_append_new(m, json_string((const char *)
 								     sqlite3_column_text(st, 0)));
 		}
-		sqlite3_finalize(st);
+		ksc_finish(r->k, st);
 		ksc_reply(r, 200, json_pack("{s:s, s:s, s:I, s:o}", "group", r->seg[1], "owner",
 					    owner, "epoch", (json_int_t)epoch, "members", m));
 		return;

@@ -81,10 +81,23 @@ static int call(struct fx *f, const char *who, const char *method, const char *p
 		*q++ = '\0';
 	assert_int_equal(qw_ksc_handle(f->k, who, method, p, q, (const uint8_t *)body,
 				       body ? strlen(body) : 0, &r), 0);
-	/* no statement left open: it would pin a read snapshot (and leak) */
-	if (sqlite3_next_stmt(f->k->db, NULL))
-		fail_msg("%s %s left a statement: %s", method, path,
-			 sqlite3_sql(sqlite3_next_stmt(f->k->db, NULL)));
+	/* no statement left running (it would pin a read snapshot) or handed
+	 * out of the cache and never given back */
+	for (sqlite3_stmt *s = sqlite3_next_stmt(f->k->db, NULL); s; s = sqlite3_next_stmt(f->k->db, s))
+		if (sqlite3_stmt_busy(s))
+			fail_msg("%s %s left a statement running: %s", method, path, sqlite3_sql(s));
+	for (size_t i = 0; i < f->k->nstmts; i++)
+		if (f->k->stmts[i].in_use)
+			fail_msg("%s %s kept a statement: %s", method, path, f->k->stmts[i].sql);
+	/* uncached statements must have been finalized */
+	{
+		size_t n = 0;
+
+		for (sqlite3_stmt *s = sqlite3_next_stmt(f->k->db, NULL); s;
+		     s = sqlite3_next_stmt(f->k->db, s))
+			n++;
+		assert_int_equal(n, f->k->nstmts);
+	}
 	assert_true(sqlite3_get_autocommit(f->k->db));
 	j = json_loadb(r.body, r.len, 0, NULL);
 	assert_non_null(j);
