@@ -230,9 +230,11 @@ struct qw_km_net *qw_km_net_start(struct qw_km *km, struct event_base *base,
 uint16_t qw_km_net_port(const struct qw_km_net *net);
 /* Stop the link threads (joined), close every connection. NULL accepted. */
 void qw_km_net_stop(struct qw_km_net *net);
-/* Bytes of a link's bootstrap psk_file (the per-session authentication
- * key: Wegman-Carter hash keys and one-time pads, frame.h layout) for
- * error correction ec. */
+/* Bytes of one per-session authentication key of a link (Wegman-Carter
+ * hash keys and one-time pads, frame.h layout) for error correction ec. A
+ * bootstrap psk_file holds one such key, or two: the second is the reserve
+ * that the session after a failed (crashed, stopped) one runs on, since a
+ * key is marked used before its session starts and never serves twice. */
 size_t qw_km_psk_bytes(enum qw_link_ec ec);
 
 /* Append the node's metrics in Prometheus text exposition format 0.0.4 to

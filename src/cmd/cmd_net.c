@@ -381,7 +381,8 @@ static int make_psk(const char *dir, const struct qw_km_topo_link *l)
 {
 	char path[PATH_MAX];
 	const char *ec = qw_config_section_get(l->sec, "ec", NULL);
-	size_t n = qw_km_psk_bytes(ec && !strcmp(ec, "ldpc") ? QW_LINK_EC_LDPC : QW_LINK_EC_CASCADE);
+	/* the first session's key and a reserve (km.h) */
+	size_t n = 2 * qw_km_psk_bytes(ec && !strcmp(ec, "ldpc") ? QW_LINK_EC_LDPC : QW_LINK_EC_CASCADE);
 	uint8_t *psk;
 	int ret;
 

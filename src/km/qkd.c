@@ -46,7 +46,7 @@
 
 #define QKD_MAGIC 0x51574b31u /* "QWK1" */
 #define QKD_EPOCH_SHIFT 20
-#define QKD_PSK_MAGIC "QWPSK1\n"
+#define QKD_PSK_MAGIC "QWPSK2\n"
 
 struct qkd_block {
 	uint64_t id;
@@ -151,54 +151,75 @@ static void psk_path(const struct km_qkd *q, char *out, size_t n)
 	snprintf(out, n, "%s/qkd-%s.psk", q->c->data_dir, q->lc->peer);
 }
 
-/* The current session key: the carried-over one, else the bootstrap file
- * (generation 0). 0, QW_ENOTFOUND, QW_EIO, QW_EPARSE (too short). */
-static int psk_load(struct km_qkd *q, uint8_t *psk, uint64_t *gen)
+/* The link's authentication keys (<data_dir>/qkd-<peer>.psk, 0600):
+ *   gen        bumped by every change below, so both ends can compare
+ *   K, fresh   the next session's key, unused when fresh
+ *   R, present a reserve key for the session after a failed one
+ * A key is marked used on disk BEFORE the session that uses it sends
+ * anything, so a crash or a stop in the middle of a session never makes a
+ * pad serve twice: the next session takes R. A successful session carves
+ * a fresh K (and R, if it was used) from its own output. */
+struct psk_state {
+	uint64_t gen;
+	int k_fresh, r_present;
+	uint8_t *k, *r; /* psk_bytes each */
+};
+
+static int psk_state_load(struct km_qkd *q, struct psk_state *st)
 {
 	char path[512];
-	uint8_t hdr[sizeof(QKD_PSK_MAGIC) - 1 + 8];
-	int fd, ret = QW_EIO;
+	uint8_t hdr[sizeof(QKD_PSK_MAGIC) - 1 + 10];
+	int fd, ret;
 
 	psk_path(q, path, sizeof(path));
 	fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd >= 0) {
+		ret = QW_EPARSE;
 		if (!read_all(fd, hdr, sizeof(hdr)) &&
 		    !memcmp(hdr, QKD_PSK_MAGIC, sizeof(QKD_PSK_MAGIC) - 1) &&
-		    !read_all(fd, psk, q->psk_bytes)) {
-			*gen = get64(hdr + sizeof(QKD_PSK_MAGIC) - 1);
+		    !read_all(fd, st->k, q->psk_bytes) && !read_all(fd, st->r, q->psk_bytes)) {
+			st->gen = get64(hdr + sizeof(QKD_PSK_MAGIC) - 1);
+			st->k_fresh = hdr[sizeof(QKD_PSK_MAGIC) - 1 + 8] == 1;
+			st->r_present = hdr[sizeof(QKD_PSK_MAGIC) - 1 + 9] == 1;
 			ret = 0;
-		} else {
-			ret = QW_EPARSE;
 		}
 		close(fd);
 		return ret;
 	}
+	/* first start: the bootstrap file holds K, and R when it is twice as
+	 * long (qwave net up writes both) */
 	fd = open(q->lc->psk_file, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 		return QW_ENOTFOUND;
-	ret = read_all(fd, psk, q->psk_bytes) ? QW_EPARSE : 0;
+	ret = read_all(fd, st->k, q->psk_bytes) ? QW_EPARSE : 0;
+	st->gen = 0;
+	st->k_fresh = 1;
+	st->r_present = !ret && !read_all(fd, st->r, q->psk_bytes);
 	close(fd);
-	*gen = 0;
 	return ret;
 }
 
-static int psk_save(struct km_qkd *q, const uint8_t *psk, uint64_t gen)
+static int psk_state_save(struct km_qkd *q, const struct psk_state *st)
 {
 	char path[512], tmp[520];
-	uint8_t hdr[sizeof(QKD_PSK_MAGIC) - 1 + 8];
+	uint8_t hdr[sizeof(QKD_PSK_MAGIC) - 1 + 10];
 	int fd, ret;
 
 	psk_path(q, path, sizeof(path));
 	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
 	memcpy(hdr, QKD_PSK_MAGIC, sizeof(QKD_PSK_MAGIC) - 1);
-	put64(hdr + sizeof(QKD_PSK_MAGIC) - 1, gen);
+	put64(hdr + sizeof(QKD_PSK_MAGIC) - 1, st->gen);
+	hdr[sizeof(QKD_PSK_MAGIC) - 1 + 8] = (uint8_t)(st->k_fresh ? 1 : 0);
+	hdr[sizeof(QKD_PSK_MAGIC) - 1 + 9] = (uint8_t)(st->r_present ? 1 : 0);
 	unlink(tmp);
 	fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
 	if (fd < 0)
 		return QW_EIO;
 	ret = write_all(fd, hdr, sizeof(hdr));
 	if (!ret)
-		ret = write_all(fd, psk, q->psk_bytes);
+		ret = write_all(fd, st->k, q->psk_bytes);
+	if (!ret)
+		ret = write_all(fd, st->r, q->psk_bytes);
 	if (!ret && fsync(fd))
 		ret = QW_EIO;
 	close(fd);
@@ -207,6 +228,56 @@ static int psk_save(struct km_qkd *q, const uint8_t *psk, uint64_t gen)
 	if (ret)
 		unlink(tmp);
 	return ret;
+}
+
+static unsigned psk_flags(int k_fresh, int r_present)
+{
+	return (k_fresh ? 1u : 0u) | (r_present ? 2u : 0u);
+}
+
+/* The one rule both ends follow to pick a session's key: K while fresh,
+ * else R. Marks it used (gen + 1) in *st; copies it to key. QW_EAGAIN when
+ * neither is left. */
+static int psk_take(struct km_qkd *q, struct psk_state *st, uint8_t *key)
+{
+	if (st->k_fresh) {
+		memcpy(key, st->k, q->psk_bytes);
+		st->k_fresh = 0;
+	} else if (st->r_present) {
+		memcpy(key, st->r, q->psk_bytes);
+		qw_wipe(st->r, q->psk_bytes);
+		st->r_present = 0;
+	} else {
+		return QW_EAGAIN;
+	}
+	qw_wipe(st->k, q->psk_bytes);
+	st->gen++;
+	return 0;
+}
+
+/* Agree with the peer's (gen, flags). One end may be one step behind (it
+ * stopped before marking the key of a session the other end started):
+ * it marks that key used too. Anything else cannot be repaired here. */
+static int psk_agree(struct km_qkd *q, struct psk_state *st, uint64_t their_gen, unsigned their_flags,
+		     uint8_t *scratch)
+{
+	int ret;
+
+	if (st->gen + 1 == their_gen) {
+		if ((ret = psk_take(q, st, scratch)) || (ret = psk_state_save(q, st)))
+			return ret;
+	} else if (their_gen + 1 == st->gen) {
+		/* the peer will take a key by the rule: predict its flags */
+		if (their_flags & 1u)
+			their_flags &= ~1u;
+		else if (their_flags & 2u)
+			their_flags &= ~2u;
+		else
+			return QW_EAUTH;
+		their_gen++;
+	}
+	return st->gen == their_gen && psk_flags(st->k_fresh, st->r_present) == their_flags ? 0
+											      : QW_EAUTH;
 }
 
 /* ---- sink ---- */
@@ -271,23 +342,18 @@ static int cmp_block(const void *a, const void *b)
 	return x->id < y->id ? -1 : x->id > y->id;
 }
 
-/* Both ends hold the same blocks: carve the next key, pool the rest. */
-static int session_finish(struct km_qkd *q, uint64_t epoch, uint64_t gen, uint64_t *pooled)
+/* Carve want bytes from the front of the session's blocks, in block-id
+ * order (both ends hold the same blocks). 0 or QW_EAGAIN (too little). */
+static int carve(struct km_qkd *q, uint8_t *out, size_t want)
 {
-	uint8_t *psk = qw_secure_alloc(q->psk_bytes);
 	size_t have = 0;
-	int ret;
 
-	*pooled = 0;
-	if (!psk)
-		return QW_ENOMEM;
-	qsort(q->blocks, q->nblocks, sizeof(*q->blocks), cmp_block);
-	for (size_t i = 0; i < q->nblocks && have < q->psk_bytes; i++) {
+	for (size_t i = 0; i < q->nblocks && have < want; i++) {
 		struct qkd_block *b = &q->blocks[i];
-		size_t full = (size_t)(b->nbits / 8), take = q->psk_bytes - have;
+		size_t full = (size_t)(b->nbits / 8), take = want - have;
 		if (take > full)
 			take = full;
-		memcpy(psk + have, b->bits, take);
+		memcpy(out + have, b->bits, take);
 		have += take;
 		/* the rest of the block starts on a byte boundary */
 		memmove(b->bits, b->bits + take, b->nbytes - take);
@@ -295,13 +361,24 @@ static int session_finish(struct km_qkd *q, uint64_t epoch, uint64_t gen, uint64
 		b->nbits -= 8 * (uint64_t)take;
 		b->nbytes -= take;
 	}
-	if (have < q->psk_bytes) {
-		qw_secure_free(psk, q->psk_bytes);
-		return QW_EAGAIN; /* the session produced too little key */
-	}
-	ret = psk_save(q, psk, gen + 1);
-	qw_secure_free(psk, q->psk_bytes);
-	if (ret)
+	return have == want ? 0 : QW_EAGAIN;
+}
+
+/* Both ends hold the same blocks: carve the next keys, pool the rest. */
+static int session_finish(struct km_qkd *q, uint64_t epoch, struct psk_state *st, uint64_t *pooled)
+{
+	int ret;
+
+	*pooled = 0;
+	qsort(q->blocks, q->nblocks, sizeof(*q->blocks), cmp_block);
+	if ((ret = carve(q, st->k, q->psk_bytes)))
+		return ret; /* the session produced too little key */
+	st->k_fresh = 1;
+	/* refill the reserve when the session left enough for it */
+	if (!st->r_present && !carve(q, st->r, q->psk_bytes))
+		st->r_present = 1;
+	st->gen++;
+	if ((ret = psk_state_save(q, st)))
 		return ret;
 	for (size_t i = 0; i < q->nblocks; i++) {
 		struct qkd_block *b = &q->blocks[i];
@@ -453,15 +530,19 @@ static int session(struct km_qkd *q, int fd)
 	struct qw_frame_io io;
 	struct qw_link_stats st;
 	uint8_t *psk = qw_secure_alloc(q->psk_bytes);
-	uint8_t hdr[40];
-	uint64_t epoch, gen = 0, nblocks, ppb, pooled = 0, seed;
+	struct psk_state pst = { 0 };
+	uint8_t hdr[48], rep[24];
+	uint64_t epoch, nblocks, ppb, pooled = 0, seed, their_gen;
+	unsigned their_flags;
 	int64_t t0 = km_now_ms(), source_ms;
 	int ret = QW_ENOMEM;
 
 	pthread_mutex_init(&br.mu, NULL);
-	if (!psk)
+	pst.k = qw_secure_alloc(q->psk_bytes);
+	pst.r = qw_secure_alloc(q->psk_bytes);
+	if (!psk || !pst.k || !pst.r)
 		goto out;
-	if ((ret = psk_load(q, psk, &gen))) {
+	if ((ret = psk_state_load(q, &pst))) {
 		qw_log(QW_LOG_ERROR, "QKD link %s: no authentication key (%s: %s)", q->lc->peer,
 		       q->lc->psk_file, qw_strerror(ret));
 		goto out;
@@ -469,7 +550,6 @@ static int session(struct km_qkd *q, int fd)
 	qw_frame_io_fd(&io, fd);
 	if (q->alice) {
 		struct qw_sift_params sp;
-		uint8_t ok[4];
 
 		qw_sift_params_default(&sp);
 		epoch = (uint64_t)time(NULL);
@@ -477,21 +557,56 @@ static int session(struct km_qkd *q, int fd)
 			epoch = q->last_epoch + 1;
 		nblocks = q->lc->blocks_per_session;
 		ppb = qw_link_pulses_for_bits(&q->lc->optics, &sp, q->lc->block_bits);
-		put64(hdr, ((uint64_t)QKD_MAGIC << 32) | 1);
+		put64(hdr, ((uint64_t)QKD_MAGIC << 32) | 2);
 		put64(hdr + 8, epoch);
-		put64(hdr + 16, gen);
-		put64(hdr + 24, nblocks);
-		put64(hdr + 32, ppb);
-		if ((ret = write_all(fd, hdr, sizeof(hdr))))
+		put64(hdr + 16, pst.gen);
+		put64(hdr + 24, psk_flags(pst.k_fresh, pst.r_present));
+		put64(hdr + 32, nblocks);
+		put64(hdr + 40, ppb);
+		if ((ret = write_all(fd, hdr, sizeof(hdr))) || (ret = read_all(fd, rep, sizeof(rep))))
 			goto out;
-		if ((ret = read_all(fd, ok, 4)))
+		their_gen = get64(rep + 8);
+		their_flags = (unsigned)get64(rep + 16);
+	} else {
+		if ((ret = read_all(fd, hdr, sizeof(hdr))))
 			goto out;
-		if (ok[3]) {
-			qw_log(QW_LOG_ERROR, "QKD link %s: the peer holds another authentication key generation (ours %" PRIu64 "): re-key the link",
-			       q->lc->peer, gen);
-			ret = QW_EAUTH;
+		if (get64(hdr) != (((uint64_t)QKD_MAGIC << 32) | 2)) {
+			ret = QW_EPROTO;
 			goto out;
 		}
+		epoch = get64(hdr + 8);
+		their_gen = get64(hdr + 16);
+		their_flags = (unsigned)get64(hdr + 24);
+		nblocks = get64(hdr + 32);
+		ppb = get64(hdr + 40);
+		if (nblocks == 0 || nblocks > 1024 || ppb == 0 || ppb > (UINT64_C(1) << 40) ||
+		    epoch >= (UINT64_C(1) << (63 - QKD_EPOCH_SHIFT)) || their_flags > 3) {
+			ret = QW_EPROTO;
+			goto out;
+		}
+		put64(rep, 0);
+		put64(rep + 8, pst.gen);
+		put64(rep + 16, psk_flags(pst.k_fresh, pst.r_present));
+		if ((ret = write_all(fd, rep, sizeof(rep))))
+			goto out;
+	}
+	/* both ends: same state, then the same key, marked used on disk
+	 * before a single authenticated frame leaves */
+	if ((ret = psk_agree(q, &pst, their_gen, their_flags, psk))) {
+		qw_log(QW_LOG_ERROR, "ALARM QKD link %s: authentication keys out of step (ours: generation %" PRIu64 ", peer's: %" PRIu64 "): re-key the link",
+		       q->lc->peer, pst.gen, their_gen);
+		q->halted = 1;
+		goto out;
+	}
+	if ((ret = psk_take(q, &pst, psk))) {
+		qw_log(QW_LOG_ERROR, "ALARM QKD link %s: no unused authentication key left: re-key the link",
+		       q->lc->peer);
+		q->halted = 1;
+		goto out;
+	}
+	if ((ret = psk_state_save(q, &pst)))
+		goto out;
+	if (q->alice) {
 		if ((ret = qw_random_bytes((uint8_t *)&seed, sizeof(seed))))
 			goto out;
 		sim = qw_link_sim_new(&q->lc->optics, nblocks * ppb, ppb, seed, &ret);
@@ -502,33 +617,6 @@ static int session(struct km_qkd *q, int fd)
 			goto out;
 		qw_link_sim_records(sim, QW_ROLE_ALICE, &rec);
 	} else {
-		uint8_t ok[4] = { 0, 0, 0, 0 };
-		uint64_t theirs;
-
-		if ((ret = read_all(fd, hdr, sizeof(hdr))))
-			goto out;
-		if (get64(hdr) != (((uint64_t)QKD_MAGIC << 32) | 1)) {
-			ret = QW_EPROTO;
-			goto out;
-		}
-		epoch = get64(hdr + 8);
-		theirs = get64(hdr + 16);
-		nblocks = get64(hdr + 24);
-		ppb = get64(hdr + 32);
-		if (nblocks == 0 || nblocks > 1024 || ppb == 0 || ppb > (UINT64_C(1) << 40) ||
-		    epoch >= (UINT64_C(1) << (63 - QKD_EPOCH_SHIFT))) {
-			ret = QW_EPROTO;
-			goto out;
-		}
-		ok[3] = theirs != gen;
-		if ((ret = write_all(fd, ok, 4)))
-			goto out;
-		if (ok[3]) {
-			qw_log(QW_LOG_ERROR, "QKD link %s: peer uses authentication key generation %" PRIu64 ", ours is %" PRIu64 ": re-key the link",
-			       q->lc->peer, theirs, gen);
-			ret = QW_EAUTH;
-			goto out;
-		}
 		ret = QW_ENOMEM;
 		br.n = nblocks;
 		br.rec = qw_calloc(nblocks, sizeof(*br.rec));
@@ -552,7 +640,7 @@ static int session(struct km_qkd *q, int fd)
 		       qw_strerror(ret));
 		goto out;
 	}
-	ret = session_finish(q, epoch, gen, &pooled);
+	ret = session_finish(q, epoch, &pst, &pooled);
 	source_ms = (int64_t)(1000.0 * (double)(nblocks * ppb) / q->lc->optics.pulse_rate_hz *
 			      q->lc->pace);
 	sleep_ms(q, source_ms - (km_now_ms() - t0));
@@ -565,14 +653,13 @@ static int session(struct km_qkd *q, int fd)
 	q->rep.key_rate_bps = (double)pooled * 1000.0 / (double)(km_now_ms() - t0 + 1);
 	pthread_mutex_unlock(&q->sink_mu);
 	if (ret == QW_EAGAIN)
-		qw_log(QW_LOG_ERROR, "ALARM QKD link %s: the session gave %" PRIu64 " secret bits, less than the %zu bits the next session must authenticate with: link halted until re-keyed",
+		/* the key just used stays marked used: the next session runs on
+		 * the reserve, or the link halts when there is none */
+		qw_log(QW_LOG_ERROR, "ALARM QKD link %s: the session gave %" PRIu64 " secret bits, less than the %zu bits the next session must authenticate with",
 		       q->lc->peer, st.secret_bits, 8 * q->psk_bytes);
 	else if (!ret)
 		qw_log(QW_LOG_INFO, "QKD link %s: session %" PRIu64 ": QBER %.2f%%, %" PRIu64 "/%" PRIu64 " blocks, %" PRIu64 " bits to the pool",
 		       q->lc->peer, epoch, 100 * st.qber, st.blocks_delivered, st.blocks, pooled);
-	/* Never run another session on the old key: its pads are spent. */
-	if (ret == QW_EAGAIN)
-		q->halted = 1;
 out:
 	blocks_clear(q);
 	qw_link_free(link);
@@ -585,6 +672,10 @@ out:
 	pthread_mutex_destroy(&br.mu);
 	if (psk)
 		qw_secure_free(psk, q->psk_bytes);
+	if (pst.k)
+		qw_secure_free(pst.k, q->psk_bytes);
+	if (pst.r)
+		qw_secure_free(pst.r, q->psk_bytes);
 	return ret;
 }
 
