@@ -275,6 +275,9 @@ out:
 
 void ksc_h_certs(struct ksc_req *r)
 {
+	/* the caller's rights first, then whether the service is configured */
+	if (!strcmp(r->method, "POST") && ksc_need_role(r, KR_OPERATOR))
+		return;
 	if (!r->k->pki_dir) {
 		ksc_err(r, 501, "the certificate system needs pki_dir in the configuration");
 		return;

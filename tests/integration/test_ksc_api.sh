@@ -246,6 +246,24 @@ check "audit verifies" as aud ksc audit verify
 sqlite3 "$T/data/ksc.db" "UPDATE audit SET actor = 'mallory' WHERE seq = 5" || bad "sqlite3 tamper"
 refuse "tampering detected" "altered: first bad record 5" as aud ksc audit verify
 
+# ---- CLI: usage errors exit 2, failures 1, --help 0 ----
+exit_is() { # exit_is WANT DESC CMD...
+	local want=$1 d=$2 rc=0; shift 2
+	"$@" >/dev/null 2>"$T/err" || rc=$?
+	[ "$rc" = "$want" ] && ok "$d (exit $rc)" || bad "$d: exit $rc, expected $want: $(cat "$T/err")"
+}
+exit_is 2 "qwave ksc without a command" "$QWAVE" ksc
+exit_is 2 "unknown ksc command" "$QWAVE" ksc teleport now
+exit_is 2 "unknown option" as op ksc key generate --bogus 1
+exit_is 2 "missing required option" as op ksc device register --id x
+exit_is 2 "not a number" as op ksc key generate --size many
+exit_is 2 "no connection settings" env -u QWAVE_KSC_URL "$QWAVE" ksc status --cert "$P/sae-op.crt" --key "$P/sae-op.key"
+exit_is 0 "--help" "$QWAVE" ksc key backup --help
+exit_is 0 "device --help" "$QWAVE" device unwrap --help
+exit_is 1 "HTTP error is a failure" as op ksc key show --id 00000000-0000-4000-8000-000000000000
+exit_is 1 "no medium" "$QWAVE" device balance --dir "$T/nowhere"
+exit_is 2 "device: unknown option" "$QWAVE" device balance --dir "$T/dev-phone-a" --colour red
+
 kill "$PID"
 for _ in $(seq 50); do kill -0 "$PID" 2>/dev/null || break; sleep 0.1; done
 kill -0 "$PID" 2>/dev/null && bad "qwksc did not stop on SIGTERM" || ok "qwksc stopped"

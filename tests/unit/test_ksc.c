@@ -992,6 +992,93 @@ static void test_crypto(void **state)
 	expect_intact(f);
 }
 
+/* Every endpoint: malformed JSON, a non-object body, unknown IDs and the
+ * wrong caller each get a 4xx with a message, and change nothing. */
+static void test_every_endpoint_bad_input(void **state)
+{
+	struct fx *f = *state;
+	uint8_t *k = NULL;
+	size_t n = 0;
+	char b[37], p[160], kid[40], ck[40];
+	json_t *j;
+	int64_t n0;
+	/* {method, path template ("%s" = an existing key/service key), role
+	 * that must be refused} */
+	static const struct {
+		const char *m, *path, *refused;
+	} eps[] = {
+		{ "POST", "/admins", "aud" },	       { "POST", "/apps", "aud" },
+		{ "POST", "/users", "aud" },	       { "POST", "/admins/op/revoke", "aud" },
+		{ "POST", "/apps/app/revoke", "aud" }, { "POST", "/keys", "aud" },
+		{ "POST", "/keys/expire", "aud" },     { "POST", "/keys/K/distribute", "aud" },
+		{ "POST", "/keys/K/revoke", "aud" },   { "POST", "/keys/K/destroy", "aud" },
+		{ "POST", "/keys/K/backup", "op" },    { "POST", "/keys/K/recover", "app" },
+		{ "POST", "/devices", "aud" },	       { "POST", "/devices/dev/suspend", "aud" },
+		{ "POST", "/devices/dev/resume", "aud" }, { "POST", "/devices/dev/retire", "aud" },
+		{ "POST", "/devices/dev/destroy", "aud" }, { "POST", "/devices/dev/fill", "aud" },
+		{ "POST", "/devices/dev/erased", "op" }, { "POST", "/devices/dev/balance", "op" },
+		{ "POST", "/auth/challenge", "aud" },  { "POST", "/auth/response", "aud" },
+		{ "POST", "/sessions", "op" },	       { "POST", "/groups", "aud" },
+		{ "POST", "/crypto/keys", "op" },      { "POST", "/crypto/encrypt", "op" },
+		{ "POST", "/crypto/decrypt", "op" },   { "POST", "/crypto/mac", "op" },
+		{ "POST", "/crypto/verify-mac", "op" }, { "POST", "/crypto/sign", "op" },
+		{ "POST", "/crypto/verify", "op" },    { "POST", "/crypto/derive", "op" },
+		{ "POST", "/certs", "aud" },
+	};
+
+	assert_int_equal(call(f, "root", "POST", "/admins", "{\"id\":\"op\",\"role\":\"operator\"}",
+			      NULL), 201);
+	assert_int_equal(call(f, "root", "POST", "/admins", "{\"id\":\"aud\",\"role\":\"auditor\"}",
+			      NULL), 201);
+	assert_int_equal(call(f, "op", "POST", "/apps", "{\"id\":\"app\"}", NULL), 201);
+	make_device(f, "dev", 1024, &k, &n, b);
+	assert_int_equal(call(f, "op", "POST", "/keys", "{\"owner\":\"app\"}", &j), 201);
+	snprintf(kid, sizeof(kid), "%s", json_string_value(json_object_get(j, "id")));
+	json_decref(j);
+	assert_int_equal(call(f, "app", "POST", "/crypto/keys", "{\"alg\":\"hmac-sm3\"}", &j), 201);
+	snprintf(ck, sizeof(ck), "%s", json_string_value(json_object_get(j, "id")));
+	json_decref(j);
+	n0 = audit_count(f);
+	for (size_t i = 0; i < sizeof(eps) / sizeof(eps[0]); i++) {
+		const char *t = eps[i].path, *kp = strstr(t, "/K/");
+		int st;
+
+		if (kp)
+			snprintf(p, sizeof(p), "%.*s/%s/%s", (int)(kp - t), t, kid, kp + 3);
+		else
+			snprintf(p, sizeof(p), "%s", t);
+		st = call(f, "root", eps[i].m, p, "{\"id\":", NULL);
+		if (st != 400)
+			fail_msg("%s %s malformed JSON: %d", eps[i].m, p, st);
+		st = call(f, "op", eps[i].m, p, "[1,2]", NULL);
+		if (st != 400)
+			fail_msg("%s %s array body: %d", eps[i].m, p, st);
+		st = call(f, eps[i].refused, eps[i].m, p, "{}", NULL);
+		if (st != 403 && st != 400)
+			fail_msg("%s %s as %s: %d", eps[i].m, p, eps[i].refused, st);
+		st = call(f, "nobody", eps[i].m, p, "{}", NULL);
+		if (st != 403)
+			fail_msg("%s %s unknown caller: %d", eps[i].m, p, st);
+	}
+	/* unknown IDs */
+	assert_int_equal(call(f, "op", "POST", "/devices/ghost/suspend", NULL, NULL), 404);
+	assert_int_equal(call(f, "op", "GET", "/devices/ghost", NULL, NULL), 404);
+	assert_int_equal(call(f, "op", "POST", "/keys/ghost/revoke", NULL, NULL), 404);
+	assert_int_equal(call(f, "op", "POST", "/apps/ghost/revoke", NULL, NULL), 404);
+	assert_int_equal(call(f, "op", "POST", "/auth/challenge", "{\"device\":\"ghost\"}", NULL), 404);
+	assert_int_equal(call(f, "op", "POST", "/auth/response", "{\"challenge_id\":\"ghost\",\"mac\":\"AA==\"}",
+			      NULL), 401);
+	assert_int_equal(call(f, "app", "POST", "/sessions", "{\"a\":\"dev\",\"b\":\"ghost\"}", NULL), 404);
+	assert_int_equal(call(f, "app", "POST", "/groups/ghost/join", "{\"device\":\"dev\"}", NULL), 404);
+	assert_int_equal(call(f, "app", "POST", "/crypto/mac", "{\"key_id\":\"ghost\",\"data\":\"AA==\"}",
+			      NULL), 404);
+	snprintf(p, sizeof(p), "{\"key_id\":\"%s\",\"data\":\"AA==\"}", ck);
+	assert_int_equal(call(f, "app", "POST", "/crypto/mac", p, NULL), 200);
+	assert_int_equal(audit_count(f), n0);
+	qw_free_secret(k, n);
+	expect_intact(f);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1007,6 +1094,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_group, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_auth, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_crypto, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_every_endpoint_bad_input, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
