@@ -235,6 +235,17 @@ code=$("${B[@]}" -o "$dir/out" -w '%{http_code}' "$url_b/api/v1/keys/sae-a/dec_k
 "${A[@]}" "$met_a" | grep -q '^qwave_km_resyncs_total{node="node-a",peer="node-b"} [2-9]' ||
 	fail "no resynchronisation counted after the restart"
 ok
+# the QKD link distils again after the crash (on a key never used before)
+before=$(grep -c "bits to the pool" "$state/nodes/node-b.log" || true)
+for _ in $(seq 240); do
+	[ "$(grep -c "bits to the pool" "$state/nodes/node-b.log" || true)" -gt "$before" ] && break
+	grep -q "out of step\|no unused authentication key" "$state/nodes/node-b.log" &&
+		fail "QKD link halted after the restart"
+	sleep 0.5
+done
+[ "$(grep -c "bits to the pool" "$state/nodes/node-b.log" || true)" -gt "$before" ] ||
+	fail "no QKD session completed after the restart"
+ok
 
 pids="$(json '[n for n in d["nodes"] if n["id"]=="node-a"][0]["pid"]' <"$dir/up.json") $new_b"
 "$QWAVE" net down --state-dir "$state" >/dev/null || fail "net down"
