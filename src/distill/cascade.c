@@ -391,16 +391,34 @@ void *cas_zalloc(size_t bytes)
 	return calloc(1, bytes);
 }
 
+static void scratch_keep(void *p, size_t bytes);
+
 void cas_zfree(void *p, size_t bytes)
 {
-	struct scratch *sc;
-
 	if (!p)
 		return;
 	if (bytes == 0)
 		bytes = 1;
 	qw_wipe(p, bytes);
-	sc = scratch_get(1);
+	scratch_keep(p, bytes);
+}
+
+void cas_zfree_public(void *p, size_t bytes)
+{
+	if (!p)
+		return;
+	if (bytes == 0)
+		bytes = 1;
+	memset(p, 0, bytes);
+	scratch_keep(p, bytes);
+}
+
+/* Keep the zeroed buffer p for a later cas_zalloc on this thread, or free
+ * it. */
+static void scratch_keep(void *p, size_t bytes)
+{
+	struct scratch *sc = scratch_get(1);
+
 	if (sc && sc->total + bytes <= SCRATCH_MAX_BYTES) {
 		for (unsigned i = 0; i < SCRATCH_SLOTS; i++) {
 			if (!sc->p[i]) {

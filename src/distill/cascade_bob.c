@@ -210,18 +210,20 @@ static int known_set(struct bob_pass *P, uint32_t b, uint64_t heap, int v)
 static void pass_free(struct bob_pass *P)
 {
 	cas_bv_free(P->pk);
-	cas_zfree(P->known, P->known_bytes);
+	/* Alice's parities, disclosed: no wipe needed. */
+	cas_zfree_public(P->known, P->known_bytes);
 	free(P->hkey);
 	free(P->hval);
 	if (P->kind != CAS_KIND_MASK) {
 		size_t words = ((P->nb + 63) / 64) * sizeof(uint64_t);
 
-		/* cas_zfree wipes: Bob's block parities say something about
-		 * his key. */
-		cas_zfree(P->aroot, words);
+		/* Bob's block parities say something about his key: wiped.
+		 * Alice's (disclosed), the busy flags and search indices are
+		 * public. */
+		cas_zfree_public(P->aroot, words);
 		cas_zfree(P->bobpar, words);
-		cas_zfree(P->busy, words);
-		cas_zfree(P->sidx, P->nb * sizeof(uint32_t));
+		cas_zfree_public(P->busy, words);
+		cas_zfree_public(P->sidx, P->nb * sizeof(uint32_t));
 	}
 	free(P->wq);
 	memset(P, 0, sizeof(*P));
