@@ -11,6 +11,7 @@ packages=(
   libcurl4-openssl-dev libcmocka-dev libinih-dev
   curl openssl python3
   clang libclang-rt-14-dev   # libFuzzer targets (tests/fuzz)
+  chromium                   # headless dashboard test (tests/integration)
 )
 if [ "${1:-}" = "--bench" ]; then
   packages+=(nginx-light)    # baseline of qwave bench etsi014
