@@ -4,11 +4,14 @@
  * connection (include/qwave/frame.h).
  *
  * Several blocks are in flight at once so that round trips do not idle the
- * CPU: a demultiplexer thread reads frames and routes them by stream id
- * (= block id) to per-block queues; `workers` threads each take the next
- * block from the source and run it through every stage, a stage's
- * chan->recv blocking on that block's queue only; sends from all workers are
- * serialized by the connection.
+ * CPU: frames are routed by stream id (= block id) to per-block queues;
+ * `workers` threads each take the next block from the source and run it
+ * through every stage, a stage's chan->recv waiting on that block's queue
+ * only; sends from all workers are serialized by the connection. A worker
+ * whose queue is empty reads the connection itself when no other thread
+ * does (queuing other blocks' frames on the way), so a frame usually costs
+ * one thread wake-up; a demultiplexer thread reads only when no worker
+ * does (and until the peer's FIN once the workers are done).
  *
  * Both ends draw blocks from their own source in the same order with
  * consecutive ids (the ids the auth pool expects). A block ends in one of
