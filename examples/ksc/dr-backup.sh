@@ -38,7 +38,14 @@ kme_cert = $sae_crt
 kme_key = $sae_key
 kme_ca = $net_ca
 kme_slave_sae = sae-b"
-as root ksc status --json | jq -c '{key_source, qkd_source}'
+# the KSC keeps a pool of QKD key fetched in the background; wait for it
+need=$(( (file_mb / chunk_mb + 1) * 256 ))
+for _ in $(seq 100); do
+	have=$(as root ksc status --json | jq -r .qkd_pool_bits)
+	[ "${have:-0}" -ge "$need" ] && break
+	sleep 0.2
+done
+as root ksc status --json | jq -c '{key_source, qkd_source, qkd_pool_bits, qkd_last_fetch}'
 
 say "the two sites' backup gateways (server crypto machines), filled offline"
 device_setup dr-site-a server-crypto 65536 65536

@@ -286,7 +286,7 @@ static void h_status(struct ksc_req *r)
 	json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:s?}", "principal", r->who.id, "kind",
 			      kind_name(r->who.kind), "role", role_names[r->who.role],
 			      "key_source", r->k->source, "qkd_source",
-			      r->k->kme ? r->k->kme_label : NULL);
+			      r->k->qkd ? r->k->kme_label : NULL);
 	sqlite3_stmt *st = NULL;
 
 	if (o && r->who.kind == KP_ADMIN &&
@@ -301,6 +301,15 @@ static void h_status(struct ksc_req *r)
 		json_object_set_new(o, "audit_records", json_integer(sqlite3_column_int64(st, 3)));
 	}
 	ksc_finish(r->k, st);
+	if (o && r->k->qkd) {
+		size_t have, cap;
+		int last;
+
+		ksc_qkd_status(r->k, &have, &cap, &last);
+		json_object_set_new(o, "qkd_pool_bits", json_integer((json_int_t)have * 8));
+		json_object_set_new(o, "qkd_pool_capacity_bits", json_integer((json_int_t)cap * 8));
+		json_object_set_new(o, "qkd_last_fetch", json_string(last ? qw_strerror(last) : "ok"));
+	}
 	ksc_reply(r, 200, o);
 }
 

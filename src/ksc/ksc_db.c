@@ -13,7 +13,6 @@
 #include "ksc_internal.h"
 #include "qwave/aead.h"
 #include "qwave/entropy.h"
-#include "qwave/etsi014_client.h"
 #include "qwave/hash.h"
 #include "qwave/rng.h"
 #include "qwave/secmem.h"
@@ -519,21 +518,10 @@ static int open_sources(struct qw_ksc *k, const struct qw_ksc_opts *o)
 	if (!k->rng)
 		return err ? err : QW_ECRYPTO;
 	if (o->kme_url) {
-		struct qw_etsi_client_opts co = { 0 };
-		struct qw_etsi_error e;
+		int ret = ksc_qkd_start(k, o);
 
-		if (!o->kme_slave_sae)
-			return QW_EINVAL;
-		co.base_url = o->kme_url;
-		co.cert_file = o->kme_cert;
-		co.key_file = o->kme_key;
-		co.ca_file = o->kme_ca;
-		co.timeout_ms = 5000;
-		if (qw_etsi_client_new(&co, &k->kme, &e))
-			return QW_EINVAL;
-		k->kme_slave = strdup(o->kme_slave_sae);
-		if (!k->kme_slave)
-			return QW_ENOMEM;
+		if (ret)
+			return ret;
 		snprintf(k->kme_label, sizeof(k->kme_label), "qkd:%.80s", o->kme_url);
 	}
 	return 0;
@@ -596,10 +584,9 @@ void qw_ksc_close(struct qw_ksc *k)
 		sqlite3_exec(k->db, "PRAGMA wal_checkpoint(TRUNCATE)", NULL, NULL, NULL);
 		sqlite3_close(k->db);
 	}
+	ksc_qkd_stop(k);
 	qw_rng_free(k->rng);
 	qw_entropy_free(k->ent);
-	qw_etsi_client_free(k->kme);
-	free(k->kme_slave);
 	free(k->pki_dir);
 	qw_wipe(k, sizeof(*k));
 	free(k);
@@ -610,39 +597,23 @@ int ksc_random(struct qw_ksc *k, uint8_t *out, size_t n)
 	return qw_rng_bytes(k->rng, out, n);
 }
 
-/* QKD keys are pulled from the KME in the size asked for (ETSI 014 Get key
- * with size = n * 8); the call blocks the loop for one HTTPS round trip,
- * which docs/ksc.md lists as a limit of this version. */
+/* QKD keys come from the prefetched pool (ksc_qkd.c): a request never
+ * waits for the KME on the event loop; an empty pool is QW_EAGAIN (409,
+ * "not enough key material"), to be retried. */
 int ksc_key_material(struct qw_ksc *k, const char *source, uint8_t *out, size_t n,
 		     const char **label)
 {
+	int ret;
+
 	if (!source || !strcmp(source, "qrng") || !strcmp(source, "entropy")) {
 		*label = k->source;
 		return ksc_random(k, out, n);
 	}
 	if (!strcmp(source, "qkd")) {
-		struct qw_etsi_key_request rq = { 0 };
-		struct qw_etsi_keys *keys = NULL;
-		struct qw_etsi_error e;
-		int ret;
-
-		if (!k->kme)
-			return QW_EUNSUPPORTED;
-		if (n * 8 > UINT32_MAX)
-			return QW_ERANGE;
-		rq.number = 1;
-		rq.size_bits = (uint32_t)(n * 8);
-		ret = qw_etsi_client_get_key(k->kme, k->kme_slave, &rq, &keys, &e);
-		if (ret)
-			return ret == QW_EAGAIN ? QW_EAGAIN : QW_EIO;
-		if (keys->n != 1 || keys->keys[0].len != n) {
-			qw_etsi_keys_free(keys);
-			return QW_EPROTO;
-		}
-		memcpy(out, keys->keys[0].key, n);
-		qw_etsi_keys_free(keys);
-		*label = k->kme_label;
-		return 0;
+		ret = ksc_qkd_take(k, out, n);
+		if (!ret)
+			*label = k->kme_label;
+		return ret;
 	}
 	return QW_EINVAL;
 }

@@ -12,7 +12,10 @@
 
 struct qw_rng;
 struct qw_entropy;
-struct qw_etsi_client;
+struct ksc_qkd;
+
+/* QKD key material kept ready by the prefetch thread (128 Kbit). */
+#define QW_KSC_QKD_POOL_BYTES (16u * 1024u)
 
 /* Prepared statements kept for reuse, keyed by the address of their SQL
  * text (every statement is a string literal): preparing was 40% of a
@@ -35,9 +38,8 @@ struct qw_ksc {
 	struct qw_entropy *ent;
 	struct qw_rng *rng;
 	char source[96];       /* label of the random key source */
-	struct qw_etsi_client *kme;
+	struct ksc_qkd *qkd;   /* NULL: no QKD source */
 	char kme_label[96];
-	char *kme_slave;
 	char *pki_dir;
 	unsigned challenge_ttl_s;
 };
@@ -106,6 +108,14 @@ int ksc_key_create(struct qw_ksc *k, const char *device, const char *owner, cons
 		   const char *alg, const char *source, uint64_t size_bits, int64_t expires,
 		   const char *state, uint64_t slots, const uint8_t *given, char id[static 37],
 		   const char **label);
+
+/* ---- ksc_qkd.c ---- */
+int ksc_qkd_start(struct qw_ksc *k, const struct qw_ksc_opts *o);
+void ksc_qkd_stop(struct qw_ksc *k);
+/* n bytes of QKD key from the pool: 0, QW_EAGAIN (not enough yet),
+ * QW_ERANGE (more than the pool holds), QW_EUNSUPPORTED (no QKD source). */
+int ksc_qkd_take(struct qw_ksc *k, uint8_t *out, size_t n);
+void ksc_qkd_status(struct qw_ksc *k, size_t *have, size_t *cap, int *last_err);
 
 /* ---- ksc_api.c ---- */
 void ksc_reply(struct ksc_req *r, int status, json_t *obj);        /* steals obj */
