@@ -1,0 +1,281 @@
+/* The KSC's QKD key source against a KME (the real ETSI GS QKD 014 server of
+ * etsi014.h over mutual TLS, with an in-memory key source whose keys are
+ * known): the prefetch thread fills the pool, keys made from source "qkd"
+ * are exactly the KME's keys in order and say so, and requests beyond what
+ * the pool holds are refused without waiting. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <event2/event.h>
+#include <event2/thread.h>
+#include <jansson.h>
+#include <pthread.h>
+
+#include "qwave/encoding.h"
+#include "qwave/etsi014.h"
+#include "qwave/https.h"
+#include "qwave/kme.h"
+#include "qwave/ksc.h"
+#include "qwave/pki.h"
+#include "qwave/rng.h"
+#include "qwave/secmem.h"
+#include "qwave/uuid.h"
+
+static struct event_base *base;
+static unsigned delivered; /* keys handed out by the fake KME */
+
+static int kme_status(void *ctx, const char *caller, const char *slave, struct qw_kme_status *o)
+{
+	(void)ctx;
+	(void)caller;
+	if (strcmp(slave, "sae-B"))
+		return QW_ENOTFOUND;
+	snprintf(o->source_kme_id, sizeof(o->source_kme_id), "kme-A");
+	snprintf(o->target_kme_id, sizeof(o->target_kme_id), "kme-B");
+	o->key_size = 256;
+	o->stored_key_count = 100000;
+	o->max_key_count = 100000;
+	o->max_key_per_request = 128;
+	o->max_key_size = 1024;
+	o->min_key_size = 64;
+	return 0;
+}
+
+/* Key number j (1, 2, ...) is the byte j mod 256 repeated. */
+static void kme_get(void *ctx, const struct qw_kme_get_key_req *r, qw_kme_keys_cb cb, void *arg)
+{
+	struct qw_kme_key *keys = calloc(r->number, sizeof(*keys));
+	struct qw_uuid u;
+
+	(void)ctx;
+	if (!keys || strcmp(r->slave_sae, "sae-B")) {
+		free(keys);
+		cb(arg, keys ? QW_ENOTFOUND : QW_ENOMEM, NULL, 0);
+		return;
+	}
+	for (uint32_t i = 0; i < r->number; i++) {
+		keys[i].key = malloc(r->size_bits / 8);
+		if (!keys[i].key || qw_uuid_generate(&u)) {
+			qw_kme_keys_free(keys, i + 1);
+			cb(arg, QW_ENOMEM, NULL, 0);
+			return;
+		}
+		delivered++;
+		memset(keys[i].key, (int)(delivered & 0xff), r->size_bits / 8);
+		keys[i].size_bits = r->size_bits;
+		qw_uuid_format(&u, keys[i].key_id);
+	}
+	cb(arg, 0, keys, r->number);
+}
+
+static void kme_get_ids(void *ctx, const char *caller, const char *master, const char *const *ids,
+			size_t n, qw_kme_keys_cb cb, void *arg)
+{
+	(void)ctx;
+	(void)caller;
+	(void)master;
+	(void)ids;
+	(void)n;
+	cb(arg, QW_ENOTFOUND, NULL, 0);
+}
+
+static const struct qw_kme_ops ops = { kme_status, kme_get, kme_get_ids };
+
+static void *loop(void *arg)
+{
+	(void)arg;
+	event_base_dispatch(base);
+	return NULL;
+}
+
+static int call(struct qw_ksc *k, const char *who, const char *m, const char *p, const char *body,
+		json_t **out)
+{
+	struct qw_ksc_resp r;
+	int st;
+
+	assert_int_equal(qw_ksc_handle(k, who, m, p, NULL, (const uint8_t *)body,
+				       body ? strlen(body) : 0, &r), 0);
+	st = r.status;
+	if (out)
+		*out = json_loadb(r.body, r.len, 0, NULL);
+	qw_ksc_resp_clear(&r);
+	return st;
+}
+
+static void test_qkd_source(void **state)
+{
+	char dir[] = "/tmp/qw_ksc_qkd_XXXXXX", db[96], crt[96], key[96], ca[96], scrt[96], skey[96];
+	char url[64], cmd[128], id[64], path[128];
+	struct qw_pki_issue_opts io = { 0 };
+	struct qw_https_opts ho = { 0 };
+	struct qw_https_server *srv;
+	struct qw_etsi014 *api;
+	struct qw_ksc_opts ko = { 0 };
+	struct qw_ksc *k;
+	uint8_t mk[32], got[64], want[64];
+	size_t n = 0;
+	pthread_t th;
+	json_t *j;
+	int err, full = 0;
+
+	(void)state;
+	assert_non_null(mkdtemp(dir));
+	assert_int_equal(qw_pki_ca_init(dir, QW_PK_ECDSA_P256, "test CA", 1), 0);
+	io.kind = QW_PKI_NODE;
+	io.id = "kme-A";
+	assert_int_equal(qw_pki_issue(dir, &io), 0);
+	io.kind = QW_PKI_SAE;
+	io.id = "ksc-sae";
+	assert_int_equal(qw_pki_issue(dir, &io), 0);
+	snprintf(crt, sizeof(crt), "%s/node-kme-A.crt", dir);
+	snprintf(key, sizeof(key), "%s/node-kme-A.key", dir);
+	snprintf(ca, sizeof(ca), "%s/ca.crt", dir);
+	snprintf(scrt, sizeof(scrt), "%s/sae-ksc-sae.crt", dir);
+	snprintf(skey, sizeof(skey), "%s/sae-ksc-sae.key", dir);
+	snprintf(db, sizeof(db), "%s/ksc.db", dir);
+	evthread_use_pthreads();
+	base = event_base_new();
+	assert_non_null(base);
+	ho.cert_file = crt;
+	ho.key_file = key;
+	ho.ca_file = ca;
+	srv = qw_https_server_new(base, &ho, &err);
+	assert_non_null(srv);
+	api = qw_etsi014_new(srv, &ops, NULL, &err);
+	assert_non_null(api);
+	assert_int_equal(pthread_create(&th, NULL, loop, NULL), 0);
+	snprintf(url, sizeof(url), "https://localhost:%u", qw_https_server_port(srv));
+
+	assert_int_equal(qw_random_bytes(mk, sizeof(mk)), 0);
+	assert_int_equal(qw_ksc_init(db, mk, "root"), 0);
+	ko.db_path = db;
+	ko.master_key = mk;
+	ko.sync_normal = 1;
+	ko.kme_url = url;
+	ko.kme_cert = scrt;
+	ko.kme_key = skey;
+	ko.kme_ca = ca;
+	ko.kme_slave_sae = "sae-B";
+	k = qw_ksc_open(&ko, &err);
+	assert_non_null(k);
+	/* the pool fills in the background (128 Kbit = 512 keys) */
+	for (int i = 0; i < 200 && !full; i++) {
+		assert_int_equal(call(k, "root", "GET", "/status", NULL, &j), 200);
+		full = json_integer_value(json_object_get(j, "qkd_pool_bits")) == 131072;
+		if (full)
+			assert_string_equal(json_string_value(json_object_get(j, "qkd_last_fetch")), "ok");
+		json_decref(j);
+		if (!full)
+			usleep(50000);
+	}
+	assert_true(full);
+	assert_int_equal(call(k, "root", "POST", "/apps", "{\"id\":\"app\"}", NULL), 201);
+	/* a key from the QKD source is the KME's first key, then the next two */
+	assert_int_equal(call(k, "root", "POST", "/keys",
+			      "{\"owner\":\"app\",\"size_bits\":256,\"source\":\"qkd\"}", &j), 201);
+	snprintf(id, sizeof(id), "%s", json_string_value(json_object_get(j, "id")));
+	assert_int_equal(strncmp(json_string_value(json_object_get(j, "source")), "qkd:https://", 12),
+			 0);
+	json_decref(j);
+	snprintf(path, sizeof(path), "/keys/%s/distribute", id);
+	assert_int_equal(call(k, "app", "POST", path, NULL, &j), 200);
+	{
+		const char *b = json_string_value(json_object_get(j, "key"));
+
+		assert_int_equal(qw_base64_decode(got, sizeof(got), &n, b, strlen(b)), 0);
+	}
+	json_decref(j);
+	assert_int_equal(n, 32);
+	memset(want, 1, 32);
+	assert_memory_equal(got, want, 32);
+	assert_int_equal(call(k, "root", "POST", "/keys",
+			      "{\"owner\":\"app\",\"size_bits\":512,\"source\":\"qkd\"}", &j), 201);
+	snprintf(id, sizeof(id), "%s", json_string_value(json_object_get(j, "id")));
+	json_decref(j);
+	snprintf(path, sizeof(path), "/keys/%s/distribute", id);
+	assert_int_equal(call(k, "app", "POST", path, NULL, &j), 200);
+	{
+		const char *b = json_string_value(json_object_get(j, "key"));
+
+		assert_int_equal(qw_base64_decode(got, sizeof(got), &n, b, strlen(b)), 0);
+	}
+	json_decref(j);
+	assert_int_equal(n, 64);
+	memset(want, 2, 32);
+	memset(want + 32, 3, 32);
+	assert_memory_equal(got, want, 64);
+	/* more than the pool can ever hold: refused at once */
+	assert_int_equal(call(k, "root", "POST", "/keys", "{\"size_bits\":262144,\"source\":\"qkd\"}",
+			      NULL), 400);
+	qw_ksc_close(k); /* stops the prefetch thread */
+	event_base_loopbreak(base);
+	pthread_join(th, NULL);
+	qw_https_server_free(srv); /* before the API it serves (etsi014.h) */
+	qw_etsi014_free(api);
+	event_base_loop(base, EVLOOP_NONBLOCK);
+	event_base_free(base);
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+	assert_int_equal(system(cmd), 0);
+}
+
+/* No KME reachable: the KSC opens, says why in its status, and a QKD key
+ * request is a 409 (retry later), not a stall. */
+static void test_qkd_unreachable(void **state)
+{
+	char dir[] = "/tmp/qw_ksc_qkd_XXXXXX", db[96], ca[96], scrt[96], skey[96], cmd[128];
+	struct qw_pki_issue_opts io = { 0 };
+	struct qw_ksc_opts ko = { 0 };
+	struct qw_ksc *k;
+	uint8_t mk[32];
+	json_t *j;
+	int err;
+
+	(void)state;
+	assert_non_null(mkdtemp(dir));
+	assert_int_equal(qw_pki_ca_init(dir, QW_PK_ECDSA_P256, "test CA", 1), 0);
+	io.kind = QW_PKI_SAE;
+	io.id = "ksc-sae";
+	assert_int_equal(qw_pki_issue(dir, &io), 0);
+	snprintf(ca, sizeof(ca), "%s/ca.crt", dir);
+	snprintf(scrt, sizeof(scrt), "%s/sae-ksc-sae.crt", dir);
+	snprintf(skey, sizeof(skey), "%s/sae-ksc-sae.key", dir);
+	snprintf(db, sizeof(db), "%s/ksc.db", dir);
+	assert_int_equal(qw_random_bytes(mk, sizeof(mk)), 0);
+	assert_int_equal(qw_ksc_init(db, mk, "root"), 0);
+	ko.db_path = db;
+	ko.master_key = mk;
+	ko.kme_url = "https://localhost:1"; /* nothing listens there */
+	ko.kme_cert = scrt;
+	ko.kme_key = skey;
+	ko.kme_ca = ca;
+	ko.kme_slave_sae = "sae-B";
+	k = qw_ksc_open(&ko, &err);
+	assert_non_null(k);
+	usleep(200000);
+	assert_int_equal(call(k, "root", "GET", "/status", NULL, &j), 200);
+	assert_int_equal(json_integer_value(json_object_get(j, "qkd_pool_bits")), 0);
+	assert_string_not_equal(json_string_value(json_object_get(j, "qkd_last_fetch")), "ok");
+	json_decref(j);
+	assert_int_equal(call(k, "root", "POST", "/keys", "{\"source\":\"qkd\"}", NULL), 409);
+	qw_ksc_close(k);
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+	assert_int_equal(system(cmd), 0);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_qkd_source),
+		cmocka_unit_test(test_qkd_unreachable),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
