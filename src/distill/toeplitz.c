@@ -481,9 +481,14 @@ static int seed_send(const struct pa_state *s, const struct qw_key_block *b, siz
 	put_be64(msg, b->id);
 	put_be64(msg + 8, b->key->nbits);
 	put_be64(msg + 16, m);
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+	/* The wire order is the words' little-endian bytes: one copy. */
+	memcpy(msg + PA_MSG_HDR, seed->w, 8 * nw);
+#else
 	for (size_t i = 0; i < nw; i++)
 		for (int k = 0; k < 8; k++)
 			msg[PA_MSG_HDR + 8 * i + (size_t)k] = (uint8_t)(seed->w[i] >> (8 * k));
+#endif
 	ret = chan->send(chan->ctx, QW_MSG_PA_SEED, msg, len);
 out:
 	free(msg);
@@ -505,6 +510,9 @@ static int seed_recv(const struct qw_key_block *b, size_t m, struct qw_bitvec *s
 	if (type != QW_MSG_PA_SEED || len != PA_MSG_HDR + 8 * nw || get_be64(msg) != b->id ||
 	    get_be64(msg + 8) != b->key->nbits || get_be64(msg + 16) != m)
 		goto out;
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+	memcpy(seed->w, msg + PA_MSG_HDR, 8 * nw);
+#else
 	for (size_t i = 0; i < nw; i++) {
 		uint64_t v = 0;
 
@@ -512,6 +520,7 @@ static int seed_recv(const struct qw_key_block *b, size_t m, struct qw_bitvec *s
 			v = (v << 8) | msg[PA_MSG_HDR + 8 * i + (size_t)k];
 		seed->w[i] = v;
 	}
+#endif
 	if ((seed->nbits & 63) && (seed->w[nw - 1] >> (seed->nbits & 63)))
 		goto out; /* bits past the seed's length must be zero */
 	ret = 0;
