@@ -359,6 +359,18 @@ static int erase_device_keys(struct qw_ksc *k, const char *id, int64_t *n)
 		ret = sqlite3_step(st) == SQLITE_DONE ? 0 : QW_EDB;
 	}
 	ksc_finish(k, st);
+	st = NULL;
+	/* keys generated for the device (owner) are withdrawn too: revoked,
+	 * so that not even a backup brings them back */
+	if (!ret && !ksc_prep(k, &st, "UPDATE keys SET state = 'revoked', material = NULL,"
+				      " updated = ? WHERE owner = ? AND device IS NULL AND"
+				      " state IN ('active', 'distributed')")) {
+		sqlite3_bind_int64(st, 1, ksc_now());
+		sqlite3_bind_text(st, 2, id, -1, SQLITE_STATIC);
+		ret = sqlite3_step(st) == SQLITE_DONE ? 0 : QW_EDB;
+		*n += sqlite3_changes(k->db);
+	}
+	ksc_finish(k, st);
 	return ret;
 }
 

@@ -870,7 +870,10 @@ void ksc_h_keys(struct ksc_req *r)
 		if (!ksc_need_role(r, KR_SUPER))
 			h_backup(r, &o);
 	} else if (!strcmp(act, "share")) {
-		h_share(r, &o);
+		if (strcmp(r->method, "GET"))
+			ksc_err(r, 405, "a share is collected with GET");
+		else
+			h_share(r, &o);
 	} else if (!strcmp(act, "recover")) {
 		h_recover(r, &o);
 	} else {

@@ -473,11 +473,24 @@ static void test_devices_fill_destroy(void **state)
 	assert_int_equal(call(f, "tf-1", "GET", "/devices/tf-1/sync", NULL, &j), 200);
 	assert_false(json_is_true(json_object_get(j, "erase")));
 	json_decref(j);
-	/* remote destroy: keys gone at the KSC at once, device told to erase */
-	assert_int_equal(call(f, "op", "POST", "/devices/tf-1/destroy", "{\"reason\":\"lost\"}", &j),
-			 200);
+	/* a key generated for the device, to be withdrawn with it */
+	assert_int_equal(call(f, "op", "POST", "/keys", "{\"owner\":\"tf-1\"}", &j), 201);
+	{
+		char kp[96];
+
+		snprintf(kp, sizeof(kp), "/keys/%s", json_string_value(json_object_get(j, "id")));
+		json_decref(j);
+		/* remote destroy: keys gone at the KSC at once, device told to erase */
+		assert_int_equal(call(f, "op", "POST", "/devices/tf-1/destroy",
+				      "{\"reason\":\"lost\"}", &j), 200);
+		assert_int_equal(json_integer_value(json_object_get(j, "outstanding_bits")), 0);
+		json_decref(j);
+		assert_int_equal(call(f, "op", "GET", kp, NULL, &j), 200);
+		assert_string_equal(json_string_value(json_object_get(j, "state")), "revoked");
+		json_decref(j);
+	}
+	assert_int_equal(call(f, "op", "GET", "/devices/tf-1", NULL, &j), 200);
 	assert_string_equal(json_string_value(json_object_get(j, "status")), "lost");
-	assert_int_equal(json_integer_value(json_object_get(j, "outstanding_bits")), 0);
 	json_decref(j);
 	assert_int_equal(ksc_slot_key(f->k, "tf-1", batch, 1, slot), QW_ENOTFOUND);
 	assert_int_equal(call(f, "op", "POST", "/devices/tf-1/fill", "{\"bits\":256}", NULL), 409);
