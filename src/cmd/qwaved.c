@@ -140,6 +140,8 @@ static void on_metrics(void *arg, struct qw_https_req *req)
 		qw_https_reply_error(req, 500, "metrics unavailable");
 		return;
 	}
+	/* Prometheus text exposition format 0.0.4 */
+	qw_https_req_add_header(req, "Content-Type", "text/plain; version=0.0.4; charset=utf-8");
 	qw_https_reply(req, 200, (const char *)b.data, b.len);
 	qw_buf_free(&b);
 }

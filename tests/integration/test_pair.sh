@@ -121,7 +121,8 @@ fi
 ok
 
 # metrics
-"${A[@]}" "$met_a" >"$dir/metrics" || fail "metrics"
+"${A[@]}" -D "$dir/headers" "$met_a" >"$dir/metrics" || fail "metrics"
+grep -qi '^content-type: text/plain; version=0.0.4' "$dir/headers" || fail "metrics content type"
 grep -q '^qwave_pool_bits{node="node-a",peer="node-b"} [0-9]' "$dir/metrics" || fail "metrics: pool"
 grep -q '^qwave_keys_delivered_total{node="node-a",peer="node-b",role="master"} 2$' "$dir/metrics" ||
 	fail "metrics: delivered: $(grep delivered "$dir/metrics")"
