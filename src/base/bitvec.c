@@ -244,16 +244,32 @@ void qw_bitvec_copy_range(struct qw_bitvec *dst, size_t dst_off,
 	}
 }
 
+/* Reverse the bit order inside each byte of x: word bit order is LSB
+ * first, byte order on the wire MSB first. Shifts and masks only, so the
+ * conversion of key material takes no key-dependent branch or table index. */
+static uint64_t reverse_bits_in_bytes(uint64_t x)
+{
+	x = ((x >> 1) & 0x5555555555555555ull) | ((x & 0x5555555555555555ull) << 1);
+	x = ((x >> 2) & 0x3333333333333333ull) | ((x & 0x3333333333333333ull) << 2);
+	return ((x >> 4) & 0x0f0f0f0f0f0f0f0full) | ((x & 0x0f0f0f0f0f0f0f0full) << 4);
+}
+
 int qw_bitvec_from_bytes(struct qw_bitvec *v, const uint8_t *bytes, size_t nbits)
 {
+	size_t nbytes = (nbits + 7) / 8;
 	int ret = qw_bitvec_resize(v, nbits);
 
 	if (ret)
 		return ret;
-	memset(v->w, 0, v->nwords * sizeof(uint64_t));
-	for (size_t i = 0; i < nbits; i++)
-		if ((bytes[i >> 3] >> (7 - (i & 7))) & 1)
-			v->w[i >> 6] |= (uint64_t)1 << (i & 63);
+	for (size_t wi = 0; wi < v->nwords; wi++) {
+		size_t base = wi * 8, n = nbytes - base < 8 ? nbytes - base : 8;
+		uint64_t x = 0;
+
+		for (size_t j = 0; j < n; j++)
+			x |= (uint64_t)bytes[base + j] << (8 * j);
+		v->w[wi] = reverse_bits_in_bytes(x);
+	}
+	clear_tail(v);
 	return 0;
 }
 
@@ -261,8 +277,13 @@ void qw_bitvec_to_bytes(const struct qw_bitvec *v, uint8_t *bytes)
 {
 	size_t nbytes = (v->nbits + 7) / 8;
 
-	memset(bytes, 0, nbytes);
-	for (size_t i = 0; i < v->nbits; i++)
-		if (qw_bitvec_get(v, i))
-			bytes[i >> 3] |= (uint8_t)(0x80u >> (i & 7));
+	/* Bits past nbits are zero in the last word (the invariant), so the
+	 * tail bits of the last byte come out zero as documented. */
+	for (size_t wi = 0; wi < v->nwords; wi++) {
+		size_t base = wi * 8, n = nbytes - base < 8 ? nbytes - base : 8;
+		uint64_t x = reverse_bits_in_bytes(v->w[wi]);
+
+		for (size_t j = 0; j < n; j++)
+			bytes[base + j] = (uint8_t)(x >> (8 * j));
+	}
 }

@@ -84,9 +84,9 @@ static void sim_link_help(void)
 	       "  --seed S             seed of the optics simulation (random)\n"
 	       "  --ec cascade|ldpc    error correction: interactive Cascade (default) or\n"
 	       "                       one-way rate-adaptive LDPC syndromes\n"
-	       "  --cascade VARIANT    original (default: fewest round trips, and each\n"
-	       "                       round trip costs 256 authentication key bits) |\n"
-	       "                       yan | option8 | optimized (fewer parities)\n"
+	       "  --cascade VARIANT    fast (default: few round trips - each costs 256\n"
+	       "                       authentication key bits - and low leakage) |\n"
+	       "                       original | yan | option8 | optimized\n"
 	       "  --block-bits N       target key bits per block (default: one block for\n"
 	       "                       the whole run, up to 1e7 expected key bits; larger\n"
 	       "                       blocks waste less on finite-size terms)\n"
@@ -127,7 +127,7 @@ static int sim_parse(int argc, char **argv, struct sim_opts *o)
 	o->workers = 2;
 	o->ec = QW_LINK_EC_CASCADE;
 	o->bounds = QW_LINK_BOUNDS_FINITE;
-	o->cascade = QW_CASCADE_ORIGINAL;
+	o->cascade = QW_CASCADE_FAST;
 	for (int i = 1; i < argc; i++) {
 		const char *opt = argv[i], *val;
 		double d;
@@ -181,7 +181,7 @@ static int sim_parse(int argc, char **argv, struct sim_opts *o)
 		} else if (!strcmp(opt, "--cascade")) {
 			if (qw_cascade_variant_parse(val, &o->cascade))
 				return qw_cli_usage_error(cmd,
-							  "bad --cascade '%s' (original|yan|option8|optimized)",
+							  "bad --cascade '%s' (fast|original|yan|option8|optimized)",
 							  val);
 		} else if (!strcmp(opt, "--bounds")) {
 			if (!strcmp(val, "finite"))

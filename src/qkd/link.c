@@ -56,7 +56,7 @@ void qw_link_params_default(struct qw_link_params *p)
 	p->eps.eps_sec = 1e-10;
 	p->eps.eps_cor = 1e-15;
 	p->ec = QW_LINK_EC_CASCADE;
-	qw_cascade_params_init(&p->cascade, QW_CASCADE_ORIGINAL);
+	qw_cascade_params_init(&p->cascade, QW_CASCADE_FAST);
 	/* Every round trip costs two 128-bit auth pads: few rounds beat a few
 	 * parities less (docs/qkd-link.md has the numbers). */
 	p->cascade.policy = QW_CASCADE_FEWEST_ROUNDS;
