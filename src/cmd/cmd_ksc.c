@@ -131,7 +131,12 @@ static const struct spec specs[] = {
 	{ "audit list", "GET", "/audit", "read the audit log", NULL,
 	  { { "--from", "?from", 's', 0, "first sequence number" },
 	    { "--limit", "?limit", 's', 0, "records (default 1000)" } } },
-	{ "audit verify", "GET", "/audit/verify", "verify the audit log's SM3 hash chain and head", NULL, { { 0 } } },
+	{ "audit verify", "GET", "/audit/verify",
+	  "verify the audit log's SM3 hash chain and head (and an anchor kept outside the KSC)", NULL,
+	  { { "--seq", "?seq", 's', 0, "anchor: sequence number from 'audit head'" },
+	    { "--hash", "?hash", 's', 0, "anchor: its hash" } } },
+	{ "audit head", "GET", "/audit/head", "the last record's sequence number and hash, to keep as an anchor",
+	  NULL, { { 0 } } },
 	{ NULL, NULL, NULL, NULL, NULL, { { 0 } } },
 };
 

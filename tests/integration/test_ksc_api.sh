@@ -241,8 +241,10 @@ refuse "erased device's identity revoked" "HTTP 403" asdev lost-1 sync
 check "device shows lost" as op ksc device show --id lost-1
 grep -q lost "$T/out" && ok "status lost" || bad "status"
 
-# ---- audit: intact, then tampered ----
+# ---- audit: intact, anchored, then tampered ----
 check "audit verifies" as aud ksc audit verify
+as aud ksc audit head --json >"$T/head.json" && ok "auditor keeps the head" || bad "audit head"
+check "audit verifies against the kept head" as aud ksc audit verify --seq "$(jget "$T/head.json" .seq)" --hash "$(jget "$T/head.json" .hash)"
 sqlite3 "$T/data/ksc.db" "UPDATE audit SET actor = 'mallory' WHERE seq = 5" || bad "sqlite3 tamper"
 refuse "tampering detected" "altered: first bad record 5" as aud ksc audit verify
 

@@ -1092,6 +1092,45 @@ static void test_every_endpoint_bad_input(void **state)
 	expect_intact(f);
 }
 
+/* An anchor (seq, hash) kept by the auditor outside the KSC. */
+static void test_audit_anchor(void **state)
+{
+	struct fx *f = *state;
+	char q[200], h[65];
+	long long seq;
+	json_t *j;
+
+	assert_int_equal(call(f, "root", "POST", "/admins", "{\"id\":\"aud\",\"role\":\"auditor\"}",
+			      NULL), 201);
+	assert_int_equal(call(f, "aud", "GET", "/audit/head", NULL, &j), 200);
+	seq = (long long)json_integer_value(json_object_get(j, "seq"));
+	snprintf(h, sizeof(h), "%s", json_string_value(json_object_get(j, "hash")));
+	json_decref(j);
+	assert_int_equal(seq, 2);
+	assert_int_equal(strlen(h), 64);
+	assert_int_equal(call(f, "root", "POST", "/apps", "{\"id\":\"later\"}", NULL), 201);
+	snprintf(q, sizeof(q), "/audit/verify?seq=%lld&hash=%s", seq, h);
+	assert_int_equal(call(f, "aud", "GET", q, NULL, &j), 200);
+	assert_true(json_is_true(json_object_get(j, "intact")));
+	assert_true(json_is_true(json_object_get(j, "anchor_matches")));
+	assert_int_equal(json_integer_value(json_object_get(j, "records")), 3);
+	json_decref(j);
+	h[10] = h[10] == 'a' ? 'b' : 'a';
+	snprintf(q, sizeof(q), "/audit/verify?seq=%lld&hash=%s", seq, h);
+	assert_int_equal(call(f, "aud", "GET", q, NULL, &j), 200);
+	assert_false(json_is_true(json_object_get(j, "intact")));
+	assert_false(json_is_true(json_object_get(j, "anchor_matches")));
+	assert_int_equal(json_integer_value(json_object_get(j, "first_bad_seq")), seq);
+	json_decref(j);
+	assert_int_equal(call(f, "aud", "GET", "/audit/verify?seq=2&hash=xyz", NULL, NULL), 400);
+	assert_int_equal(call(f, "aud", "GET", "/audit/verify?seq=99&hash="
+			      "0000000000000000000000000000000000000000000000000000000000000000",
+			      NULL, &j), 200);
+	assert_false(json_is_true(json_object_get(j, "anchor_matches")));
+	json_decref(j);
+	assert_int_equal(call(f, "op", "GET", "/audit/head", NULL, NULL), 403);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1102,6 +1141,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_devices_fill_destroy, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_audit_tamper, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_audit_truncation, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_audit_anchor, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_fill_chunks, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_session, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_group, setup, teardown),
