@@ -112,8 +112,8 @@ struct qw_plkg_end;
 
 /* New end for params (copied): Alice, Bob and Eve all use the same public
  * plan (Eve's gain normalisation absorbs her different noise). The first
- * end made for a configuration computes the channel bounds (about 1 s;
- * cached for the process). With the remedy the frequency basis is not ready until
+ * end made for a configuration computes the channel bounds (about 2.5 s
+ * of CPU for the default window; cached for the process). With the remedy the frequency basis is not ready until
  * qw_plkg_end_set_cov(). Returns 0, QW_EINVAL, QW_ENOMEM. */
 QW_WUR int qw_plkg_end_new(struct qw_plkg_end **out, const struct qw_plkg_params *p);
 /* Wipes the buffered estimates; NULL accepted. */
