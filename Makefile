@@ -25,8 +25,14 @@ build-san: deps
 	@cmake -S . -B $(SAN_BUILD) -DCMAKE_BUILD_TYPE=Debug -DQW_WERROR=ON -DQW_SANITIZE=ON >/dev/null
 	@cmake --build $(SAN_BUILD) -j$(JOBS)
 
+# The main job: the crypto core's checks, a simulated 50 km QKD link with
+# finite-key distillation, then a two-node network delivering a key pair
+# between two applications over ETSI GS QKD 014.
 run: build
 	@$(BUILD)/qwave demo
+	@echo; $(BUILD)/qwave sim link --distance 50 --pulses 1e9
+	@echo
+	@QWAVE=$(CURDIR)/$(BUILD)/qwave scripts/demo-network.sh examples/pair.conf sae-a sae-b
 
 test-unit: build
 	@ctest --test-dir $(BUILD) -L unit --output-on-failure -j$(JOBS)
