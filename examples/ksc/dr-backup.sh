@@ -52,6 +52,9 @@ device_setup dr-site-a server-crypto 65536 65536
 device_setup dr-site-b server-crypto 65536 65536
 principal dr-backup
 as op ksc app add --id dr-backup >/dev/null || die "app"
+for d in dr-site-a dr-site-b; do
+	as op ksc app grant --id dr-backup --device $d >/dev/null || die "grant $d"
+done
 
 say "site A: $file_mb MB to back up, a new QKD key every $chunk_mb MB"
 head -c $((file_mb * 1048576)) /dev/urandom >"$W/database.dump"

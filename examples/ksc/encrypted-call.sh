@@ -14,6 +14,9 @@ device_setup alice-phone sim 524288 524288
 device_setup bob-phone sim 524288 524288
 principal voip
 as op ksc app add --id voip >/dev/null || die "voip app"
+for p in alice-phone bob-phone; do # the subscribers of the VoIP service
+	as op ksc app grant --id voip --device $p >/dev/null || die "grant $p"
+done
 
 head -c 96000 /dev/urandom >"$W/voice.raw" # 6 s of 16 kB/s voice frames
 prev=

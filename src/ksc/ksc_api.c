@@ -473,10 +473,83 @@ fail:
 	ksc_err(r, 500, "database error");
 }
 
+int ksc_need_grant(struct ksc_req *r, const char *device)
+{
+	sqlite3_stmt *st = NULL;
+	int ok = 0;
+
+	if (r->who.kind == KP_ADMIN || (r->who.kind == KP_DEVICE && !strcmp(r->who.id, device)))
+		return 0;
+	if (r->who.kind == KP_APP &&
+	    !ksc_prep(r->k, &st, "SELECT 1 FROM grants WHERE app = ? AND device = ?")) {
+		sqlite3_bind_text(st, 1, r->who.id, -1, SQLITE_STATIC);
+		sqlite3_bind_text(st, 2, device, -1, SQLITE_STATIC);
+		ok = sqlite3_step(st) == SQLITE_ROW;
+	}
+	ksc_finish(r->k, st);
+	if (!ok)
+		ksc_err(r, 403, "'%s' is not entitled to device %.64s", r->who.id, device);
+	return ok ? 0 : -1;
+}
+
+/* POST /apps/{id}/grant|ungrant {device}: which devices an application may
+ * involve in sessions, groups and challenges. */
+static void h_grant(struct ksc_req *r, const char *app, int grant)
+{
+	const char *dev = ksc_str(r, "device", 1);
+	sqlite3_stmt *st = NULL;
+	json_t *d;
+	int ok = 0, rc;
+
+	if (!dev || ksc_need_role(r, KR_OPERATOR))
+		return;
+	if (!ksc_prep(r->k, &st, "SELECT (SELECT count(*) FROM principals WHERE id = ?1 AND"
+				 " kind = 'app') + (SELECT count(*) FROM devices WHERE id = ?2)")) {
+		sqlite3_bind_text(st, 1, app, -1, SQLITE_STATIC);
+		sqlite3_bind_text(st, 2, dev, -1, SQLITE_STATIC);
+		ok = sqlite3_step(st) == SQLITE_ROW && sqlite3_column_int(st, 0) == 2;
+	}
+	ksc_finish(r->k, st);
+	st = NULL;
+	if (!ok) {
+		ksc_err(r, 404, "no application '%.64s' or no device '%.64s'", app, dev);
+		return;
+	}
+	if (ksc_begin(r->k)) {
+		ksc_err(r, 500, "database busy");
+		return;
+	}
+	if (ksc_prep(r->k, &st, grant ? "INSERT OR IGNORE INTO grants(app, device) VALUES(?, ?)" :
+					"DELETE FROM grants WHERE app = ? AND device = ?"))
+		goto fail;
+	sqlite3_bind_text(st, 1, app, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 2, dev, -1, SQLITE_STATIC);
+	rc = sqlite3_step(st);
+	ksc_finish(r->k, st);
+	if (rc != SQLITE_DONE)
+		goto fail;
+	d = json_pack("{s:s}", "device", dev);
+	rc = ksc_audit(r->k, r->who.id, grant ? "app.grant" : "app.ungrant", app, d);
+	json_decref(d);
+	if (rc || ksc_commit(r->k))
+		goto fail;
+	ksc_reply(r, 200, json_pack("{s:s, s:s, s:b}", "app", app, "device", dev, "granted", grant));
+	return;
+fail:
+	ksc_rollback(r->k);
+	ksc_err(r, 500, "database error");
+}
+
 void ksc_h_admins(struct ksc_req *r)
 {
 	int admin = !strcmp(r->seg[0], "admins");
 	const char *pkind = admin ? "admin" : !strcmp(r->seg[0], "users") ? "user" : "app";
+
+	if (r->nseg == 3 && !strcmp(pkind, "app") && !strcmp(r->method, "POST") &&
+	    (!strcmp(r->seg[2], "grant") || !strcmp(r->seg[2], "ungrant"))) {
+		h_grant(r, r->seg[1], !strcmp(r->seg[2], "grant"));
+		return;
+	}
 
 	if (r->nseg == 1 && !strcmp(r->method, "POST"))
 		h_principal_create(r, admin, pkind);

@@ -47,6 +47,9 @@ static const char schema[] =
 	" nonce BLOB NOT NULL, batch TEXT, slot INTEGER, expires INTEGER NOT NULL);"
 	"CREATE TABLE groups(id TEXT PRIMARY KEY, owner TEXT NOT NULL, epoch INTEGER NOT NULL,"
 	" created INTEGER NOT NULL);"
+	/* which devices an application may involve (sessions, groups,
+	 * challenges) */
+	"CREATE TABLE grants(app TEXT NOT NULL, device TEXT NOT NULL, PRIMARY KEY(app, device));"
 	"CREATE TABLE group_members(grp TEXT NOT NULL, device TEXT NOT NULL, PRIMARY KEY(grp, device));"
 	"CREATE TABLE certs(serial TEXT PRIMARY KEY, subject TEXT NOT NULL, kind TEXT NOT NULL,"
 	" alg TEXT NOT NULL, status TEXT NOT NULL, issued INTEGER NOT NULL, revoked INTEGER);"

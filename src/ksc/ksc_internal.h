@@ -155,6 +155,11 @@ int ksc_take_slot(struct qw_ksc *k, const char *device, char batch[static 37], u
 int ksc_slot_key(struct qw_ksc *k, const char *device, const char *batch, uint64_t slot,
 		 uint8_t key[static QW_KSC_SLOT_BYTES]);
 
+/* 0 when the caller may involve device in a session, group or challenge
+ * (administrators and the device itself always; an application when
+ * granted), else a 403 has been sent. */
+int ksc_need_grant(struct ksc_req *r, const char *device);
+
 /* ---- ksc_certs.c ---- */
 /* Check a presented certificate (PEM) for device and its signature over
  * msg; *why names the failed check. 0 or QW_EAUTH/QW_EPARSE/QW_EIO/QW_EDB. */

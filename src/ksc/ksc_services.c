@@ -141,7 +141,7 @@ static void h_challenge(struct ksc_req *r)
 		ksc_err(r, 404, "no active user '%.64s'", dev);
 		return;
 	}
-	if (!user && need_active_device(r, dev, &d))
+	if (!user && (need_active_device(r, dev, &d) || ksc_need_grant(r, dev)))
 		return;
 	if (ksc_begin(r->k)) {
 		ksc_err(r, 500, "database busy");
@@ -378,7 +378,10 @@ void ksc_h_sessions(struct ksc_req *r)
 		ksc_err(r, 403, "session keys are requested by terminal a or an application");
 		return;
 	}
-	if (need_active_device(r, a, &da) || need_active_device(r, b, &db))
+	/* a terminal may call any active terminal; an application only
+	 * involves devices it is entitled to */
+	if (need_active_device(r, a, &da) || need_active_device(r, b, &db) ||
+	    (r->who.kind == KP_APP && (ksc_need_grant(r, a) || ksc_need_grant(r, b))))
 		return;
 	arr = json_array();
 	if (!arr || ksc_begin(r->k)) {
@@ -504,7 +507,7 @@ static void h_group_create(struct ksc_req *r)
 			ksc_err(r, 400, "members must be strings");
 			return;
 		}
-		if (need_active_device(r, dev, &d))
+		if (need_active_device(r, dev, &d) || ksc_need_grant(r, dev))
 			return;
 	}
 	if (ksc_begin(r->k)) {
@@ -622,7 +625,7 @@ void ksc_h_groups(struct ksc_req *r)
 	if (join) {
 		struct ksc_device d;
 
-		if (need_active_device(r, dev, &d))
+		if (need_active_device(r, dev, &d) || ksc_need_grant(r, dev))
 			return;
 	}
 	if (ksc_begin(r->k)) {

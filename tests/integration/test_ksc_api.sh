@@ -212,6 +212,8 @@ for f in [t + "/ksc.log"] + glob.glob(t + "/data/ksc.db*"):
 EOF
 
 # ---- group keys with rekeying ----
+refuse "an application involves only devices it is entitled to" "not entitled" as app1 ksc group create --id ptt-team --member phone-a --member phone-b
+for d in phone-a phone-b phone-c; do check "grant app1 $d" as op ksc app grant --id app1 --device $d; done
 as app1 ksc group create --id ptt-team --member phone-a --member phone-b --member phone-c --json >"$T/g1.json" 2>"$T/err" && ok "PTT group created" || bad "group: $(cat "$T/err")"
 for d in phone-a phone-b phone-c; do "$QWAVE" device unwrap --dir "$T/dev-$d" --from "$T/g1.json" --out "$T/g1-$d.hex" >/dev/null || bad "unwrap g1 $d"; done
 cmp -s "$T/g1-phone-a.hex" "$T/g1-phone-c.hex" && cmp -s "$T/g1-phone-a.hex" "$T/g1-phone-b.hex" && ok "epoch 1: all three members share the key" || bad "epoch 1 keys differ"
@@ -234,7 +236,7 @@ refuse "another principal cannot use the key" "HTTP 403" as op ksc call POST /cr
 # ---- remote destroy of a lost device ----
 check "lost device registered and filled" reg lost-1 usb-key 2048
 check "remote destroy" as op ksc device destroy --id lost-1 --reason "reported lost"
-refuse "no session with a lost device" "HTTP 409" as app1 ksc call POST /sessions '{"a":"phone-a","b":"lost-1"}'
+refuse "no session with a lost device" "HTTP 409" as phone-a ksc call POST /sessions '{"a":"phone-a","b":"lost-1"}'
 asdev lost-1 sync --json >"$T/sync.json" 2>"$T/err" && ok "device contacts the KSC" || bad "sync: $(cat "$T/err")"
 [ "$(jget "$T/sync.json" '.erased_now')" = true ] && [ "$(jget "$T/sync.json" '.balance_bits')" = 0 ] && ok "device erased its keys on contact" || bad "device did not erase: $(cat "$T/sync.json")"
 refuse "erased device's identity revoked" "HTTP 403" asdev lost-1 sync

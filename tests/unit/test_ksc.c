@@ -685,6 +685,19 @@ static void test_session(void **state)
 	make_device(f, "phone-a", 1024, &ka, &na, ba);
 	make_device(f, "phone-b", 1024, &kb, &nb, bb);
 	assert_int_equal(call(f, "root", "POST", "/apps", "{\"id\":\"voip\"}", NULL), 201);
+	/* an application involves only devices it is entitled to */
+	assert_int_equal(call(f, "voip", "POST", "/sessions", "{\"a\":\"phone-a\",\"b\":\"phone-b\"}",
+			      NULL), 403);
+	assert_int_equal(call(f, "root", "POST", "/apps/voip/grant", "{\"device\":\"phone-a\"}", NULL),
+			 200);
+	assert_int_equal(call(f, "voip", "POST", "/sessions", "{\"a\":\"phone-a\",\"b\":\"phone-b\"}",
+			      NULL), 403);
+	assert_int_equal(call(f, "root", "POST", "/apps/voip/grant", "{\"device\":\"phone-b\"}", NULL),
+			 200);
+	assert_int_equal(call(f, "root", "POST", "/apps/voip/grant", "{\"device\":\"ghost\"}", NULL),
+			 404);
+	assert_int_equal(call(f, "root", "POST", "/apps/nobody/grant", "{\"device\":\"phone-a\"}",
+			      NULL), 404);
 	/* bad requests */
 	assert_int_equal(call(f, "voip", "POST", "/sessions", "{\"a\":\"phone-a\"}", NULL), 400);
 	assert_int_equal(call(f, "voip", "POST", "/sessions", "{\"a\":\"phone-a\",\"b\":\"phone-a\"}",
@@ -742,6 +755,12 @@ static void test_group(void **state)
 	for (int i = 0; i < 3; i++)
 		make_device(f, ids[i], 2048, &k[i], &n[i], b[i]);
 	assert_int_equal(call(f, "root", "POST", "/apps", "{\"id\":\"ptt\"}", NULL), 201);
+	for (int i = 0; i < 3; i++) {
+		char gb[64];
+
+		snprintf(gb, sizeof(gb), "{\"device\":\"%s\"}", ids[i]);
+		assert_int_equal(call(f, "root", "POST", "/apps/ptt/grant", gb, NULL), 200);
+	}
 	assert_int_equal(call(f, "ptt", "POST", "/groups", "{\"id\":\"g\",\"members\":[\"ptt-1\"]}",
 			      NULL), 400);
 	assert_int_equal(call(f, "ptt", "POST", "/groups",
