@@ -244,6 +244,9 @@ int qw_bench_ksc(int argc, char **argv)
 			snprintf(b, sizeof(b), "{\"bits\":%llu}", (unsigned long long)fill_bits);
 			if (setup_call(k, "root", "POST", p, b, NULL) != 201)
 				goto setup_fail;
+			snprintf(b, sizeof(b), "{\"device\":\"term-%c%d\"}", s ? 'b' : 'a', i);
+			if (setup_call(k, "root", "POST", "/apps/bench-app/grant", b, NULL) != 200)
+				goto setup_fail;
 		}
 	}
 	{
