@@ -267,6 +267,9 @@ exit_is 0 "device --help" "$QWAVE" device unwrap --help
 exit_is 1 "HTTP error is a failure" as op ksc key show --id 00000000-0000-4000-8000-000000000000
 exit_is 1 "no medium" "$QWAVE" device balance --dir "$T/nowhere"
 exit_is 2 "device: unknown option" "$QWAVE" device balance --dir "$T/dev-phone-a" --colour red
+"$QWAVE" ksc bench --seconds 0.3 --clients 1 --json >"$T/bench.json" 2>"$T/err" &&
+	[ "$(jq '.session_keys_per_s > 0 and .crypto_requests_per_s > 0 and .session_failures == 0' "$T/bench.json")" = true ] &&
+	ok "bench ksc runs (smoke)" || bad "bench: $(cat "$T/err")"
 
 kill "$PID"
 for _ in $(seq 50); do kill -0 "$PID" 2>/dev/null || break; sleep 0.1; done
