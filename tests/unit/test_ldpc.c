@@ -10,6 +10,7 @@
 #include <pthread.h>
 
 #include "distill/ldpc_internal.h"
+#include "qwave/chan_local.h"
 #include "qwave/ldpc.h"
 #include "qwave/rng.h"
 
@@ -650,64 +651,6 @@ static void test_mutations(void **unused)
 
 /* ---- the stage over an in-process channel (Alice in a thread) ------------- */
 
-struct qmsg {
-	uint32_t type;
-	uint8_t *data;
-	size_t len;
-	struct qmsg *next;
-};
-
-struct queue {
-	pthread_mutex_t mu;
-	pthread_cond_t cv;
-	struct qmsg *head, *tail;
-};
-
-struct end {
-	struct queue *in, *out;
-};
-
-static int q_send(void *ctx, uint32_t type, const uint8_t *msg, size_t len)
-{
-	struct end *e = ctx;
-	struct qmsg *m = calloc(1, sizeof(*m));
-
-	if (!m || !(m->data = malloc(len ? len : 1)))
-		return QW_ENOMEM;
-	memcpy(m->data, msg, len);
-	m->len = len;
-	m->type = type;
-	pthread_mutex_lock(&e->out->mu);
-	if (e->out->tail)
-		e->out->tail->next = m;
-	else
-		e->out->head = m;
-	e->out->tail = m;
-	pthread_cond_signal(&e->out->cv);
-	pthread_mutex_unlock(&e->out->mu);
-	return 0;
-}
-
-static int q_recv(void *ctx, uint32_t *type, uint8_t **msg, size_t *len)
-{
-	struct end *e = ctx;
-	struct qmsg *m;
-
-	pthread_mutex_lock(&e->in->mu);
-	while (!e->in->head)
-		pthread_cond_wait(&e->in->cv, &e->in->mu);
-	m = e->in->head;
-	e->in->head = m->next;
-	if (!e->in->head)
-		e->in->tail = NULL;
-	pthread_mutex_unlock(&e->in->mu);
-	*type = m->type;
-	*msg = m->data;
-	*len = m->len;
-	free(m);
-	return 0;
-}
-
 struct alice_job {
 	void *state;
 	struct qw_key_block *blk;
@@ -726,14 +669,13 @@ static void *alice_thread(void *arg)
 static void run_stage(const struct qw_ldpc_params *p, struct qw_key_block *ba,
 		      struct qw_key_block *bb, enum qw_stage_result *ra, enum qw_stage_result *rb)
 {
-	struct queue q1 = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, NULL, NULL };
-	struct queue q2 = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, NULL, NULL };
-	struct end ea = { &q1, &q2 }, eb = { &q2, &q1 };
-	struct qw_distill_chan ca = { &ea, q_send, q_recv }, cb = { &eb, q_send, q_recv };
+	struct qw_distill_chan ca, cb;
+	struct qw_chan_local *ch = qw_chan_local_pair_new(&ca, &cb);
 	void *sa, *sb;
 	struct alice_job job;
 	pthread_t th;
 
+	assert_non_null(ch);
 	assert_int_equal(qw_ldpc_stage.init(&sa, p), 0);
 	assert_int_equal(qw_ldpc_stage.init(&sb, p), 0);
 	job.state = sa;
@@ -745,8 +687,8 @@ static void run_stage(const struct qw_ldpc_params *p, struct qw_key_block *ba,
 	*ra = job.res;
 	qw_ldpc_stage.free(sa);
 	qw_ldpc_stage.free(sb);
-	assert_null(q1.head);
-	assert_null(q2.head);
+	assert_int_equal(qw_chan_local_pending(ch), 0);
+	qw_chan_local_pair_free(ch);
 }
 
 static void test_stage(void **unused)

@@ -15,6 +15,7 @@
 
 #include <cmocka.h>
 
+#include "qwave/chan_local.h"
 #include "qwave/optics.h"
 #include "qwave/rng.h"
 #include "qwave/sift.h"
@@ -732,69 +733,11 @@ static void test_malformed(void **state)
 
 /* ---- the stage --------------------------------------------------------- */
 
-struct msg {
-	struct msg *next;
-	uint32_t type;
-	size_t len;
-	uint8_t data[];
-};
-
-struct pipe {
-	pthread_mutex_t mu;
-	pthread_cond_t cv;
-	struct msg *head, *tail;
-};
-
 struct end {
-	struct pipe *in, *out;
 	struct qw_detections *det;
 	struct qw_sift_stats st;
 	int stats_called;
 };
-
-static int pipe_send(void *ctx, uint32_t type, const uint8_t *p, size_t len)
-{
-	struct end *e = ctx;
-	struct msg *m = malloc(sizeof(*m) + len);
-
-	if (!m)
-		return QW_ENOMEM;
-	m->next = NULL;
-	m->type = type;
-	m->len = len;
-	memcpy(m->data, p, len);
-	pthread_mutex_lock(&e->out->mu);
-	if (e->out->tail)
-		e->out->tail->next = m;
-	else
-		e->out->head = m;
-	e->out->tail = m;
-	pthread_cond_signal(&e->out->cv);
-	pthread_mutex_unlock(&e->out->mu);
-	return 0;
-}
-
-static int pipe_recv(void *ctx, uint32_t *type, uint8_t **p, size_t *len)
-{
-	struct end *e = ctx;
-	struct msg *m;
-
-	pthread_mutex_lock(&e->in->mu);
-	while (!e->in->head)
-		pthread_cond_wait(&e->in->cv, &e->in->mu);
-	m = e->in->head;
-	e->in->head = m->next;
-	if (!e->in->head)
-		e->in->tail = NULL;
-	pthread_mutex_unlock(&e->in->mu);
-	*type = m->type;
-	*len = m->len;
-	*p = malloc(m->len ? m->len : 1);
-	if (*p)
-		memcpy(*p, m->data, m->len);
-	free(m);
-	return *p ? 0 : QW_ENOMEM;
-}
 
 static struct qw_detections *fetch(void *ctx, uint64_t id)
 {
@@ -836,22 +779,13 @@ static void stage_pair(const struct qw_optics_config *c, const struct qw_sift_pa
 		       uint64_t seed, struct side *sa, struct side *sb, struct end *ea,
 		       struct end *eb)
 {
-	static struct pipe ab, ba;
 	struct qw_sift_stage_params pa, pb;
 	struct qw_rng *r = qw_rng_new_seeded(seed + 1000);
+	struct qw_chan_local *ch;
 	pthread_t th;
 
-	pthread_mutex_init(&ab.mu, NULL);
-	pthread_cond_init(&ab.cv, NULL);
-	pthread_mutex_init(&ba.mu, NULL);
-	pthread_cond_init(&ba.cv, NULL);
-	ab.head = ab.tail = ba.head = ba.tail = NULL;
 	memset(ea, 0, sizeof(*ea));
 	memset(eb, 0, sizeof(*eb));
-	ea->in = &ba;
-	ea->out = &ab;
-	eb->in = &ab;
-	eb->out = &ba;
 	batch(c, seed, 50000000ull, &ea->det, &eb->det, NULL);
 	memset(&pa, 0, sizeof(pa));
 	pa.sift = *sp;
@@ -871,19 +805,15 @@ static void stage_pair(const struct qw_optics_config *c, const struct qw_sift_pa
 	sb->blk = qw_block_new(42, QW_ROLE_BOB, NULL);
 	assert_non_null(sa->blk);
 	assert_non_null(sb->blk);
-	sa->chan = (struct qw_distill_chan){ ea, pipe_send, pipe_recv };
-	sb->chan = (struct qw_distill_chan){ eb, pipe_send, pipe_recv };
+	ch = qw_chan_local_pair_new(&sa->chan, &sb->chan);
+	assert_non_null(ch);
 	assert_int_equal(pthread_create(&th, NULL, side_run, sa), 0);
 	side_run(sb);
 	assert_int_equal(pthread_join(th, NULL), 0);
 	qw_sift_stage.free(sa->state);
 	qw_sift_stage.free(sb->state);
-	assert_null(ab.head);
-	assert_null(ba.head);
-	pthread_mutex_destroy(&ab.mu);
-	pthread_cond_destroy(&ab.cv);
-	pthread_mutex_destroy(&ba.mu);
-	pthread_cond_destroy(&ba.cv);
+	assert_int_equal(qw_chan_local_pending(ch), 0);
+	qw_chan_local_pair_free(ch);
 	qw_rng_free(r);
 }
 

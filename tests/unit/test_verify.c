@@ -10,70 +10,10 @@
 
 #include <cmocka.h>
 
+#include "qwave/chan_local.h"
 #include "qwave/rng.h"
 #include "qwave/toeplitz.h"
 #include "qwave/uhash.h"
-
-struct msg {
-	uint32_t type;
-	uint8_t *data;
-	size_t len;
-	struct msg *next;
-};
-
-struct queue {
-	pthread_mutex_t mu;
-	pthread_cond_t cv;
-	struct msg *head, *tail;
-};
-
-/* One end: sends into out, receives from in. */
-struct end {
-	struct queue *in, *out;
-};
-
-static int q_send(void *ctx, uint32_t type, const uint8_t *data, size_t len)
-{
-	struct end *e = ctx;
-	struct msg *m = calloc(1, sizeof(*m));
-
-	if (!m || !(m->data = malloc(len ? len : 1))) {
-		free(m);
-		return QW_ENOMEM;
-	}
-	memcpy(m->data, data, len);
-	m->type = type;
-	m->len = len;
-	pthread_mutex_lock(&e->out->mu);
-	if (e->out->tail)
-		e->out->tail->next = m;
-	else
-		e->out->head = m;
-	e->out->tail = m;
-	pthread_cond_signal(&e->out->cv);
-	pthread_mutex_unlock(&e->out->mu);
-	return 0;
-}
-
-static int q_recv(void *ctx, uint32_t *type, uint8_t **data, size_t *len)
-{
-	struct end *e = ctx;
-	struct msg *m;
-
-	pthread_mutex_lock(&e->in->mu);
-	while (!e->in->head)
-		pthread_cond_wait(&e->in->cv, &e->in->mu);
-	m = e->in->head;
-	e->in->head = m->next;
-	if (!e->in->head)
-		e->in->tail = NULL;
-	pthread_mutex_unlock(&e->in->mu);
-	*type = m->type;
-	*data = m->data;
-	*len = m->len;
-	free(m);
-	return 0;
-}
 
 struct side {
 	const struct qw_stage *stage;
@@ -116,18 +56,17 @@ static void run_pair(const struct qw_stage *stage, const void *pa, const void *p
 		     struct qw_key_block *ba, struct qw_key_block *bb, enum qw_stage_result *ra,
 		     enum qw_stage_result *rb)
 {
-	struct queue qab = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, NULL, NULL };
-	struct queue qba = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, NULL, NULL };
-	struct end ea = { &qba, &qab }, eb = { &qab, &qba };
-	struct side a = { stage, pa, ba, { &ea, q_send, q_recv }, QW_STAGE_ERROR };
-	struct side b = { stage, pb, bb, { &eb, q_send, q_recv }, QW_STAGE_ERROR };
+	struct side a = { stage, pa, ba, { 0 }, QW_STAGE_ERROR };
+	struct side b = { stage, pb, bb, { 0 }, QW_STAGE_ERROR };
+	struct qw_chan_local *ch = qw_chan_local_pair_new(&a.chan, &b.chan);
 	pthread_t t;
 
+	assert_non_null(ch);
 	assert_int_equal(pthread_create(&t, NULL, alice_thread, &a), 0);
 	run_side(&b);
 	assert_int_equal(pthread_join(t, NULL), 0);
-	assert_null(qab.head);
-	assert_null(qba.head);
+	assert_int_equal(qw_chan_local_pending(ch), 0);
+	qw_chan_local_pair_free(ch);
 	*ra = a.res;
 	*rb = b.res;
 }
@@ -187,7 +126,7 @@ static void test_verify_wrong_state_is_error(void **st)
 {
 	void *state = NULL;
 	struct qw_key_block *ba, *bb;
-	struct qw_distill_chan dead = { NULL, q_send, q_recv };
+	struct qw_distill_chan dead = { NULL, NULL, NULL }; /* never used */
 
 	(void)st;
 	make_pair(64, 0, &ba, &bb);
@@ -252,7 +191,7 @@ static void test_pa_zero_length_drops(void **st)
 {
 	void *state = NULL;
 	struct qw_key_block *ba, *bb;
-	struct qw_distill_chan dead = { NULL, q_send, q_recv };
+	struct qw_distill_chan dead = { NULL, NULL, NULL }; /* never used */
 
 	(void)st;
 	make_pair(128, 0, &ba, &bb);
