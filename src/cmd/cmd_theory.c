@@ -23,6 +23,7 @@ struct keyrate_opts {
 	enum qw_decoy_method method;
 	double distance, mu, nu, nu2, q, f_ec, eps_sec, eps_cor;
 	double block_bits;   /* 0: no finite-key figures */
+	double pulses;       /* finite key for blocks of this many pulses (0: unset) */
 	int have_distance, have_sweep, optimize, json;
 	double from, to, step;
 	const char *plot;
@@ -31,6 +32,7 @@ struct keyrate_opts {
 struct row {
 	struct qw_keyrate_point pt;
 	int finite;
+	int too_few;         /* --pulses: under one expected key bit, no key */
 	struct qw_finite_protocol pr;
 	struct qw_finite_result fr;
 };
@@ -49,8 +51,8 @@ static void keyrate_help(void)
 	printf("usage: qwave theory keyrate (--distance KM | --sweep FROM:TO:STEP) [options]\n"
 	       "\n"
 	       "Decoy-state BB84 key rate of a fiber link predicted by the model of\n"
-	       "Ma, Qi, Zhao, Lo, PRA 72, 012326 (2005), and with --block-bits the\n"
-	       "finite-key rate of Lim et al., PRA 89, 022307 (2014). See docs/theory.md.\n"
+	       "Ma, Qi, Zhao, Lo, PRA 72, 012326 (2005), and with --block-bits or --pulses\n"
+	       "the finite-key rate of Lim et al., PRA 89, 022307 (2014). See docs/theory.md.\n"
 	       "\n"
 	       "options (defaults: GYS parameters of Ma et al. Table I):\n"
 	       "  --distance KM          fiber length in km\n"
@@ -67,6 +69,8 @@ static void keyrate_help(void)
 	       "  --f-ec F               error-correction inefficiency (1.22)\n"
 	       "  --q Q                  sifting factor of the asymptotic rate (0.5: BB84)\n"
 	       "  --block-bits N         also the finite-key rate for blocks of N key bits\n"
+	       "  --pulses N             also the finite-key rate and secret bits for blocks\n"
+	       "                         of N pulses sent (e.g. 1e9), protocol optimised for N\n"
 	       "  --no-optimize          finite key with fixed mu1=mu, mu2=nu, mu3=nu2,\n"
 	       "                         p=(0.7,0.2,0.1), q_x=0.9 instead of optimizing them\n"
 	       "  --eps-sec E            secrecy parameter (1e-10)\n"
@@ -163,6 +167,8 @@ static int keyrate_parse(int argc, char **argv, struct keyrate_opts *o)
 			dst = &o->q;
 		else if (!strcmp(name, "--block-bits"))
 			dst = &o->block_bits;
+		else if (!strcmp(name, "--pulses"))
+			dst = &o->pulses;
 		else if (!strcmp(name, "--eps-sec"))
 			dst = &o->eps_sec;
 		else if (!strcmp(name, "--eps-cor"))
@@ -184,6 +190,14 @@ static int keyrate_parse(int argc, char **argv, struct keyrate_opts *o)
 					return qw_cli_usage_error(
 						cmd, "--block-bits: '%s' is not an integer in 1..9e15",
 						val);
+			}
+			if (dst == &o->pulses) {
+				uint64_t n;
+				/* 1e18 pulses: 30 years of a 1 GHz source, far past
+				 * where the finite-size terms matter. */
+				if (qw_cli_parse_u64(val, &n) || n < 1 || n > 1000000000000000000ull)
+					return qw_cli_usage_error(
+						cmd, "--pulses: '%s' is not an integer in 1..1e18", val);
 			}
 		} else if (!strcmp(name, "--decoy")) {
 			if (!strcmp(val, "infinite"))
@@ -215,6 +229,8 @@ static int keyrate_validate(const struct keyrate_opts *o)
 
 	if (o->have_distance == o->have_sweep)
 		return qw_cli_usage_error(cmd, "give exactly one of --distance and --sweep");
+	if (o->block_bits > 0.0 && o->pulses > 0.0)
+		return qw_cli_usage_error(cmd, "give at most one of --block-bits and --pulses");
 	if (o->plot && !o->have_sweep)
 		return qw_cli_usage_error(cmd, "--plot needs --sweep FROM:TO:STEP");
 	if (o->have_distance && o->distance < 0.0)
@@ -258,13 +274,26 @@ static int compute_row(const struct keyrate_opts *o, double km, struct row *r)
 				   o->f_ec, &r->pt);
 
 	r->finite = 0;
-	if (ret || !(o->block_bits > 0.0))
+	r->too_few = 0;
+	if (ret || !(o->block_bits > 0.0 || o->pulses > 0.0))
 		return ret;
 	qw_finite_protocol_default(&r->pr, o->mu, o->nu, o->nu2);
 	r->pr.f_ec = o->f_ec;
 	r->pr.eps.eps_sec = o->eps_sec;
 	r->pr.eps.eps_cor = o->eps_cor;
-	if (o->optimize)
+	if (o->pulses > 0.0) {
+		/* The model refuses a block without one expected key bit (at the
+		 * starting protocol): that is "no key", not a failure. */
+		if (o->pulses * qw_finite_key_per_pulse(&o->optics, km, &r->pr) < 1.0) {
+			r->too_few = 1;
+			r->fr.pulses = o->pulses;
+			return 0;
+		}
+		if (o->optimize)
+			ret = qw_finite_optimize_pulses(&o->optics, km, &r->pr, o->pulses, &r->fr);
+		else
+			ret = qw_finite_model_pulses(&o->optics, km, &r->pr, o->pulses, &r->fr);
+	} else if (o->optimize)
 		ret = qw_finite_optimize(&o->optics, km, &r->pr, o->block_bits, &r->fr);
 	else
 		ret = qw_finite_model(&o->optics, km, &r->pr, o->block_bits, &r->fr);
@@ -279,11 +308,17 @@ static json_t *row_json(const struct row *r)
 			      r->pt.qber, "y1", r->pt.b.y1, "e1", r->pt.b.e1, "q1", r->pt.b.q1,
 			      "key_rate", r->pt.key_rate);
 
+	if (j && r->too_few) {
+		json_object_set_new(j, "finite_key_rate", json_real(0.0));
+		json_object_set_new(j, "finite_secret_bits", json_integer(0));
+		json_object_set_new(j, "finite_pulses", json_real(r->fr.pulses));
+	}
 	if (j && r->finite) {
 		json_object_set_new(j, "finite_key_rate", json_real(r->fr.rate));
 		json_object_set_new(j, "finite_rate_limit", json_real(r->fr.rate_limit));
 		json_object_set_new(j, "finite_secret_bits", json_integer((json_int_t)r->fr.length));
 		json_object_set_new(j, "finite_pulses", json_real(r->fr.pulses));
+		json_object_set_new(j, "finite_block_bits", json_real(r->fr.b.n_x));
 		json_object_set_new(j, "finite_phi_x", json_real(r->fr.b.phi_x));
 		json_object_set_new(
 			j, "finite_protocol",
@@ -302,8 +337,11 @@ static json_t *params_json(const struct keyrate_opts *o)
 			      o->optics.eta_bob, "y0", o->optics.y0, "e_det", o->optics.e_det,
 			      "f_ec", o->f_ec, "q", o->q, "e0", o->optics.e0);
 
-	if (j && o->block_bits > 0.0) {
-		json_object_set_new(j, "block_bits", json_real(o->block_bits));
+	if (j && (o->block_bits > 0.0 || o->pulses > 0.0)) {
+		if (o->pulses > 0.0)
+			json_object_set_new(j, "pulses", json_real(o->pulses));
+		else
+			json_object_set_new(j, "block_bits", json_real(o->block_bits));
 		json_object_set_new(j, "eps_sec", json_real(o->eps_sec));
 		json_object_set_new(j, "eps_cor", json_real(o->eps_cor));
 		json_object_set_new(j, "finite_optimized", json_boolean(o->optimize));
@@ -324,10 +362,14 @@ static void print_point(const struct keyrate_opts *o, const struct row *r)
 	printf("e1               %.4f %%\n", 100.0 * r->pt.b.e1);
 	printf("q1               %.6g\n", r->pt.b.q1);
 	printf("key rate         %.6g bit/pulse (asymptotic, q = %g)\n", r->pt.key_rate, o->q);
+	if (r->too_few)
+		printf("finite key rate  0 bit/pulse (%.4g pulses give under one expected key "
+		       "bit)\n", o->pulses);
 	if (r->finite) {
 		printf("finite key rate  %.6g bit/pulse (block %.0f bits, %llu secret bits, "
 		       "%.4g pulses)\n",
-		       r->fr.rate, o->block_bits, (unsigned long long)r->fr.length, r->fr.pulses);
+		       r->fr.rate, o->pulses > 0.0 ? r->fr.b.n_x : o->block_bits,
+		       (unsigned long long)r->fr.length, r->fr.pulses);
 		printf("  finite limit   %.6g bit/pulse (same protocol, block size -> infinity)\n",
 		       r->fr.rate_limit);
 		printf("  protocol       mu %.3f/%.3f/%.3g, p %.3f/%.3f/%.3f, q_x %.3f%s\n",
@@ -362,8 +404,12 @@ static int write_plot(const struct keyrate_opts *o, const struct row *rows, size
 	s[ns++] = (struct qw_svgplot_series){ method_name(o->method), x, y, n };
 	if (o->method != QW_DECOY_INFINITE)
 		s[ns++] = (struct qw_svgplot_series){ "infinite", x, yi, n };
-	if (o->block_bits > 0.0) {
-		snprintf(flabel, sizeof(flabel), "finite key, %.3g-bit blocks", o->block_bits);
+	if (o->block_bits > 0.0 || o->pulses > 0.0) {
+		if (o->pulses > 0.0)
+			snprintf(flabel, sizeof(flabel), "finite key, %.3g-pulse blocks", o->pulses);
+		else
+			snprintf(flabel, sizeof(flabel), "finite key, %.3g-bit blocks",
+				 o->block_bits);
 		s[ns++] = (struct qw_svgplot_series){ flabel, x, yf, n };
 	}
 	plot.title = "Decoy-state BB84 key rate";
@@ -384,7 +430,7 @@ static int theory_keyrate(int argc, char **argv)
 	struct keyrate_opts o = { 0 };
 	struct row *rows = NULL;
 	size_t n = 1;
-	int rc, ret;
+	int rc, ret, finite;
 
 	qw_optics_gys(&o.optics);
 	o.method = QW_DECOY_INFINITE;
@@ -403,6 +449,7 @@ static int theory_keyrate(int argc, char **argv)
 	if (rc >= 0)
 		return rc;
 
+	finite = o.block_bits > 0.0 || o.pulses > 0.0;
 	if (o.have_sweep)
 		n = (size_t)floor((o.to - o.from) / o.step + 1e-9) + 1;
 	rows = calloc(n, sizeof(*rows));
@@ -410,17 +457,17 @@ static int theory_keyrate(int argc, char **argv)
 		return qw_cli_fail("out of memory");
 	for (size_t i = 0; i < n; i++) {
 		double km = o.have_sweep ? o.from + (double)i * o.step : o.distance;
-		if (o.block_bits > 0.0 && n > 50)
+		if (finite && n > 50)
 			qw_cli_progress("theory: %zu/%zu distances", i + 1, n);
 		ret = compute_row(&o, km, &rows[i]);
 		if (ret) {
-			if (o.block_bits > 0.0 && n > 50)
+			if (finite && n > 50)
 				qw_cli_progress_done();
 			free(rows);
 			return qw_cli_fail("model at %g km: %s", km, qw_strerror(ret));
 		}
 	}
-	if (o.block_bits > 0.0 && n > 50)
+	if (finite && n > 50)
 		qw_cli_progress_done();
 
 	if (o.plot) {
@@ -450,7 +497,7 @@ static int theory_keyrate(int argc, char **argv)
 		       method_name(o.method), o.mu, o.nu, o.nu2);
 		printf("%11s %11s %11s %9s %11s %9s %11s %11s%s\n", "distance_km", "eta", "gain",
 		       "qber_%", "y1", "e1_%", "q1", "key_rate",
-		       o.block_bits > 0.0 ? "  finite_key_rate  finite_limit" : "");
+		       finite ? "  finite_key_rate  finite_limit" : "");
 		for (size_t i = 0; i < n; i++) {
 			const struct row *r = &rows[i];
 			printf("%11.2f %11.4e %11.4e %9.4f %11.4e %9.4f %11.4e %11.4e", r->pt.distance_km,
@@ -458,6 +505,8 @@ static int theory_keyrate(int argc, char **argv)
 			       100.0 * r->pt.b.e1, r->pt.b.q1, r->pt.key_rate);
 			if (r->finite)
 				printf("  %15.4e  %12.4e", r->fr.rate, r->fr.rate_limit);
+			else if (r->too_few)
+				printf("  %15.4e  %12s", 0.0, "-");
 			putchar('\n');
 		}
 		if (o.plot)
