@@ -16,6 +16,7 @@ static const struct qw_cli_cmd benches[] = {
 	{ "store", qw_bench_store, "key store transactions/s (cut+deliver keys, pool takes), synchronous FULL vs NORMAL" },
 	{ "cascade", qw_bench_cascade, "Cascade reconciliation: efficiency, frame error rate, Mbit/s, round trips" },
 	{ "ldpc", qw_bench_ldpc, "rate-adaptive LDPC reconciliation: efficiency, frame error rate, decoder Mbit/s" },
+	{ "qkdsim", qw_bench_qkdsim, "optics simulator: pulses simulated per second, ratio to real time" },
 	{ "etsi014", qw_bench_etsi014, "ETSI 014 Get key requests/s and latency over mutual TLS, vs nginx" },
 	{ NULL, NULL, NULL },
 };

@@ -8,6 +8,7 @@ int qw_bench_crypto(int argc, char **argv);
 int qw_bench_cascade(int argc, char **argv);
 int qw_bench_pa(int argc, char **argv);
 int qw_bench_pipeline(int argc, char **argv);
+int qw_bench_qkdsim(int argc, char **argv);
 
 /* Seconds from a monotonic clock. */
 double qw_bench_now(void);
