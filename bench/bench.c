@@ -8,6 +8,7 @@
 int qw_bench_store(int argc, char **argv);
 int qw_bench_ldpc(int argc, char **argv);
 int qw_bench_etsi014(int argc, char **argv);
+int qw_bench_ksc(int argc, char **argv);
 
 static const struct qw_cli_cmd benches[] = {
 	{ "crypto", qw_bench_crypto, "ZUC-128, 128-EEA3, SM4 AEAD, AES-256-GCM vs AES-128-CTR throughput" },
@@ -18,6 +19,7 @@ static const struct qw_cli_cmd benches[] = {
 	{ "ldpc", qw_bench_ldpc, "rate-adaptive LDPC reconciliation: efficiency, frame error rate, decoder Mbit/s" },
 	{ "qkdsim", qw_bench_qkdsim, "optics simulator: pulses simulated per second, ratio to real time" },
 	{ "etsi014", qw_bench_etsi014, "ETSI 014 Get key requests/s and latency over mutual TLS, vs nginx" },
+	{ "ksc", qw_bench_ksc, "Key Service Center: session keys/s and crypto requests/s over mutual TLS" },
 	{ NULL, NULL, NULL },
 };
 
