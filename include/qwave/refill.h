@@ -1,0 +1,152 @@
+/* Over-the-air key refill (SYSTEM.md section 7, last bullet; issue 7 item
+ * 8): a terminal and an access point derive a fresh PLKG key from the
+ * reciprocal radio channel, and the access point sends the Key Service
+ * Center's quantum keys one-time-pad encrypted under it, with a
+ * Wegman-Carter MAC. docs/plkg.md section 12.
+ *
+ * One refill over one byte stream (struct qw_frame_io: a TCP socket or a
+ * socketpair standing for the air interface's signalling):
+ *   1. every message is a frame of frame.h, authenticated from a pre-shared
+ *      pool (k_AB || k_BA || pads) that the terminal takes from its
+ *      pre-filled KSC keys (unused 256-bit slots of its offline fill) and
+ *      the KSC side holds too; pads are never reused (the frame sequence
+ *      number is the pad index) and a refill needs QW_REFILL_PSK_BYTES;
+ *   2. HELLO (terminal -> AP, stream 0): the key bits the terminal asks for;
+ *   3. probing: each end simulates ITS OWN channel estimates of the same
+ *      reciprocal channel realisation (air_seed: the simulation stands for
+ *      the physics; the AP reads only its estimates of Bob's pilots, the
+ *      terminal only its estimates of Alice's - the other estimate of each
+ *      probe round is wiped unread), quantizes them with the per-end
+ *      builder of plkg.h and cuts one block with the same id at both ends;
+ *   4. distillation: the stages of qw_plkg_stages() run over the framed
+ *      connection (stream = block id, a DROP frame ends the peer's stage
+ *      with QW_EABORT): reconciliation, verification, the length stage,
+ *      privacy amplification -> the PLKG key K, equal at both ends;
+ *   5. DELIVER (AP -> terminal, stream 0): n key bits from the key source,
+ *      n = min(requested, |K| - 256) rounded down to 256-bit slots:
+ *        ct  = keys XOR K[256, 256 + n)           (one-time pad, 1:1)
+ *        tag = WC-MAC(hash key K[0, 128), pad K[128, 256),
+ *                     "qwave-refill" || be64(n) || ct)
+ *      body = be64(n) || ct || tag;
+ *   6. ACK (terminal -> AP): 0 when the tag verified and the keys were
+ *      taken, 1 when not (the AP then counts nothing delivered).
+ * K is wiped after the refill, its unused bits included: every refill
+ * derives a new one from new probes. */
+#ifndef QWAVE_REFILL_H
+#define QWAVE_REFILL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "qwave/error.h"
+#include "qwave/frame.h"
+#include "qwave/plkg.h"
+
+/* Pre-shared frame authentication material per refill: both hash keys and
+ * QW_REFILL_PSK_UNITS pads per direction (a refill sends at most 5 frames
+ * each way with the BCH reconciler; the rest is slack for the verdict and
+ * a DROP). 17 slots of 256 bits. */
+#define QW_REFILL_PSK_UNITS 15
+#define QW_REFILL_PSK_BYTES (2 * QW_AUTH_HASHKEY_BYTES + QW_REFILL_PSK_UNITS * QW_AUTH_UNIT_BYTES)
+/* PLKG key bits spent on the MAC (hash key + pad) before the pad of keys. */
+#define QW_REFILL_MAC_BITS 256u
+/* Keys are delivered in whole slots of this many bits. */
+#define QW_REFILL_UNIT_BITS 256u
+
+struct qw_refill_params {
+	struct qw_plkg_params plkg;  /* the radio channel and the chain (BCH) */
+	/* The simulated channel realisation both ends probe (stands for the
+	 * air); a new one per refill, as the real channel never repeats. */
+	uint64_t air_seed;
+	uint64_t max_probes;         /* give up (QW_EAGAIN) after this many */
+	int recv_timeout_ms;         /* pad wait of the frame connection */
+};
+
+/* Defaults: plkg defaults with the BCH reconciler (one message and one
+ * verdict: few frames, a terminal's CPU), air_seed 1, max_probes 4000
+ * (40 s of probing at 100 probes/s), pad wait 5000 ms. */
+void qw_refill_params_default(struct qw_refill_params *p);
+
+/* Where the access point gets the keys it delivers: fill out[0, n) with key
+ * material; 0 or QW_E* (the refill then fails with it). In qwaved/KSC this
+ * is the QKD key pool; the CLI and the tests use a stand-in (cmd_terminal.c,
+ * test_refill.c). */
+struct qw_refill_source {
+	void *ctx;
+	int (*get)(void *ctx, uint8_t *out, size_t n);
+};
+
+struct qw_refill_result {
+	uint64_t probes;          /* probe rounds until the block was cut */
+	uint64_t raw_bits;        /* the block's quantized bits */
+	uint64_t disclosed_bits;  /* reconciliation + verification tag */
+	uint64_t plkg_bits;       /* the PLKG key's length */
+	uint64_t delivered_bits;  /* quantum key bits delivered (0 on failure) */
+	/* SM3 of the PLKG key (equal at both ends; lets tests see that two
+	 * refills used different keys without handling the key). */
+	uint8_t plkg_fingerprint[32];
+	char reason[96];          /* why a refill failed, when it did */
+};
+
+/* Access-point end (Alice). psk: QW_REFILL_PSK_BYTES of unused pre-shared
+ * material (copied; the caller wipes and retires its own). max_bits caps a
+ * request (0: no cap). res (may be NULL) is filled in every case. Returns
+ * 0 when the terminal acknowledged the keys; QW_EAGAIN (no PLKG block
+ * within max_probes, or a key too short to carry one slot), QW_EABORT
+ * (the block was dropped: reason), QW_EAUTH (a frame or the terminal's MAC
+ * check failed), QW_EPROTO, QW_ECLOSED, QW_EIO, QW_ENOMEM, or the source's
+ * error. */
+QW_WUR int qw_refill_ap(const struct qw_refill_params *p, const struct qw_frame_io *io,
+			const uint8_t *psk, size_t psklen, uint64_t max_bits,
+			const struct qw_refill_source *src, struct qw_refill_result *res);
+
+/* Terminal end (Bob): asks for want_bits (a multiple of
+ * QW_REFILL_UNIT_BITS, > 0). On 0, *keys (malloc()ed, free with
+ * qw_free_secret(*keys, *nbytes)) holds the delivered keys, *nbytes their
+ * length (bytes, possibly fewer than asked). Errors as qw_refill_ap;
+ * QW_EAUTH when the delivery's MAC fails (nothing returned). */
+QW_WUR int qw_refill_terminal(const struct qw_refill_params *p, const struct qw_frame_io *io,
+			      const uint8_t *psk, size_t psklen, uint64_t want_bits,
+			      uint8_t **keys, size_t *nbytes, struct qw_refill_result *res);
+
+/* The delivery message of step 5 on its own. seal: out gets 8 + n/8 + 16
+ * bytes (cap checked, QW_ERANGE), from keys (n/8 bytes, n a multiple of 8)
+ * and the PLKG key bytes k (at least (QW_REFILL_MAC_BITS + n) / 8;
+ * QW_ERANGE otherwise). open: verifies and decrypts msg into keys (cap
+ * bytes); *nbits the delivered bits; QW_EAUTH on a bad tag (keys wiped),
+ * QW_EPARSE on a malformed message, QW_ERANGE. */
+QW_WUR int qw_refill_seal(const uint8_t *k, size_t klen, const uint8_t *keys, uint64_t nbits,
+			  uint8_t *out, size_t cap, size_t *outlen);
+QW_WUR int qw_refill_open(const uint8_t *k, size_t klen, const uint8_t *msg, size_t len,
+			  uint8_t *keys, size_t cap, uint64_t *nbits);
+
+/* The terminal's trigger: nonzero when balance_bits < threshold_bits. */
+int qw_refill_needed(uint64_t balance_bits, uint64_t threshold_bits);
+
+/* ---- the terminal's local key balance ----------------------------------
+ * A file (mode 0600) holding the unused keys, AES-256-GCM sealed
+ * (aead.h) under a 32-byte key the caller derives from its device key,
+ * with "qwave-refill-balance" as associated data. */
+struct qw_refill_balance {
+	uint8_t *keys;      /* unused key bytes, oldest first (owned) */
+	size_t len;
+	uint64_t refills;   /* refills taken so far */
+};
+
+/* Load path; a missing file gives an empty balance. 0, QW_EAUTH (wrong
+ * key or altered file), QW_EPARSE, QW_EIO, QW_ENOMEM. */
+QW_WUR int qw_refill_balance_load(const char *path, const uint8_t key[static 32],
+				  struct qw_refill_balance *b);
+/* Write atomically (temporary file + rename), mode 0600. 0, QW_EIO,
+ * QW_ENOMEM, QW_ECRYPTO. */
+QW_WUR int qw_refill_balance_save(const char *path, const uint8_t key[static 32],
+				  const struct qw_refill_balance *b);
+/* Append n key bytes (counts one refill). 0 or QW_ENOMEM. */
+QW_WUR int qw_refill_balance_add(struct qw_refill_balance *b, const uint8_t *keys, size_t n);
+/* Move the oldest n bytes to out and forget them. 0 or QW_EAGAIN (fewer
+ * than n held: nothing taken). */
+QW_WUR int qw_refill_balance_take(struct qw_refill_balance *b, uint8_t *out, size_t n);
+/* Wipe and free the keys; the struct is zeroed. */
+void qw_refill_balance_clear(struct qw_refill_balance *b);
+
+#endif

@@ -1,0 +1,652 @@
+/* Over-the-air key refill: the protocol of include/qwave/refill.h at both
+ * ends, and the terminal's sealed key balance. docs/plkg.md section 12. */
+#include "qwave/refill.h"
+
+#include <complex.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <openssl/crypto.h>
+
+#include "qwave/aead.h"
+#include "qwave/hash.h"
+#include "qwave/plkg_channel.h"
+#include "qwave/secmem.h"
+#include "qwave/uhash.h"
+
+enum {
+	MSG_HELLO = 0x52460001,
+	MSG_DELIVER = 0x52460002,
+	MSG_ACK = 0x52460003,
+};
+
+/* The one PLKG block of a refill (stream 0 is the refill's own messages). */
+#define BLOCK_ID 1
+
+static const char mac_label[] = "qwave-refill";
+static const char bal_aad[] = "qwave-refill-balance";
+
+static void put_be64(uint8_t *p, uint64_t v)
+{
+	for (int i = 7; i >= 0; i--, v >>= 8)
+		p[i] = (uint8_t)v;
+}
+
+static uint64_t get_be64(const uint8_t *p)
+{
+	uint64_t v = 0;
+
+	for (int i = 0; i < 8; i++)
+		v = v << 8 | p[i];
+	return v;
+}
+
+void qw_refill_params_default(struct qw_refill_params *p)
+{
+	QW_REQUIRE(p);
+	memset(p, 0, sizeof(*p));
+	qw_plkg_params_default(&p->plkg);
+	qw_plkg_params_for(&p->plkg, QW_PLKG_REC_BCH);
+	p->air_seed = 1;
+	p->max_probes = 4000;
+	p->recv_timeout_ms = 5000;
+}
+
+int qw_refill_needed(uint64_t balance_bits, uint64_t threshold_bits)
+{
+	return balance_bits < threshold_bits;
+}
+
+/* ---- the delivery message ---------------------------------------------- */
+
+static void mac_input_tag(const uint8_t *k, const uint8_t *body, size_t len,
+			  uint8_t tag[QW_WCMAC_TAG_BYTES], int *err)
+{
+	struct qw_wcmac *m = qw_wcmac_new(k);
+	uint8_t *msg = malloc(sizeof(mac_label) - 1 + len);
+
+	*err = QW_ENOMEM;
+	if (m && msg) {
+		memcpy(msg, mac_label, sizeof(mac_label) - 1);
+		memcpy(msg + sizeof(mac_label) - 1, body, len);
+		qw_wcmac_tag(m, k + QW_WCMAC_KEY_BYTES, msg, sizeof(mac_label) - 1 + len, tag);
+		*err = 0;
+	}
+	free(msg); /* ciphertext only: public */
+	qw_wcmac_free(m);
+}
+
+int qw_refill_seal(const uint8_t *k, size_t klen, const uint8_t *keys, uint64_t nbits,
+		   uint8_t *out, size_t cap, size_t *outlen)
+{
+	size_t n = (size_t)(nbits / 8), off = QW_REFILL_MAC_BITS / 8;
+	int err;
+
+	QW_REQUIRE(k && out && outlen && (keys || !nbits));
+	if (nbits % 8 || klen < off + n || cap < 8 + n + QW_WCMAC_TAG_BYTES)
+		return QW_ERANGE;
+	put_be64(out, nbits);
+	for (size_t i = 0; i < n; i++)
+		out[8 + i] = keys[i] ^ k[off + i];
+	mac_input_tag(k, out, 8 + n, out + 8 + n, &err);
+	if (err)
+		return err;
+	*outlen = 8 + n + QW_WCMAC_TAG_BYTES;
+	return 0;
+}
+
+int qw_refill_open(const uint8_t *k, size_t klen, const uint8_t *msg, size_t len,
+		   uint8_t *keys, size_t cap, uint64_t *nbits)
+{
+	size_t n, off = QW_REFILL_MAC_BITS / 8;
+	uint8_t tag[QW_WCMAC_TAG_BYTES];
+	uint64_t bits;
+	int err;
+
+	QW_REQUIRE(k && msg && nbits);
+	if (len < 8 + QW_WCMAC_TAG_BYTES)
+		return QW_EPARSE;
+	bits = get_be64(msg);
+	if (bits % 8 || bits / 8 != len - 8 - QW_WCMAC_TAG_BYTES)
+		return QW_EPARSE;
+	n = (size_t)(bits / 8);
+	if (klen < off + n || cap < n || (n && !keys))
+		return QW_ERANGE;
+	mac_input_tag(k, msg, 8 + n, tag, &err);
+	if (err)
+		return err;
+	/* Wegman-Carter: the tag is verified before anything is decrypted */
+	if (CRYPTO_memcmp(tag, msg + 8 + n, sizeof(tag)))
+		return QW_EAUTH;
+	for (size_t i = 0; i < n; i++)
+		keys[i] = msg[8 + i] ^ k[off + i];
+	*nbits = bits;
+	return 0;
+}
+
+/* ---- the distillation chain over the framed connection ------------------ */
+
+struct fchan {
+	struct qw_frame_conn *c;
+	uint64_t stream;
+};
+
+static int fchan_send(void *ctx, uint32_t type, const uint8_t *msg, size_t len)
+{
+	struct fchan *f = ctx;
+
+	return qw_frame_send(f->c, QW_FRAME_DATA, type, f->stream, msg, len);
+}
+
+static int fchan_recv(void *ctx, uint32_t *type, uint8_t **msg, size_t *len)
+{
+	struct fchan *f = ctx;
+	struct qw_frame fr;
+	int ret = qw_frame_recv(f->c, &fr);
+
+	if (ret)
+		return ret;
+	if (fr.kind == QW_FRAME_DROP) {
+		qw_frame_release(&fr);
+		return QW_EABORT;
+	}
+	if (fr.kind != QW_FRAME_DATA || fr.stream != f->stream) {
+		qw_frame_release(&fr);
+		return QW_EPROTO;
+	}
+	*type = fr.type;
+	*len = fr.len;
+	*msg = malloc(fr.len ? fr.len : 1);
+	if (!*msg) {
+		qw_frame_release(&fr);
+		return QW_ENOMEM;
+	}
+	if (fr.len)
+		memcpy(*msg, fr.body, fr.len);
+	qw_frame_release(&fr);
+	return 0;
+}
+
+/* Receive the next stream-0 message of type want into *f. */
+static int recv_msg(struct qw_frame_conn *c, uint32_t want, struct qw_frame *f)
+{
+	int ret = qw_frame_recv(c, f);
+
+	if (ret)
+		return ret;
+	if (f->kind == QW_FRAME_DROP) {
+		qw_frame_release(f);
+		return QW_EABORT;
+	}
+	if (f->kind != QW_FRAME_DATA || f->stream != 0 || f->type != want) {
+		qw_frame_release(f);
+		return QW_EPROTO;
+	}
+	return 0;
+}
+
+struct side {
+	const struct qw_refill_params *p;
+	enum qw_role role;
+	struct qw_auth_pool *pool;
+	struct qw_frame_conn *conn;
+	struct qw_refill_result *res;
+	uint8_t *key;     /* the PLKG key, bytes */
+	size_t keylen;
+	uint64_t keybits;
+};
+
+static void set_reason(struct qw_refill_result *r, const char *s)
+{
+	snprintf(r->reason, sizeof(r->reason), "%s", s);
+}
+
+/* Probe until this end's builder cuts a block: only this end's own
+ * estimate of each probe round is used. */
+static int probe_block(struct side *s, struct qw_key_block **blk)
+{
+	const struct qw_plkg_params *pp = &s->p->plkg;
+	struct qw_plkg_channel *ch = NULL;
+	struct qw_plkg_end *e = NULL;
+	struct qw_plkg_kdr kdr;
+	double complex *mine = NULL, *other = NULL;
+	int ret;
+
+	*blk = NULL;
+	ret = qw_plkg_channel_new(&ch, &pp->chan, s->p->air_seed);
+	if (ret)
+		goto out;
+	ret = qw_plkg_end_new(&e, pp);
+	if (ret)
+		goto out;
+	ret = QW_ENOMEM;
+	mine = malloc(pp->chan.n_sc * sizeof(*mine));
+	other = malloc(pp->chan.n_sc * sizeof(*other));
+	if (!mine || !other)
+		goto out;
+	qw_plkg_kdr_init(&kdr, pp, qw_plkg_end_model_kdr(e));
+	ret = QW_EAGAIN;
+	while (s->res->probes < s->p->max_probes) {
+		/* The simulator computes a probe round's two estimates together;
+		 * the end keeps its own and wipes the peer's unread, as a radio
+		 * would never have it. */
+		struct qw_plkg_probe pr = { 0, s->role == QW_ROLE_ALICE ? mine : other,
+					    s->role == QW_ROLE_ALICE ? other : mine, NULL, NULL };
+		int r;
+
+		qw_plkg_probe_next(ch, &pr);
+		qw_wipe(other, pp->chan.n_sc * sizeof(*other));
+		s->res->probes++;
+		r = qw_plkg_end_push(e, mine);
+		if (r < 0) {
+			ret = r;
+			goto out;
+		}
+		if (!r)
+			continue;
+		r = qw_plkg_end_quantize(e, NULL, NULL, NULL);
+		if (!r)
+			r = qw_plkg_end_take_block(e, BLOCK_ID, s->role, kdr.est, 0, blk);
+		if (r) {
+			ret = r;
+			goto out;
+		}
+		if (*blk) {
+			ret = 0;
+			break;
+		}
+	}
+	if (ret == QW_EAGAIN)
+		set_reason(s->res, "no PLKG block within max_probes");
+out:
+	if (mine)
+		qw_wipe(mine, pp->chan.n_sc * sizeof(*mine));
+	free(mine);
+	free(other);
+	qw_plkg_end_free(e);
+	qw_plkg_channel_free(ch);
+	return ret;
+}
+
+/* Probe, then run the block through the chain with the peer: s->key gets
+ * the PLKG key. */
+static int make_key(struct side *s)
+{
+	struct qw_plkg_stage_storage st;
+	const struct qw_stage *stages[QW_PLKG_MAX_STAGES];
+	const void *params[QW_PLKG_MAX_STAGES];
+	void *states[QW_PLKG_MAX_STAGES] = { 0 };
+	struct fchan fc = { s->conn, BLOCK_ID };
+	struct qw_distill_chan chan = { &fc, fchan_send, fchan_recv };
+	struct qw_key_block *b = NULL;
+	enum qw_stage_result r = QW_STAGE_ERROR;
+	size_t n, i;
+	int ret = probe_block(s, &b);
+
+	if (ret)
+		return ret;
+	s->res->raw_bits = b->key->nbits;
+	n = qw_plkg_stages(&s->p->plkg, &st, stages, params);
+	ret = QW_ENOMEM;
+	for (i = 0; i < n; i++)
+		if (stages[i]->init(&states[i], params[i]))
+			goto out;
+	for (i = 0; i < n; i++) {
+		r = stages[i]->process(states[i], b, &chan);
+		if (r != QW_STAGE_FORWARD)
+			break;
+	}
+	s->res->disclosed_bits = b->disclosed_bits;
+	if (r != QW_STAGE_FORWARD || b->state != QW_BLOCK_AMPLIFIED) {
+		const char *why = b->drop_reason[0] ? b->drop_reason : "stage error";
+
+		set_reason(s->res, why);
+		/* the peer's waiting stage sees QW_EABORT (a failed send means the
+		 * connection is gone anyway) */
+		ret = qw_frame_send(s->conn, QW_FRAME_DROP, 0, BLOCK_ID, (const uint8_t *)why,
+				    strlen(why));
+		ret = QW_EABORT;
+		goto out;
+	}
+	s->keybits = b->key->nbits;
+	s->keylen = (b->key->nbits + 7) / 8;
+	s->key = qw_secure_alloc(s->keylen ? s->keylen : 1);
+	if (!s->key)
+		goto out;
+	qw_bitvec_to_bytes(b->key, s->key);
+	s->res->plkg_bits = s->keybits;
+	ret = qw_hash(QW_HASH_SM3, s->key, s->keylen, s->res->plkg_fingerprint);
+out:
+	for (i = 0; i < n; i++)
+		if (states[i])
+			stages[i]->free(states[i]);
+	qw_block_free(b);
+	return ret;
+}
+
+static int side_open(struct side *s, const struct qw_refill_params *p, enum qw_role role,
+		     const struct qw_frame_io *io, const uint8_t *psk, size_t psklen,
+		     struct qw_refill_result *res)
+{
+	int err = 0;
+
+	memset(s, 0, sizeof(*s));
+	memset(res, 0, sizeof(*res));
+	s->p = p;
+	s->role = role;
+	s->res = res;
+	if (psklen != QW_REFILL_PSK_BYTES || qw_plkg_params_check(&p->plkg))
+		return QW_EINVAL;
+	s->pool = qw_auth_pool_new(psk, psklen, 1, &err);
+	if (!s->pool)
+		return err;
+	s->conn = qw_frame_conn_new(io, s->pool, role,
+				    p->recv_timeout_ms > 0 ? p->recv_timeout_ms : 5000);
+	return s->conn ? 0 : QW_ENOMEM;
+}
+
+static void side_close(struct side *s)
+{
+	qw_frame_conn_free(s->conn);
+	qw_auth_pool_free(s->pool);
+	if (s->key)
+		qw_secure_free(s->key, s->keylen ? s->keylen : 1);
+	s->key = NULL;
+}
+
+/* Bits carried: whole slots, within the request and within the key once
+ * the MAC's 256 bits are taken; both ends compute it from public facts. */
+static uint64_t carry_bits(uint64_t want, uint64_t keybits)
+{
+	uint64_t room = keybits > QW_REFILL_MAC_BITS ? keybits - QW_REFILL_MAC_BITS : 0;
+	uint64_t n = want < room ? want : room;
+
+	return n - n % QW_REFILL_UNIT_BITS;
+}
+
+int qw_refill_ap(const struct qw_refill_params *p, const struct qw_frame_io *io,
+		 const uint8_t *psk, size_t psklen, uint64_t max_bits,
+		 const struct qw_refill_source *src, struct qw_refill_result *res)
+{
+	struct qw_refill_result local;
+	struct side s;
+	struct qw_frame f = { 0 };
+	uint8_t *keys = NULL, *msg = NULL;
+	uint64_t want = 0, n = 0;
+	size_t msglen = 0;
+	int ret;
+
+	QW_REQUIRE(p && io && psk && src && src->get);
+	if (!res)
+		res = &local;
+	ret = side_open(&s, p, QW_ROLE_ALICE, io, psk, psklen, res);
+	if (ret)
+		goto out;
+	ret = recv_msg(s.conn, MSG_HELLO, &f);
+	if (ret)
+		goto out;
+	if (f.len != 8 || !(want = get_be64(f.body)) || want % QW_REFILL_UNIT_BITS) {
+		ret = QW_EPROTO;
+		goto out;
+	}
+	if (max_bits && want > max_bits)
+		want = max_bits - max_bits % QW_REFILL_UNIT_BITS;
+	ret = make_key(&s);
+	if (ret)
+		goto out;
+	n = carry_bits(want, s.keybits);
+	if (!n) {
+		set_reason(res, "PLKG key too short for one slot");
+		ret = QW_EAGAIN;
+		goto out;
+	}
+	ret = QW_ENOMEM;
+	keys = qw_secure_alloc((size_t)(n / 8));
+	msg = malloc(8 + (size_t)(n / 8) + QW_WCMAC_TAG_BYTES);
+	if (!keys || !msg)
+		goto out;
+	ret = src->get(src->ctx, keys, (size_t)(n / 8));
+	if (!ret)
+		ret = qw_refill_seal(s.key, s.keylen, keys, n, msg,
+				     8 + (size_t)(n / 8) + QW_WCMAC_TAG_BYTES, &msglen);
+	if (!ret)
+		ret = qw_frame_send(s.conn, QW_FRAME_DATA, MSG_DELIVER, 0, msg, msglen);
+	if (ret)
+		goto out;
+	qw_frame_release(&f);
+	ret = recv_msg(s.conn, MSG_ACK, &f);
+	if (ret)
+		goto out;
+	if (f.len != 1 || f.body[0] != 0) {
+		set_reason(res, "the terminal rejected the delivery's MAC");
+		ret = QW_EAUTH;
+		goto out;
+	}
+	res->delivered_bits = n;
+out:
+	if (ret && !res->reason[0])
+		set_reason(res, qw_strerror(ret));
+	qw_frame_release(&f);
+	if (keys)
+		qw_secure_free(keys, (size_t)(n / 8));
+	free(msg);
+	side_close(&s);
+	return ret;
+}
+
+int qw_refill_terminal(const struct qw_refill_params *p, const struct qw_frame_io *io,
+		       const uint8_t *psk, size_t psklen, uint64_t want_bits,
+		       uint8_t **keys, size_t *nbytes, struct qw_refill_result *res)
+{
+	struct qw_refill_result local;
+	struct side s;
+	struct qw_frame f = { 0 };
+	uint8_t hello[8], ack = 1, *out = NULL;
+	uint64_t got = 0;
+	size_t cap = 0;
+	int ret;
+
+	QW_REQUIRE(p && io && psk && keys && nbytes);
+	*keys = NULL;
+	*nbytes = 0;
+	if (!res)
+		res = &local;
+	ret = side_open(&s, p, QW_ROLE_BOB, io, psk, psklen, res);
+	if (ret)
+		goto out;
+	if (!want_bits || want_bits % QW_REFILL_UNIT_BITS) {
+		ret = QW_EINVAL;
+		goto out;
+	}
+	put_be64(hello, want_bits);
+	ret = qw_frame_send(s.conn, QW_FRAME_DATA, MSG_HELLO, 0, hello, sizeof(hello));
+	if (!ret)
+		ret = make_key(&s);
+	if (!ret)
+		ret = recv_msg(s.conn, MSG_DELIVER, &f);
+	if (ret)
+		goto out;
+	cap = f.len;
+	out = malloc(cap ? cap : 1);
+	if (!out) {
+		ret = QW_ENOMEM;
+		goto out;
+	}
+	ret = qw_refill_open(s.key, s.keylen, f.body, f.len, out, cap, &got);
+	if (!ret && (got > want_bits || got != carry_bits(want_bits, s.keybits)))
+		ret = QW_EPROTO;
+	if (!ret)
+		ack = 0;
+	else if (ret == QW_EAUTH)
+		set_reason(res, "delivery MAC failed: nothing taken");
+	/* tell the AP in every verdict case; a failed send only matters when
+	 * the keys were good (they are then still kept: the AP counts them
+	 * undelivered, which wastes keys but never reuses them) */
+	{
+		int r = qw_frame_send(s.conn, QW_FRAME_DATA, MSG_ACK, 0, &ack, 1);
+
+		if (!ret)
+			ret = r;
+	}
+	if (ret)
+		goto out;
+	*keys = out;
+	*nbytes = (size_t)(got / 8);
+	out = NULL;
+	res->delivered_bits = got;
+out:
+	if (ret && !res->reason[0])
+		set_reason(res, qw_strerror(ret));
+	qw_frame_release(&f);
+	qw_free_secret(out, cap ? cap : 1);
+	side_close(&s);
+	return ret;
+}
+
+/* ---- the sealed balance file ------------------------------------------ */
+
+void qw_refill_balance_clear(struct qw_refill_balance *b)
+{
+	if (!b)
+		return;
+	qw_free_secret(b->keys, b->len);
+	memset(b, 0, sizeof(*b));
+}
+
+int qw_refill_balance_add(struct qw_refill_balance *b, const uint8_t *keys, size_t n)
+{
+	uint8_t *nk;
+
+	QW_REQUIRE(b && (keys || !n));
+	nk = malloc(b->len + n + 1);
+	if (!nk)
+		return QW_ENOMEM;
+	if (b->len)
+		memcpy(nk, b->keys, b->len);
+	if (n)
+		memcpy(nk + b->len, keys, n);
+	qw_free_secret(b->keys, b->len);
+	b->keys = nk;
+	b->len += n;
+	b->refills++;
+	return 0;
+}
+
+int qw_refill_balance_take(struct qw_refill_balance *b, uint8_t *out, size_t n)
+{
+	QW_REQUIRE(b && (out || !n));
+	if (n > b->len)
+		return QW_EAGAIN;
+	memcpy(out, b->keys, n);
+	memmove(b->keys, b->keys + n, b->len - n);
+	qw_wipe(b->keys + b->len - n, n);
+	b->len -= n;
+	return 0;
+}
+
+int qw_refill_balance_load(const char *path, const uint8_t key[static 32],
+			   struct qw_refill_balance *b)
+{
+	uint8_t *msg = NULL, *pt = NULL;
+	size_t len = 0, cap = 0, ptlen = 0;
+	struct stat sb;
+	int ret = QW_EIO, fd;
+
+	QW_REQUIRE(path && b);
+	memset(b, 0, sizeof(*b));
+	fd = open(path, O_RDONLY);
+	if (fd < 0)
+		return errno == ENOENT ? 0 : QW_EIO;
+	if (fstat(fd, &sb) || sb.st_size < 0 || sb.st_size > (off_t)(64u << 20))
+		goto out;
+	cap = (size_t)sb.st_size;
+	ret = QW_ENOMEM;
+	msg = malloc(cap + 1);
+	pt = malloc(cap + 1);
+	if (!msg || !pt)
+		goto out;
+	ret = QW_EIO;
+	while (len < cap) {
+		ssize_t r = read(fd, msg + len, cap - len);
+
+		if (r <= 0)
+			goto out;
+		len += (size_t)r;
+	}
+	ret = qw_aead_open_msg(QW_AEAD_AES256_GCM, key, 32, (const uint8_t *)bal_aad,
+			       sizeof(bal_aad) - 1, msg, len, pt, cap, &ptlen, NULL);
+	if (ret)
+		goto out;
+	ret = QW_EPARSE;
+	if (ptlen < 8)
+		goto out;
+	ret = QW_ENOMEM;
+	b->refills = get_be64(pt);
+	b->len = ptlen - 8;
+	b->keys = malloc(b->len + 1);
+	if (!b->keys) {
+		b->len = 0;
+		goto out;
+	}
+	memcpy(b->keys, pt + 8, b->len);
+	ret = 0;
+out:
+	close(fd);
+	free(msg);
+	qw_free_secret(pt, cap + 1);
+	return ret;
+}
+
+int qw_refill_balance_save(const char *path, const uint8_t key[static 32],
+			   const struct qw_refill_balance *b)
+{
+	size_t ptlen = 8 + b->len, cap = ptlen + qw_aead_msg_overhead(QW_AEAD_AES256_GCM);
+	size_t outlen = 0, done = 0;
+	uint8_t *pt = malloc(ptlen), *out = malloc(cap);
+	char *tmp = malloc(strlen(path) + 8);
+	int ret = QW_ENOMEM, fd = -1;
+
+	QW_REQUIRE(path && b);
+	if (!pt || !out || !tmp)
+		goto out;
+	put_be64(pt, b->refills);
+	if (b->len)
+		memcpy(pt + 8, b->keys, b->len);
+	ret = qw_aead_seal_msg(QW_AEAD_AES256_GCM, key, 32, (const uint8_t *)bal_aad,
+			       sizeof(bal_aad) - 1, pt, ptlen, out, cap, &outlen);
+	if (ret)
+		goto out;
+	ret = QW_EIO;
+	sprintf(tmp, "%s.tmp", path);
+	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+	if (fd < 0)
+		goto out;
+	while (done < outlen) {
+		ssize_t r = write(fd, out + done, outlen - done);
+
+		if (r <= 0)
+			goto out;
+		done += (size_t)r;
+	}
+	if (fsync(fd))
+		goto out;
+	close(fd);
+	fd = -1;
+	if (rename(tmp, path))
+		goto out;
+	ret = 0;
+out:
+	if (fd >= 0) {
+		close(fd);
+		unlink(tmp);
+	}
+	qw_free_secret(pt, ptlen);
+	free(out);
+	free(tmp);
+	return ret;
+}

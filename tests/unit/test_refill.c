@@ -1,0 +1,372 @@
+/* Over-the-air refill (refill.h): a terminal and an access point over a
+ * socketpair standing for the air interface. The AP's key source is a
+ * stand-in for the KSC's QKD pool that records what it handed out, so the
+ * test can check the terminal received exactly those keys. */
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "qwave/frame.h"
+#include "qwave/refill.h"
+#include "qwave/rng.h"
+#include "qwave/secmem.h"
+
+#define WANT_BITS 1024u
+
+struct recsrc {
+	struct qw_rng *rng;
+	uint8_t given[4096];
+	size_t n;
+};
+
+static int rec_get(void *ctx, uint8_t *out, size_t n)
+{
+	struct recsrc *s = ctx;
+
+	if (s->n + n > sizeof(s->given) || qw_rng_bytes(s->rng, out, n))
+		return QW_EIO;
+	memcpy(s->given + s->n, out, n);
+	s->n += n;
+	return 0;
+}
+
+struct ap_arg {
+	const struct qw_refill_params *p;
+	int fd;
+	uint8_t psk[QW_REFILL_PSK_BYTES];
+	struct recsrc src;
+	struct qw_refill_result res;
+	int ret;
+};
+
+static void *ap_thread(void *arg)
+{
+	struct ap_arg *a = arg;
+	struct qw_frame_io io;
+	struct qw_refill_source src = { &a->src, rec_get };
+
+	qw_frame_io_fd(&io, a->fd);
+	a->ret = qw_refill_ap(a->p, &io, a->psk, sizeof(a->psk), 0, &src, &a->res);
+	/* let the terminal's blocked read end when the AP gives up */
+	shutdown(a->fd, SHUT_RDWR);
+	return NULL;
+}
+
+static void psk_fill(uint8_t *psk, uint64_t seed)
+{
+	struct qw_rng *r = qw_rng_new_seeded(seed);
+
+	assert_non_null(r);
+	assert_int_equal(qw_rng_bytes(r, psk, QW_REFILL_PSK_BYTES), 0);
+	qw_rng_free(r);
+}
+
+/* MITM between the AP's socket and the terminal's: forwards frames both
+ * ways, flipping one ciphertext bit of the AP's DELIVER frame. */
+struct mitm {
+	int a, b; /* a: the AP side, b: the terminal side */
+	int flipped;
+};
+
+static int read_full(int fd, uint8_t *p, size_t n)
+{
+	while (n) {
+		ssize_t r = read(fd, p, n);
+
+		if (r <= 0)
+			return -1;
+		p += r;
+		n -= (size_t)r;
+	}
+	return 0;
+}
+
+static void *mitm_down(void *arg)
+{
+	struct mitm *m = arg;
+	uint8_t h[QW_FRAME_HEADER_BYTES], *body;
+
+	for (;;) {
+		uint32_t type, len;
+
+		if (read_full(m->a, h, sizeof(h)))
+			break;
+		type = (uint32_t)h[4] << 24 | (uint32_t)h[5] << 16 | (uint32_t)h[6] << 8 | h[7];
+		len = (uint32_t)h[8] << 24 | (uint32_t)h[9] << 16 | (uint32_t)h[10] << 8 | h[11];
+		body = malloc((size_t)len + QW_FRAME_TAG_BYTES);
+		if (!body || read_full(m->a, body, (size_t)len + QW_FRAME_TAG_BYTES)) {
+			free(body);
+			break;
+		}
+		if (type == 0x52460002 && len > 8 + 16) { /* DELIVER: a ciphertext bit */
+			body[8 + 3] ^= 0x10;
+			m->flipped = 1;
+		}
+		if (write(m->b, h, sizeof(h)) != (ssize_t)sizeof(h) ||
+		    write(m->b, body, (size_t)len + QW_FRAME_TAG_BYTES) !=
+			    (ssize_t)(len + QW_FRAME_TAG_BYTES)) {
+			free(body);
+			break;
+		}
+		free(body);
+	}
+	shutdown(m->b, SHUT_RDWR);
+	return NULL;
+}
+
+static void *mitm_up(void *arg)
+{
+	struct mitm *m = arg;
+	uint8_t buf[4096];
+	ssize_t r;
+
+	while ((r = read(m->b, buf, sizeof(buf))) > 0)
+		if (write(m->a, buf, (size_t)r) != r)
+			break;
+	shutdown(m->a, SHUT_RDWR);
+	return NULL;
+}
+
+/* One refill; with mitm set the bytes pass through a tampering relay. */
+static int run_refill(const struct qw_refill_params *p, uint64_t psk_seed, int tamper,
+		      struct ap_arg *ap, uint8_t **keys, size_t *nbytes,
+		      struct qw_refill_result *tres)
+{
+	int sv[2], sw[2];
+	pthread_t t, tm1, tm2;
+	struct mitm m = { 0 };
+	struct qw_frame_io io;
+	int ret;
+
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+	memset(ap, 0, sizeof(*ap));
+	ap->p = p;
+	ap->fd = sv[0];
+	psk_fill(ap->psk, psk_seed);
+	ap->src.rng = qw_rng_new_seeded(psk_seed + 77);
+	assert_non_null(ap->src.rng);
+	if (tamper) {
+		assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sw), 0);
+		m.a = sv[1];
+		m.b = sw[0];
+		assert_int_equal(pthread_create(&tm1, NULL, mitm_down, &m), 0);
+		assert_int_equal(pthread_create(&tm2, NULL, mitm_up, &m), 0);
+	}
+	assert_int_equal(pthread_create(&t, NULL, ap_thread, ap), 0);
+	{
+		uint8_t psk[QW_REFILL_PSK_BYTES];
+
+		psk_fill(psk, psk_seed);
+		qw_frame_io_fd(&io, tamper ? sw[1] : sv[1]);
+		ret = qw_refill_terminal(p, &io, psk, sizeof(psk), WANT_BITS, keys, nbytes, tres);
+		qw_wipe(psk, sizeof(psk));
+	}
+	shutdown(tamper ? sw[1] : sv[1], SHUT_RDWR);
+	pthread_join(t, NULL);
+	if (tamper) {
+		pthread_join(tm1, NULL);
+		pthread_join(tm2, NULL);
+		assert_true(m.flipped);
+		close(sw[0]);
+		close(sw[1]);
+	}
+	close(sv[0]);
+	close(sv[1]);
+	qw_rng_free(ap->src.rng);
+	return ret;
+}
+
+static void test_refill_delivers_and_balance_grows(void **state)
+{
+	struct qw_refill_params p;
+	struct qw_refill_result tres;
+	struct qw_refill_balance bal = { 0 };
+	struct ap_arg *ap = calloc(1, sizeof(*ap));
+	uint8_t *keys = NULL;
+	size_t n = 0, before;
+
+	(void)state;
+	assert_non_null(ap);
+	qw_refill_params_default(&p);
+	p.air_seed = 11;
+	assert_int_equal(qw_refill_balance_add(&bal, (const uint8_t *)"0123456789abcdef"
+						"0123456789abcdef", 32), 0);
+	before = bal.len;
+	assert_int_equal(run_refill(&p, 1, 0, ap, &keys, &n, &tres), 0);
+	assert_int_equal(ap->ret, 0);
+	assert_true(tres.plkg_bits > QW_REFILL_MAC_BITS + QW_REFILL_UNIT_BITS);
+	assert_int_equal(tres.plkg_bits, ap->res.plkg_bits);
+	assert_memory_equal(tres.plkg_fingerprint, ap->res.plkg_fingerprint, 32);
+	assert_true(tres.disclosed_bits > 0);
+	/* exactly what the AP took from its source arrived */
+	assert_true(n > 0 && n * 8 <= WANT_BITS && (n * 8) % QW_REFILL_UNIT_BITS == 0);
+	assert_int_equal(tres.delivered_bits, n * 8);
+	assert_int_equal(ap->res.delivered_bits, n * 8);
+	assert_int_equal(ap->src.n, n);
+	assert_memory_equal(keys, ap->src.given, n);
+	assert_int_equal(qw_refill_balance_add(&bal, keys, n), 0);
+	assert_int_equal((bal.len - before) * 8, tres.delivered_bits);
+	assert_memory_equal(bal.keys + before, ap->src.given, n);
+	qw_free_secret(keys, n);
+	qw_refill_balance_clear(&bal);
+	free(ap);
+}
+
+static void test_two_refills_use_different_keys(void **state)
+{
+	struct qw_refill_params p;
+	struct qw_refill_result r1, r2;
+	struct ap_arg *ap = calloc(1, sizeof(*ap));
+	uint8_t *k1 = NULL, *k2 = NULL;
+	size_t n1 = 0, n2 = 0;
+
+	(void)state;
+	assert_non_null(ap);
+	qw_refill_params_default(&p);
+	p.air_seed = 21;
+	assert_int_equal(run_refill(&p, 2, 0, ap, &k1, &n1, &r1), 0);
+	p.air_seed = 22; /* a later refill probes the channel anew */
+	assert_int_equal(run_refill(&p, 3, 0, ap, &k2, &n2, &r2), 0);
+	assert_int_equal(ap->ret, 0);
+	assert_memory_not_equal(r1.plkg_fingerprint, r2.plkg_fingerprint, 32);
+	assert_true(n1 > 0 && n2 > 0);
+	qw_free_secret(k1, n1);
+	qw_free_secret(k2, n2);
+	free(ap);
+}
+
+static void test_tampered_delivery_adds_nothing(void **state)
+{
+	struct qw_refill_params p;
+	struct qw_refill_result tres;
+	struct ap_arg *ap = calloc(1, sizeof(*ap));
+	uint8_t *keys = NULL;
+	size_t n = 0;
+	int ret;
+
+	(void)state;
+	assert_non_null(ap);
+	qw_refill_params_default(&p);
+	p.air_seed = 31;
+	ret = run_refill(&p, 4, 1, ap, &keys, &n, &tres);
+	/* the frame's own Wegman-Carter tag catches the flipped bit first */
+	assert_int_equal(ret, QW_EAUTH);
+	assert_null(keys);
+	assert_int_equal(n, 0);
+	assert_int_equal(tres.delivered_bits, 0);
+	assert_int_not_equal(ap->ret, 0);
+	assert_int_equal(ap->res.delivered_bits, 0);
+	free(ap);
+}
+
+/* The delivery message itself: OTP 1:1 under the PLKG key, WC-MAC with the
+ * key's first 256 bits; any flipped bit fails, and nothing is decrypted. */
+static void test_seal_open(void **state)
+{
+	uint8_t k[32 + 64], keys[64], msg[8 + 64 + 16], out[64];
+	size_t len = 0;
+	uint64_t nb = 0;
+	struct qw_rng *r = qw_rng_new_seeded(5);
+
+	(void)state;
+	assert_non_null(r);
+	assert_int_equal(qw_rng_bytes(r, k, sizeof(k)), 0);
+	assert_int_equal(qw_rng_bytes(r, keys, sizeof(keys)), 0);
+	qw_rng_free(r);
+	assert_int_equal(qw_refill_seal(k, sizeof(k), keys, 512, msg, sizeof(msg), &len), 0);
+	assert_int_equal(len, sizeof(msg));
+	for (size_t i = 0; i < 64; i++)
+		assert_int_equal(msg[8 + i], keys[i] ^ k[32 + i]);
+	assert_int_equal(qw_refill_open(k, sizeof(k), msg, len, out, sizeof(out), &nb), 0);
+	assert_int_equal(nb, 512);
+	assert_memory_equal(out, keys, 64);
+	/* a key too short for MAC + pad */
+	assert_int_equal(qw_refill_seal(k, 32 + 63, keys, 512, msg, sizeof(msg), &len),
+			 QW_ERANGE);
+	for (size_t bit = 64; bit < 8 * sizeof(msg); bit += 37) {
+		memset(out, 0, sizeof(out));
+		msg[bit / 8] ^= (uint8_t)(1u << (bit % 8));
+		assert_int_equal(qw_refill_open(k, sizeof(k), msg, sizeof(msg), out, sizeof(out),
+						&nb), QW_EAUTH);
+		for (size_t i = 0; i < sizeof(out); i++)
+			assert_int_equal(out[i], 0);
+		msg[bit / 8] ^= (uint8_t)(1u << (bit % 8));
+	}
+	msg[7] ^= 8; /* length field */
+	assert_int_equal(qw_refill_open(k, sizeof(k), msg, sizeof(msg), out, sizeof(out), &nb),
+			 QW_EPARSE);
+}
+
+static void test_balance_file_and_threshold(void **state)
+{
+	char dir[] = "/tmp/qw_refill_XXXXXX", path[64];
+	uint8_t key[32], key2[32], ks[96], got[40];
+	struct qw_refill_balance b = { 0 }, c = { 0 };
+	struct stat sb;
+
+	(void)state;
+	assert_non_null(mkdtemp(dir));
+	snprintf(path, sizeof(path), "%s/balance", dir);
+	memset(key, 7, sizeof(key));
+	memset(key2, 8, sizeof(key2));
+	for (size_t i = 0; i < sizeof(ks); i++)
+		ks[i] = (uint8_t)(i * 13 + 1);
+	assert_int_equal(qw_refill_balance_load(path, key, &b), 0); /* no file: empty */
+	assert_int_equal(b.len, 0);
+	assert_true(qw_refill_needed(b.len * 8, 256));
+	assert_int_equal(qw_refill_balance_add(&b, ks, sizeof(ks)), 0);
+	assert_false(qw_refill_needed(b.len * 8, 768));
+	assert_true(qw_refill_needed(b.len * 8, 769));
+	assert_int_equal(qw_refill_balance_save(path, key, &b), 0);
+	assert_int_equal(stat(path, &sb), 0);
+	assert_int_equal(sb.st_mode & 0777, 0600);
+	assert_int_equal(qw_refill_balance_load(path, key2, &c), QW_EAUTH);
+	assert_int_equal(qw_refill_balance_load(path, key, &c), 0);
+	assert_int_equal(c.len, sizeof(ks));
+	assert_int_equal(c.refills, 1);
+	assert_memory_equal(c.keys, ks, sizeof(ks));
+	assert_int_equal(qw_refill_balance_take(&c, got, 40), 0);
+	assert_memory_equal(got, ks, 40);
+	assert_int_equal(c.len, 56);
+	assert_memory_equal(c.keys, ks + 40, 56);
+	assert_int_equal(qw_refill_balance_take(&c, got, 57), QW_EAGAIN);
+	assert_int_equal(c.len, 56);
+	/* the keys are not in the file in clear */
+	{
+		FILE *f = fopen(path, "rb");
+		uint8_t raw[512];
+		size_t n;
+
+		assert_non_null(f);
+		n = fread(raw, 1, sizeof(raw), f);
+		fclose(f);
+		for (size_t i = 0; i + 8 <= n; i++)
+			assert_memory_not_equal(raw + i, ks, 8);
+	}
+	qw_refill_balance_clear(&b);
+	qw_refill_balance_clear(&c);
+	unlink(path);
+	rmdir(dir);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_seal_open),
+		cmocka_unit_test(test_balance_file_and_threshold),
+		cmocka_unit_test(test_refill_delivers_and_balance_grows),
+		cmocka_unit_test(test_two_refills_use_different_keys),
+		cmocka_unit_test(test_tampered_delivery_adds_nothing),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
