@@ -45,7 +45,7 @@
 /* Pre-shared frame authentication material per refill: both hash keys and
  * QW_REFILL_PSK_UNITS pads per direction (a refill sends at most 5 frames
  * each way with the BCH reconciler; the rest is slack for the verdict and
- * a DROP). 17 slots of 256 bits. */
+ * a DROP). 16 slots of 256 bits. */
 #define QW_REFILL_PSK_UNITS 15
 #define QW_REFILL_PSK_BYTES (2 * QW_AUTH_HASHKEY_BYTES + QW_REFILL_PSK_UNITS * QW_AUTH_UNIT_BYTES)
 /* PLKG key bits spent on the MAC (hash key + pad) before the pad of keys. */

@@ -15,5 +15,6 @@ int qw_cmd_keys(int argc, char **argv);
 int qw_cmd_net(int argc, char **argv);
 int qw_cmd_ksc(int argc, char **argv);
 int qw_cmd_device(int argc, char **argv);
+int qw_cmd_terminal(int argc, char **argv);
 
 #endif

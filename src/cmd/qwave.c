@@ -20,6 +20,7 @@ static const struct qw_cli_cmd groups[] = {
 	{ "net", qw_cmd_net, "a whole network on this machine: net up FILE, net down" },
 	{ "ksc", qw_cmd_ksc, "Key Service Center: devices, key life cycle, audit, services over its API" },
 	{ "device", qw_cmd_device, "device side of the KSC: a simulated SIM/TF card (import, unwrap, auth)" },
+	{ "terminal", qw_cmd_terminal, "mobile terminal: key balance and over-the-air refill (PLKG + OTP)" },
 	{ NULL, NULL, NULL },
 };
 

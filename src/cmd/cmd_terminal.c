@@ -1,0 +1,475 @@
+/* qwave terminal: a mobile terminal's local key balance and its
+ * over-the-air refill (refill.h, docs/plkg.md section 12).
+ *
+ * The terminal is a `qwave device` medium (DIR/device.json: the medium key
+ * and the pre-filled KSC keys). Its balance of refilled keys is
+ * DIR/balance.sealed (mode 0600), AES-256-GCM under a key derived from the
+ * medium key. A refill authenticates its frames with unused pre-filled
+ * slots (marked used before the refill starts, so never reused) and runs
+ * the terminal end of the protocol; the access-point end runs in this
+ * process over a socketpair, standing in for the AP with the KSC behind it:
+ * it holds the same slots (as the KSC holds the fill) and its keys come
+ * from the OS DRBG in place of the KSC's QKD key pool. */
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#include "cli.h"
+#include "commands.h"
+#include "qwave/encoding.h"
+#include "qwave/error.h"
+#include "qwave/hash.h"
+#include "qwave/ksc.h"
+#include "qwave/refill.h"
+#include "qwave/rng.h"
+#include "qwave/secmem.h"
+
+struct topts {
+	const char *cmd, *dir, *out;
+	uint64_t bits, threshold;
+	int json, force, have_bits;
+};
+
+static int help(const char *cmd)
+{
+	if (!strcmp(cmd, "balance"))
+		printf("usage: qwave terminal balance --dir DIR [--json]\n\n"
+		       "Refilled key bits held by the terminal (DIR/balance.sealed) and the unused\n"
+		       "pre-filled bits of its medium (DIR/device.json).\n");
+	else if (!strcmp(cmd, "use"))
+		printf("usage: qwave terminal use --dir DIR --bits N [--out FILE] [--json]\n\n"
+		       "Take N bits (a multiple of 8) of refilled key, oldest first; they leave the\n"
+		       "balance. Prints their SM3 fingerprint; --out writes them (hex, mode 0600).\n");
+	else
+		printf("usage: qwave terminal refill --dir DIR [--threshold BITS] [--bits BITS]\n"
+		       "                             [--force] [--json]\n\n"
+		       "When the balance is below --threshold (default 4096 bits) or with --force, ask\n"
+		       "for --bits (default 1024, a multiple of 256) over the air: probing and PLKG\n"
+		       "distillation (BCH) with the access point, then the keys one-time-pad encrypted\n"
+		       "under the fresh PLKG key with a Wegman-Carter MAC. Frames are authenticated with\n"
+		       "%u unused pre-filled slots of the medium. The access point is simulated in this\n"
+		       "process (keys from the OS DRBG standing in for the KSC's QKD pool).\n",
+		       (unsigned)(QW_REFILL_PSK_BYTES / QW_KSC_SLOT_BYTES));
+	return QW_EXIT_OK;
+}
+
+static int parse(struct topts *o, int argc, char **argv)
+{
+	memset(o, 0, sizeof(*o));
+	o->cmd = argv[0];
+	o->threshold = 4096;
+	o->bits = 1024;
+	for (int i = 1; i < argc; i++) {
+		const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+
+		if (!strcmp(a, "--help") || !strcmp(a, "-h"))
+			return help(o->cmd), -1;
+		if (!strcmp(a, "--json")) {
+			o->json = 1;
+		} else if (!strcmp(a, "--force")) {
+			o->force = 1;
+		} else if (!strcmp(a, "--dir") && v) {
+			o->dir = v, i++;
+		} else if (!strcmp(a, "--out") && v) {
+			o->out = v, i++;
+		} else if ((!strcmp(a, "--bits") || !strcmp(a, "--threshold")) && v) {
+			uint64_t x;
+
+			if (qw_cli_parse_u64(v, &x))
+				return qw_cli_usage_error("terminal", "bad value for %s: %s", a, v), -2;
+			if (!strcmp(a, "--bits"))
+				o->bits = x, o->have_bits = 1;
+			else
+				o->threshold = x;
+			i++;
+		} else {
+			return qw_cli_usage_error("terminal", "unknown option or missing value: %s", a),
+			       -2;
+		}
+	}
+	if (!o->dir)
+		return qw_cli_usage_error("terminal", "--dir is required"), -2;
+	return 0;
+}
+
+/* ---- the medium -------------------------------------------------------- */
+
+static json_t *medium_load(const char *dir)
+{
+	char p[600];
+	uint8_t *d = NULL;
+	size_t n = 0;
+	json_t *j;
+
+	snprintf(p, sizeof(p), "%s/device.json", dir);
+	if (qw_cli_read_file(p, &d, &n))
+		return NULL;
+	j = json_loadb((const char *)d, n, 0, NULL);
+	qw_free_secret(d, n);
+	return json_is_object(j) ? j : (json_decref(j), NULL);
+}
+
+static int medium_save(const char *dir, json_t *j)
+{
+	char p[600], *t = json_dumps(j, JSON_INDENT(1));
+	int ret;
+
+	if (!t)
+		return QW_ENOMEM;
+	snprintf(p, sizeof(p), "%s/device.json", dir);
+	ret = qw_cli_write_file(p, (const uint8_t *)t, strlen(t), 1);
+	qw_free_secret(t, strlen(t) + 1);
+	return ret;
+}
+
+/* The balance file's key: HKDF-SHA-256 of the medium key. */
+static int balance_key(json_t *st, uint8_t key[32])
+{
+	const char *s = json_string_value(json_object_get(st, "medium_key"));
+	uint8_t mk[64];
+	size_t n = 0;
+	int ret;
+
+	if (!s || qw_base64_decode(mk, sizeof(mk), &n, s, strlen(s)) ||
+	    n != QW_KSC_MEDIUM_KEY_BYTES)
+		return QW_ENOTFOUND;
+	ret = qw_hkdf(QW_HASH_SHA256, mk, n, "qwave-terminal", 14, "balance key", 11, key, 32);
+	qw_wipe(mk, sizeof(mk));
+	return ret;
+}
+
+static uint64_t prefilled_bits(json_t *st)
+{
+	json_t *b;
+	size_t i;
+	uint64_t bits = 0;
+
+	json_array_foreach(json_object_get(st, "batches"), i, b)
+		bits += ((uint64_t)json_integer_value(json_object_get(b, "slots")) -
+			 json_array_size(json_object_get(b, "used"))) * QW_KSC_SLOT_BITS;
+	return bits;
+}
+
+static int slot_used(json_t *used, uint64_t s)
+{
+	json_t *u;
+	size_t i;
+
+	json_array_foreach(used, i, u)
+		if ((uint64_t)json_integer_value(u) == s)
+			return 1;
+	return 0;
+}
+
+/* Take the next unused pre-filled slots into psk (n bytes, whole slots),
+ * marking them used in st. */
+static int take_slots(json_t *st, uint8_t *psk, size_t n)
+{
+	json_t *b;
+	size_t i, got = 0;
+
+	json_array_foreach(json_object_get(st, "batches"), i, b) {
+		const char *k64 = json_string_value(json_object_get(b, "keys"));
+		json_t *used = json_object_get(b, "used");
+		uint64_t slots = (uint64_t)json_integer_value(json_object_get(b, "slots"));
+		uint8_t *keys;
+		size_t cap, kn = 0;
+
+		if (!k64 || !json_is_array(used))
+			continue;
+		cap = qw_base64_decoded_max(strlen(k64));
+		keys = malloc(cap ? cap : 1);
+		if (!keys)
+			return QW_ENOMEM;
+		if (qw_base64_decode(keys, cap, &kn, k64, strlen(k64))) {
+			qw_free_secret(keys, cap ? cap : 1);
+			continue;
+		}
+		for (uint64_t s = 0; s < slots && got < n; s++) {
+			if ((s + 1) * QW_KSC_SLOT_BYTES > kn || slot_used(used, s))
+				continue;
+			memcpy(psk + got, keys + s * QW_KSC_SLOT_BYTES, QW_KSC_SLOT_BYTES);
+			got += QW_KSC_SLOT_BYTES;
+			json_array_append_new(used, json_integer((json_int_t)s));
+		}
+		qw_free_secret(keys, cap ? cap : 1);
+		if (got >= n)
+			return 0;
+	}
+	return QW_EAGAIN;
+}
+
+/* ---- the access point stand-in ----------------------------------------- */
+
+struct ap {
+	const struct qw_refill_params *p;
+	int fd;
+	const uint8_t *psk;
+	struct qw_refill_result res;
+	int ret;
+};
+
+static int drbg_get(void *ctx, uint8_t *out, size_t n)
+{
+	(void)ctx;
+	return qw_random_bytes(out, n);
+}
+
+static void *ap_main(void *arg)
+{
+	struct ap *a = arg;
+	struct qw_frame_io io;
+	struct qw_refill_source src = { NULL, drbg_get };
+
+	qw_frame_io_fd(&io, a->fd);
+	a->ret = qw_refill_ap(a->p, &io, a->psk, QW_REFILL_PSK_BYTES, 0, &src, &a->res);
+	shutdown(a->fd, SHUT_RDWR);
+	return NULL;
+}
+
+/* ---- commands ---------------------------------------------------------- */
+
+static int open_all(const struct topts *o, json_t **st, uint8_t key[32], char *bpath,
+		    size_t cap, struct qw_refill_balance *bal)
+{
+	int ret;
+
+	*st = medium_load(o->dir);
+	if (!*st)
+		return qw_cli_fail("no medium in %s (run 'qwave device init')", o->dir);
+	if (balance_key(*st, key))
+		return qw_cli_fail("this medium holds no key (erased?)");
+	snprintf(bpath, cap, "%s/balance.sealed", o->dir);
+	ret = qw_refill_balance_load(bpath, key, bal);
+	if (ret)
+		return qw_cli_fail("%s: %s", bpath, ret == QW_EAUTH ?
+				   "does not open under this medium's key (altered?)" :
+				   qw_strerror(ret));
+	return QW_EXIT_OK;
+}
+
+static int cmd_balance(int argc, char **argv)
+{
+	struct topts o;
+	struct qw_refill_balance bal = { 0 };
+	uint8_t key[32];
+	char bpath[640];
+	json_t *st = NULL;
+	int rc = parse(&o, argc, argv);
+
+	if (rc)
+		return rc == -1 ? QW_EXIT_OK : QW_EXIT_USAGE;
+	rc = open_all(&o, &st, key, bpath, sizeof(bpath), &bal);
+	if (rc == QW_EXIT_OK) {
+		if (o.json)
+			qw_cli_print_json(json_pack("{s:I, s:I, s:I}", "balance_bits",
+						    (json_int_t)(bal.len * 8), "refills",
+						    (json_int_t)bal.refills, "prefilled_bits",
+						    (json_int_t)prefilled_bits(st)));
+		else
+			printf("balance            %zu bits\nrefills            %llu\n"
+			       "prefilled          %llu bits\n", bal.len * 8,
+			       (unsigned long long)bal.refills,
+			       (unsigned long long)prefilled_bits(st));
+	}
+	qw_wipe(key, sizeof(key));
+	qw_refill_balance_clear(&bal);
+	json_decref(st);
+	return rc;
+}
+
+static int cmd_use(int argc, char **argv)
+{
+	struct topts o;
+	struct qw_refill_balance bal = { 0 };
+	uint8_t key[32], fp[32], *k = NULL;
+	char bpath[640], hex[65];
+	json_t *st = NULL;
+	size_t n = 0;
+	int rc = parse(&o, argc, argv);
+
+	if (rc)
+		return rc == -1 ? QW_EXIT_OK : QW_EXIT_USAGE;
+	if (!o.have_bits || !o.bits || o.bits % 8)
+		return qw_cli_usage_error("terminal", "--bits N (a positive multiple of 8) is required");
+	rc = open_all(&o, &st, key, bpath, sizeof(bpath), &bal);
+	if (rc)
+		goto out;
+	n = (size_t)(o.bits / 8);
+	k = malloc(n);
+	if (!k) {
+		rc = qw_cli_fail("out of memory");
+		goto out;
+	}
+	if (qw_refill_balance_take(&bal, k, n)) {
+		rc = qw_cli_fail("the balance holds %zu bits, fewer than %llu: refill first",
+				 bal.len * 8, (unsigned long long)o.bits);
+		goto out;
+	}
+	/* the keys leave the balance before anyone sees them */
+	if (qw_refill_balance_save(bpath, key, &bal)) {
+		rc = qw_cli_fail("cannot write %s", bpath);
+		goto out;
+	}
+	if (o.out) {
+		char *h = malloc(2 * n + 2);
+
+		if (!h || qw_hex_encode(h, 2 * n + 1, k, n)) {
+			free(h);
+			rc = qw_cli_fail("out of memory");
+			goto out;
+		}
+		h[2 * n] = '\n';
+		rc = qw_cli_write_file(o.out, (const uint8_t *)h, 2 * n + 1, 1) ?
+			     qw_cli_fail("cannot write %s", o.out) : QW_EXIT_OK;
+		qw_free_secret(h, 2 * n + 2);
+		if (rc)
+			goto out;
+	}
+	if (qw_hash(QW_HASH_SM3, k, n, fp) || qw_hex_encode(hex, sizeof(hex), fp, sizeof(fp))) {
+		rc = qw_cli_fail("hash failed");
+		goto out;
+	}
+	if (o.json)
+		qw_cli_print_json(json_pack("{s:I, s:s, s:I}", "used_bits", (json_int_t)o.bits,
+					    "sm3", hex, "balance_bits", (json_int_t)(bal.len * 8)));
+	else
+		printf("used               %llu bits\nsm3                %s\nbalance            %zu bits\n",
+		       (unsigned long long)o.bits, hex, bal.len * 8);
+	rc = QW_EXIT_OK;
+out:
+	qw_free_secret(k, n);
+	qw_wipe(key, sizeof(key));
+	qw_refill_balance_clear(&bal);
+	json_decref(st);
+	return rc;
+}
+
+static int cmd_refill(int argc, char **argv)
+{
+	struct topts o;
+	struct qw_refill_balance bal = { 0 };
+	struct qw_refill_params p;
+	struct qw_refill_result res;
+	struct qw_frame_io io;
+	struct ap ap;
+	uint8_t key[32], psk[QW_REFILL_PSK_BYTES], *keys = NULL;
+	char bpath[640];
+	json_t *st = NULL;
+	size_t n = 0;
+	int sv[2] = { -1, -1 }, ret, started = 0;
+	pthread_t t;
+	int rc = parse(&o, argc, argv);
+
+	if (rc)
+		return rc == -1 ? QW_EXIT_OK : QW_EXIT_USAGE;
+	if (!o.bits || o.bits % QW_REFILL_UNIT_BITS || o.bits > (1u << 20))
+		return qw_cli_usage_error("terminal", "--bits must be a multiple of %u up to 1048576",
+					  QW_REFILL_UNIT_BITS);
+	rc = open_all(&o, &st, key, bpath, sizeof(bpath), &bal);
+	if (rc)
+		goto out;
+	if (!o.force && !qw_refill_needed(bal.len * 8, o.threshold)) {
+		if (o.json)
+			qw_cli_print_json(json_pack("{s:b, s:I, s:I}", "refilled", 0, "balance_bits",
+						    (json_int_t)(bal.len * 8), "threshold_bits",
+						    (json_int_t)o.threshold));
+		else
+			printf("balance %zu bits >= threshold %llu bits: no refill needed\n",
+			       bal.len * 8, (unsigned long long)o.threshold);
+		goto out;
+	}
+	if (take_slots(st, psk, sizeof(psk))) {
+		rc = qw_cli_fail("fewer than %zu unused pre-filled bits on the medium: fill it first",
+				 sizeof(psk) * 8);
+		goto out;
+	}
+	/* the slots are spent before any frame is sent under them */
+	if (medium_save(o.dir, st)) {
+		rc = qw_cli_fail("cannot write %s/device.json", o.dir);
+		goto out;
+	}
+	qw_refill_params_default(&p);
+	if (qw_random_bytes(&p.air_seed, sizeof(p.air_seed)) ||
+	    socketpair(AF_UNIX, SOCK_STREAM, 0, sv)) {
+		rc = qw_cli_fail("cannot set up the simulated air interface");
+		goto out;
+	}
+	memset(&ap, 0, sizeof(ap));
+	ap.p = &p;
+	ap.fd = sv[0];
+	ap.psk = psk;
+	if (pthread_create(&t, NULL, ap_main, &ap)) {
+		rc = qw_cli_fail("cannot start the access point");
+		goto out;
+	}
+	started = 1;
+	if (!o.json)
+		qw_cli_progress("probing the channel and distilling a PLKG key...");
+	qw_frame_io_fd(&io, sv[1]);
+	ret = qw_refill_terminal(&p, &io, psk, sizeof(psk), o.bits, &keys, &n, &res);
+	shutdown(sv[1], SHUT_RDWR);
+	pthread_join(t, NULL);
+	started = 0;
+	if (!o.json)
+		qw_cli_progress_done();
+	if (ret) {
+		rc = qw_cli_fail("refill failed: %s", res.reason[0] ? res.reason : qw_strerror(ret));
+		goto out;
+	}
+	if (qw_refill_balance_add(&bal, keys, n) || qw_refill_balance_save(bpath, key, &bal)) {
+		rc = qw_cli_fail("cannot write %s", bpath);
+		goto out;
+	}
+	if (o.json)
+		qw_cli_print_json(json_pack("{s:b, s:I, s:I, s:I, s:I, s:I, s:I, s:s}", "refilled", 1,
+					    "delivered_bits", (json_int_t)res.delivered_bits,
+					    "balance_bits", (json_int_t)(bal.len * 8), "probes",
+					    (json_int_t)res.probes, "raw_bits",
+					    (json_int_t)res.raw_bits, "disclosed_bits",
+					    (json_int_t)res.disclosed_bits, "plkg_key_bits",
+					    (json_int_t)res.plkg_bits, "key_source",
+					    "os-drbg (stand-in for the KSC QKD pool)"));
+	else
+		printf("delivered          %llu bits\nbalance            %zu bits\n"
+		       "probes             %llu (%.1f s of probing)\nraw                %llu bits\n"
+		       "disclosed          %llu bits\nplkg key           %llu bits (wiped)\n",
+		       (unsigned long long)res.delivered_bits, bal.len * 8,
+		       (unsigned long long)res.probes,
+		       (double)res.probes / p.plkg.chan.probe_rate_hz,
+		       (unsigned long long)res.raw_bits, (unsigned long long)res.disclosed_bits,
+		       (unsigned long long)res.plkg_bits);
+	rc = QW_EXIT_OK;
+out:
+	if (started) {
+		shutdown(sv[1], SHUT_RDWR);
+		pthread_join(t, NULL);
+	}
+	if (sv[0] >= 0) {
+		close(sv[0]);
+		close(sv[1]);
+	}
+	qw_free_secret(keys, n);
+	qw_wipe(psk, sizeof(psk));
+	qw_wipe(key, sizeof(key));
+	qw_refill_balance_clear(&bal);
+	json_decref(st);
+	return rc;
+}
+
+int qw_cmd_terminal(int argc, char **argv)
+{
+	static const struct qw_cli_cmd cmds[] = {
+		{ "refill", cmd_refill, "refill the key balance over the air (PLKG + OTP)" },
+		{ "balance", cmd_balance, "refilled and pre-filled key bits held" },
+		{ "use", cmd_use, "take keys from the balance" },
+		{ NULL, NULL, NULL },
+	};
+	return qw_cli_dispatch("terminal", "a mobile terminal's key balance and over-the-air refill",
+			       cmds, argc, argv);
+}
