@@ -43,22 +43,31 @@
 #include "qwave/plkg.h"
 
 /* Pre-shared frame authentication material per refill: both hash keys and
- * QW_REFILL_PSK_UNITS pads per direction (a refill sends at most 5 frames
- * each way with the BCH reconciler; the rest is slack for the verdict and
- * a DROP). 16 slots of 256 bits. */
-#define QW_REFILL_PSK_UNITS 15
+ * QW_REFILL_PSK_UNITS pads per direction. A refill sends 4 frames each way
+ * with the BCH reconciler (HELLO, verdict, tag, ACK / syndromes, tag, PA
+ * seed, DELIVER) plus at most one DROP: 6 slots of 256 bits. */
+#define QW_REFILL_PSK_UNITS 5
 #define QW_REFILL_PSK_BYTES (2 * QW_AUTH_HASHKEY_BYTES + QW_REFILL_PSK_UNITS * QW_AUTH_UNIT_BYTES)
 /* PLKG key bits spent on the MAC (hash key + pad) before the pad of keys. */
 #define QW_REFILL_MAC_BITS 256u
+/* Raw bits probed per requested bit: the BCH chain keeps about 0.22 key
+ * bits per raw bit at the default channel (docs/plkg.md section 12). */
+#define QW_REFILL_RAW_PER_BIT 5u
 /* Keys are delivered in whole slots of this many bits. */
 #define QW_REFILL_UNIT_BITS 256u
 
 struct qw_refill_params {
-	struct qw_plkg_params plkg;  /* the radio channel and the chain (BCH) */
+	/* The radio channel and the chain (BCH). A refill's block is at least
+	 * plkg.block_bits raw bits and at least QW_REFILL_RAW_PER_BIT raw bits
+	 * per requested key bit (+ the MAC's), so that the PLKG key can carry
+	 * the request; both ends size it from the HELLO. */
+	struct qw_plkg_params plkg;
 	/* The simulated channel realisation both ends probe (stands for the
 	 * air); a new one per refill, as the real channel never repeats. */
 	uint64_t air_seed;
-	uint64_t max_probes;         /* give up (QW_EAGAIN) after this many */
+	/* Give up (QW_EAGAIN) after this many probe rounds (raised to
+	 * block_bits / 4 for a large request). */
+	uint64_t max_probes;
 	int recv_timeout_ms;         /* pad wait of the frame connection */
 };
 
@@ -81,6 +90,7 @@ struct qw_refill_result {
 	uint64_t raw_bits;        /* the block's quantized bits */
 	uint64_t disclosed_bits;  /* reconciliation + verification tag */
 	uint64_t plkg_bits;       /* the PLKG key's length */
+	uint64_t frames_sent, frames_received;
 	uint64_t delivered_bits;  /* quantum key bits delivered (0 on failure) */
 	/* SM3 of the PLKG key (equal at both ends; lets tests see that two
 	 * refills used different keys without handling the key). */

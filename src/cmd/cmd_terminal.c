@@ -48,12 +48,13 @@ static int help(const char *cmd)
 	else
 		printf("usage: qwave terminal refill --dir DIR [--threshold BITS] [--bits BITS]\n"
 		       "                             [--force] [--json]\n\n"
-		       "When the balance is below --threshold (default 4096 bits) or with --force, ask\n"
-		       "for --bits (default 1024, a multiple of 256) over the air: probing and PLKG\n"
-		       "distillation (BCH) with the access point, then the keys one-time-pad encrypted\n"
-		       "under the fresh PLKG key with a Wegman-Carter MAC. Frames are authenticated with\n"
-		       "%u unused pre-filled slots of the medium. The access point is simulated in this\n"
-		       "process (keys from the OS DRBG standing in for the KSC's QKD pool).\n",
+		       "When the balance is below --threshold (default 8192 bits) or with --force, ask\n"
+		       "for --bits (default 4096, a multiple of 256, at most 65536) over the air:\n"
+		       "probing and PLKG distillation (BCH) with the access point, then the keys\n"
+		       "one-time-pad encrypted under the fresh PLKG key with a Wegman-Carter MAC.\n"
+		       "Frames are authenticated with %u unused pre-filled slots of the medium. The\n"
+		       "access point is simulated in this process (keys from the OS DRBG standing in\n"
+		       "for the KSC's QKD pool).\n",
 		       (unsigned)(QW_REFILL_PSK_BYTES / QW_KSC_SLOT_BYTES));
 	return QW_EXIT_OK;
 }
@@ -62,8 +63,8 @@ static int parse(struct topts *o, int argc, char **argv)
 {
 	memset(o, 0, sizeof(*o));
 	o->cmd = argv[0];
-	o->threshold = 4096;
-	o->bits = 1024;
+	o->threshold = 8192;
+	o->bits = 4096;
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
 
@@ -368,8 +369,8 @@ static int cmd_refill(int argc, char **argv)
 
 	if (rc)
 		return rc == -1 ? QW_EXIT_OK : QW_EXIT_USAGE;
-	if (!o.bits || o.bits % QW_REFILL_UNIT_BITS || o.bits > (1u << 20))
-		return qw_cli_usage_error("terminal", "--bits must be a multiple of %u up to 1048576",
+	if (!o.bits || o.bits % QW_REFILL_UNIT_BITS || o.bits > 65536)
+		return qw_cli_usage_error("terminal", "--bits must be a multiple of %u up to 65536",
 					  QW_REFILL_UNIT_BITS);
 	rc = open_all(&o, &st, key, bpath, sizeof(bpath), &bal);
 	if (rc)

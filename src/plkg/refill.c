@@ -191,6 +191,7 @@ static int recv_msg(struct qw_frame_conn *c, uint32_t want, struct qw_frame *f)
 }
 
 struct side {
+	struct qw_refill_params pb; /* p with the refill's block size */
 	const struct qw_refill_params *p;
 	enum qw_role role;
 	struct qw_auth_pool *pool;
@@ -337,7 +338,8 @@ static int side_open(struct side *s, const struct qw_refill_params *p, enum qw_r
 
 	memset(s, 0, sizeof(*s));
 	memset(res, 0, sizeof(*res));
-	s->p = p;
+	s->pb = *p;
+	s->p = &s->pb;
 	s->role = role;
 	s->res = res;
 	if (psklen != QW_REFILL_PSK_BYTES || qw_plkg_params_check(&p->plkg))
@@ -350,8 +352,24 @@ static int side_open(struct side *s, const struct qw_refill_params *p, enum qw_r
 	return s->conn ? 0 : QW_ENOMEM;
 }
 
+/* Both ends size the block from the request in the HELLO. */
+static void size_block(struct side *s, uint64_t want)
+{
+	uint64_t raw = (want + QW_REFILL_MAC_BITS) * QW_REFILL_RAW_PER_BIT;
+
+	if (raw > s->pb.plkg.block_bits)
+		s->pb.plkg.block_bits = (size_t)raw;
+	/* a window gives at least 4 raw bits per probe on any usable channel */
+	if (s->pb.max_probes < s->pb.plkg.block_bits / 4)
+		s->pb.max_probes = s->pb.plkg.block_bits / 4;
+}
+
 static void side_close(struct side *s)
 {
+	if (s->conn) {
+		s->res->frames_sent = qw_frame_conn_sent(s->conn);
+		s->res->frames_received = qw_frame_conn_received(s->conn);
+	}
 	qw_frame_conn_free(s->conn);
 	qw_auth_pool_free(s->pool);
 	if (s->key)
@@ -394,6 +412,11 @@ int qw_refill_ap(const struct qw_refill_params *p, const struct qw_frame_io *io,
 		ret = QW_EPROTO;
 		goto out;
 	}
+	if (want > (1u << 24)) {
+		ret = QW_EPROTO;
+		goto out;
+	}
+	size_block(&s, want);
 	if (max_bits && want > max_bits)
 		want = max_bits - max_bits % QW_REFILL_UNIT_BITS;
 	ret = make_key(&s);
@@ -459,10 +482,11 @@ int qw_refill_terminal(const struct qw_refill_params *p, const struct qw_frame_i
 	ret = side_open(&s, p, QW_ROLE_BOB, io, psk, psklen, res);
 	if (ret)
 		goto out;
-	if (!want_bits || want_bits % QW_REFILL_UNIT_BITS) {
+	if (!want_bits || want_bits % QW_REFILL_UNIT_BITS || want_bits > (1u << 24)) {
 		ret = QW_EINVAL;
 		goto out;
 	}
+	size_block(&s, want_bits);
 	put_be64(hello, want_bits);
 	ret = qw_frame_send(s.conn, QW_FRAME_DATA, MSG_HELLO, 0, hello, sizeof(hello));
 	if (!ret)
@@ -478,7 +502,8 @@ int qw_refill_terminal(const struct qw_refill_params *p, const struct qw_frame_i
 		goto out;
 	}
 	ret = qw_refill_open(s.key, s.keylen, f.body, f.len, out, cap, &got);
-	if (!ret && (got > want_bits || got != carry_bits(want_bits, s.keybits)))
+	/* the AP may cap a request, never exceed what the key carries */
+	if (!ret && (!got || got % QW_REFILL_UNIT_BITS || got > carry_bits(want_bits, s.keybits)))
 		ret = QW_EPROTO;
 	if (!ret)
 		ack = 0;

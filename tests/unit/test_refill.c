@@ -208,6 +208,12 @@ static void test_refill_delivers_and_balance_grows(void **state)
 	assert_int_equal(tres.plkg_bits, ap->res.plkg_bits);
 	assert_memory_equal(tres.plkg_fingerprint, ap->res.plkg_fingerprint, 32);
 	assert_true(tres.disclosed_bits > 0);
+	/* the pre-shared pads suffice: every frame had its own pad */
+	assert_true(tres.frames_sent > 0 && tres.frames_sent <= QW_REFILL_PSK_UNITS);
+	assert_true(ap->res.frames_sent > 0 && ap->res.frames_sent <= QW_REFILL_PSK_UNITS);
+	assert_int_equal(tres.frames_received, ap->res.frames_sent);
+	/* the block was sized for the request: all of it arrives */
+	assert_int_equal(n * 8, WANT_BITS);
 	/* exactly what the AP took from its source arrived */
 	assert_true(n > 0 && n * 8 <= WANT_BITS && (n * 8) % QW_REFILL_UNIT_BITS == 0);
 	assert_int_equal(tres.delivered_bits, n * 8);
