@@ -428,7 +428,9 @@ static int cmd_refill(int argc, char **argv)
 		goto out;
 	}
 	if (o.json)
-		qw_cli_print_json(json_pack("{s:b, s:I, s:I, s:I, s:I, s:I, s:I, s:s}", "refilled", 1,
+		qw_cli_print_json(json_pack("{s:b, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:s}",
+					    "refilled", 1, "frames_sent", (json_int_t)res.frames_sent,
+					    "frames_received", (json_int_t)res.frames_received,
 					    "delivered_bits", (json_int_t)res.delivered_bits,
 					    "balance_bits", (json_int_t)(bal.len * 8), "probes",
 					    (json_int_t)res.probes, "raw_bits",
