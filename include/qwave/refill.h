@@ -85,6 +85,24 @@ struct qw_refill_source {
 	int (*get)(void *ctx, uint8_t *out, size_t n);
 };
 
+/* A source backed by the Key Service Center's key life cycle (ksc.h): each
+ * call has the KSC generate a key of n bytes (POST /keys by operator_id,
+ * owner ap_id, from `source`: NULL for the KSC's default, "qkd" for its
+ * QKD pool) and hands it to the access point once (POST
+ * /keys/{id}/distribute by ap_id, the AP's application identity). Both
+ * steps are audited by the KSC; the key is never logged. ctx: this struct.
+ * Returns 0, QW_EPERM (the KSC refused: status in last_status), QW_EPARSE,
+ * QW_ERANGE (n not a whole number of bytes within 1 Mbit), QW_ENOMEM. */
+struct qw_ksc;
+struct qw_refill_ksc_source {
+	struct qw_ksc *ksc;
+	const char *operator_id;
+	const char *ap_id;
+	const char *source;
+	int last_status;
+};
+QW_WUR int qw_refill_ksc_get(void *ctx, uint8_t *out, size_t n);
+
 struct qw_refill_result {
 	uint64_t probes;          /* probe rounds until the block was cut */
 	uint64_t raw_bits;        /* the block's quantized bits */

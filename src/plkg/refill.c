@@ -11,10 +11,13 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <jansson.h>
 #include <openssl/crypto.h>
 
 #include "qwave/aead.h"
+#include "qwave/encoding.h"
 #include "qwave/hash.h"
+#include "qwave/ksc.h"
 #include "qwave/plkg_channel.h"
 #include "qwave/secmem.h"
 #include "qwave/uhash.h"
@@ -530,6 +533,70 @@ out:
 	qw_frame_release(&f);
 	qw_free_secret(out, cap ? cap : 1);
 	side_close(&s);
+	return ret;
+}
+
+/* ---- a source backed by the KSC ---------------------------------------- */
+
+int qw_refill_ksc_get(void *ctx, uint8_t *out, size_t n)
+{
+	struct qw_refill_ksc_source *k = ctx;
+	struct qw_ksc_resp r = { 0 };
+	char body[256], path[128];
+	const char *id, *b64;
+	json_t *j = NULL;
+	size_t got = 0;
+	int ret;
+
+	QW_REQUIRE(k && k->ksc && k->operator_id && k->ap_id && out);
+	if (!n || n > QW_KSC_KEY_MAX_BITS / 8)
+		return QW_ERANGE;
+	if (k->source)
+		snprintf(body, sizeof(body), "{\"size_bits\":%zu,\"owner\":\"%s\",\"source\":\"%s\"}",
+			 n * 8, k->ap_id, k->source);
+	else
+		snprintf(body, sizeof(body), "{\"size_bits\":%zu,\"owner\":\"%s\"}", n * 8,
+			 k->ap_id);
+	ret = qw_ksc_handle(k->ksc, k->operator_id, "POST", "/keys", NULL, (const uint8_t *)body,
+			    strlen(body), &r);
+	if (ret)
+		return ret;
+	k->last_status = r.status;
+	ret = QW_EPERM;
+	if (r.status != 201)
+		goto out;
+	ret = QW_EPARSE;
+	j = json_loadb(r.body, r.len, 0, NULL);
+	id = json_string_value(json_object_get(j, "id"));
+	if (!id || strlen(id) > 64)
+		goto out;
+	snprintf(path, sizeof(path), "/keys/%s/distribute", id);
+	qw_ksc_resp_clear(&r);
+	json_decref(j);
+	j = NULL;
+	ret = qw_ksc_handle(k->ksc, k->ap_id, "POST", path, NULL, NULL, 0, &r);
+	if (ret)
+		return ret;
+	k->last_status = r.status;
+	ret = QW_EPERM;
+	if (r.status != 200)
+		goto out;
+	ret = QW_EPARSE;
+	j = json_loadb(r.body, r.len, 0, NULL);
+	b64 = json_string_value(json_object_get(j, "key"));
+	if (!b64 || qw_base64_decode(out, n, &got, b64, strlen(b64)) || got != n)
+		goto out;
+	ret = 0;
+out:
+	if (j) {
+		/* the distribute answer holds the key */
+		const char *s = json_string_value(json_object_get(j, "key"));
+
+		if (s)
+			qw_wipe((void *)s, strlen(s));
+		json_decref(j);
+	}
+	qw_ksc_resp_clear(&r);
 	return ret;
 }
 

@@ -17,6 +17,7 @@
 #include <cmocka.h>
 
 #include "qwave/frame.h"
+#include "qwave/ksc.h"
 #include "qwave/refill.h"
 #include "qwave/rng.h"
 #include "qwave/secmem.h"
@@ -25,6 +26,7 @@
 
 struct recsrc {
 	struct qw_rng *rng;
+	struct qw_refill_ksc_source *ksc; /* when set: keys from the KSC */
 	uint8_t given[4096];
 	size_t n;
 };
@@ -33,7 +35,9 @@ static int rec_get(void *ctx, uint8_t *out, size_t n)
 {
 	struct recsrc *s = ctx;
 
-	if (s->n + n > sizeof(s->given) || qw_rng_bytes(s->rng, out, n))
+	if (s->n + n > sizeof(s->given))
+		return QW_EIO;
+	if (s->ksc ? qw_refill_ksc_get(s->ksc, out, n) : qw_rng_bytes(s->rng, out, n))
 		return QW_EIO;
 	memcpy(s->given + s->n, out, n);
 	s->n += n;
@@ -138,9 +142,9 @@ static void *mitm_up(void *arg)
 }
 
 /* One refill; with mitm set the bytes pass through a tampering relay. */
-static int run_refill(const struct qw_refill_params *p, uint64_t psk_seed, int tamper,
-		      struct ap_arg *ap, uint8_t **keys, size_t *nbytes,
-		      struct qw_refill_result *tres)
+static int run_refill_src(const struct qw_refill_params *p, uint64_t psk_seed, int tamper,
+			  struct qw_refill_ksc_source *ksc, struct ap_arg *ap, uint8_t **keys,
+			  size_t *nbytes, struct qw_refill_result *tres)
 {
 	int sv[2], sw[2];
 	pthread_t t, tm1, tm2;
@@ -154,6 +158,7 @@ static int run_refill(const struct qw_refill_params *p, uint64_t psk_seed, int t
 	ap->fd = sv[0];
 	psk_fill(ap->psk, psk_seed);
 	ap->src.rng = qw_rng_new_seeded(psk_seed + 77);
+	ap->src.ksc = ksc;
 	assert_non_null(ap->src.rng);
 	if (tamper) {
 		assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sw), 0);
@@ -184,6 +189,77 @@ static int run_refill(const struct qw_refill_params *p, uint64_t psk_seed, int t
 	close(sv[1]);
 	qw_rng_free(ap->src.rng);
 	return ret;
+}
+
+static int run_refill(const struct qw_refill_params *p, uint64_t psk_seed, int tamper,
+		      struct ap_arg *ap, uint8_t **keys, size_t *nbytes,
+		      struct qw_refill_result *tres)
+{
+	return run_refill_src(p, psk_seed, tamper, NULL, ap, keys, nbytes, tres);
+}
+
+/* The AP's keys from a real Key Service Center (its key life cycle with
+ * the OS entropy source; a QKD pool needs a KME): generated for the AP's
+ * application identity, distributed to it once, delivered over the air. */
+static void test_refill_from_ksc(void **state)
+{
+	char dir[] = "/tmp/qw_refill_ksc_XXXXXX", db[64];
+	uint8_t mk[QW_KSC_MASTER_KEY_BYTES], *keys = NULL;
+	struct qw_ksc_opts o = { 0 };
+	struct qw_ksc_resp r;
+	struct qw_ksc *k;
+	struct qw_refill_params p;
+	struct qw_refill_result tres;
+	struct qw_refill_ksc_source ks = { 0 };
+	struct ap_arg *ap = calloc(1, sizeof(*ap));
+	uint64_t nrec = 0, bad = 0;
+	size_t n = 0;
+	int err = 0;
+
+	(void)state;
+	assert_non_null(ap);
+	assert_non_null(mkdtemp(dir));
+	snprintf(db, sizeof(db), "%s/ksc.db", dir);
+	memset(mk, 0x5a, sizeof(mk));
+	assert_int_equal(qw_ksc_init(db, mk, "root"), 0);
+	o.db_path = db;
+	o.master_key = mk;
+	o.sync_normal = 1;
+	k = qw_ksc_open(&o, &err);
+	assert_non_null(k);
+	assert_int_equal(qw_ksc_handle(k, "root", "POST", "/apps", NULL,
+				       (const uint8_t *)"{\"id\":\"ap-1\"}", 13, &r), 0);
+	assert_int_equal(r.status, 201);
+	qw_ksc_resp_clear(&r);
+	ks.ksc = k;
+	ks.operator_id = "root";
+	ks.ap_id = "ap-1";
+	qw_refill_params_default(&p);
+	p.air_seed = 41;
+	assert_int_equal(run_refill_src(&p, 6, 0, &ks, ap, &keys, &n, &tres), 0);
+	assert_int_equal(ap->ret, 0);
+	assert_int_equal(ks.last_status, 200);
+	assert_int_equal(n * 8, WANT_BITS);
+	assert_int_equal(ap->src.n, n);
+	assert_memory_equal(keys, ap->src.given, n);
+	/* an unknown AP identity: the KSC refuses, nothing is delivered */
+	qw_free_secret(keys, n);
+	keys = NULL;
+	ks.ap_id = "ghost";
+	p.air_seed = 42;
+	assert_int_not_equal(run_refill_src(&p, 7, 0, &ks, ap, &keys, &n, &tres), 0);
+	assert_null(keys);
+	assert_int_equal(ap->res.delivered_bits, 0);
+	assert_int_equal(ks.last_status, 404);
+	assert_int_equal(qw_ksc_audit_verify(k, &nrec, &bad), 0);
+	qw_ksc_close(k);
+	{
+		char cmd[128];
+
+		snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+		assert_int_equal(system(cmd), 0);
+	}
+	free(ap);
 }
 
 static void test_refill_delivers_and_balance_grows(void **state)
@@ -373,6 +449,7 @@ int main(void)
 		cmocka_unit_test(test_refill_delivers_and_balance_grows),
 		cmocka_unit_test(test_two_refills_use_different_keys),
 		cmocka_unit_test(test_tampered_delivery_adds_nothing),
+		cmocka_unit_test(test_refill_from_ksc),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
