@@ -1,0 +1,40 @@
+#!/bin/bash
+# qwave terminal: a terminal personalised and filled by a real Key Service
+# Center (qwksc over mutual TLS, examples/ksc/common.sh), then refilled over
+# the air (in-process access point over a socketpair, docs/plkg.md 12):
+# threshold logic, balance growth by exactly the delivered bits, keys leaving
+# the balance on use, pre-filled slots spent per refill, a tampered balance
+# file refused.
+set -u
+. "$(cd "$(dirname "$0")/../.." && pwd)/examples/ksc/common.sh"
+ksc_up >/dev/null
+device_setup tf-9 tf-card 16384 4096 >/dev/null
+D=$W/dev-tf-9
+T() { "$QWAVE" terminal "$@"; }
+
+[ "$(T balance --dir "$D" --json | jq -r .balance_bits)" = 0 ] || die "fresh balance not 0"
+[ "$(T balance --dir "$D" --json | jq -r .prefilled_bits)" = 4096 ] || die "prefilled"
+T refill --dir "$D" --bits 1024 --threshold 512 --json >"$W/r1.json" || die "refill 1"
+[ "$(jq -r .delivered_bits "$W/r1.json")" = 1024 ] || die "delivered"
+[ "$(jq -r .balance_bits "$W/r1.json")" = 1024 ] || die "balance after refill"
+[ "$(jq -r .frames_sent "$W/r1.json")" -le 5 ] || die "frames"
+[ "$(T balance --dir "$D" --json | jq -r .prefilled_bits)" = $((4096 - 1536)) ] || die "slots not spent"
+# at the threshold: no refill
+T refill --dir "$D" --threshold 1024 --json >"$W/r2.json" || die "refill 2"
+[ "$(jq -r .refilled "$W/r2.json")" = false ] || die "refilled above the threshold"
+# below it: a refill adds exactly what it delivered
+T refill --dir "$D" --bits 512 --threshold 1025 --json >"$W/r3.json" || die "refill 3"
+[ "$(jq -r .balance_bits "$W/r3.json")" = $((1024 + $(jq -r .delivered_bits "$W/r3.json"))) ] ||
+	die "balance growth"
+T use --dir "$D" --bits 256 --out "$W/k.hex" --json >"$W/u.json" || die "use"
+[ "$(jq -r .balance_bits "$W/u.json")" = 1280 ] || die "balance after use"
+[ "$(stat -c %a "$D/balance.sealed")" = 600 ] || die "balance file mode"
+[ "$(stat -c %a "$W/k.hex")" = 600 ] || die "key file mode"
+[ "$(tr -d '\n' <"$W/k.hex" | wc -c)" = 64 ] || die "key length"
+T use --dir "$D" --bits 8192 >/dev/null 2>&1 && die "used more than the balance"
+# a second medium's key does not open this balance; an altered file is refused
+printf 'x' | dd of="$D/balance.sealed" bs=1 seek=20 conv=notrunc 2>/dev/null
+T balance --dir "$D" >/dev/null 2>&1 && die "altered balance file accepted"
+rc=0; T refill --dir "$D" --bits 100 >/dev/null 2>&1 || rc=$?
+[ "$rc" = 2 ] || die "bad --bits not a usage error"
+echo "test_terminal_refill: ok"
