@@ -14,6 +14,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -30,10 +33,18 @@
 #include "qwave/secmem.h"
 
 struct topts {
-	const char *cmd, *dir, *out;
-	uint64_t bits, threshold;
-	int json, force, have_bits;
+	const char *cmd, *dir, *out, *ap, *listen;
+	uint64_t bits, threshold, air_seed, count;
+	int json, force, have_bits, have_seed;
 };
+
+/* Before the framed connection of a TCP refill, the terminal names in the
+ * clear the pre-filled slots that authenticate it (as a KSC challenge names
+ * its batch and slot): "QWRF1\n" then per slot the batch ID (36 chars) and
+ * be64(slot). */
+#define SLOTS (QW_REFILL_PSK_BYTES / QW_KSC_SLOT_BYTES)
+#define NAME_BYTES 44
+#define PREAMBLE_BYTES (6 + SLOTS * NAME_BYTES)
 
 static int help(const char *cmd)
 {
@@ -45,16 +56,25 @@ static int help(const char *cmd)
 		printf("usage: qwave terminal use --dir DIR --bits N [--out FILE] [--json]\n\n"
 		       "Take N bits (a multiple of 8) of refilled key, oldest first; they leave the\n"
 		       "balance. Prints their SM3 fingerprint; --out writes them (hex, mode 0600).\n");
+	else if (!strcmp(cmd, "ap"))
+		printf("usage: qwave terminal ap --listen PORT --air-seed N --dir DIR [--count N]\n\n"
+		       "An access point on 127.0.0.1:PORT (0: any; the port is printed) serving --count\n"
+		       "refills (0: forever). The n-th refill probes simulated channel realisation\n"
+		       "N + n - 1; the terminal passes the same --air-seed. The terminal names its\n"
+		       "pre-filled slots; this stand-in for the KSC reads them from the terminal's\n"
+		       "medium DIR (the KSC would open its sealed copy of the fill). Keys come from\n"
+		       "the OS DRBG standing in for the KSC's QKD pool.\n");
 	else
 		printf("usage: qwave terminal refill --dir DIR [--threshold BITS] [--bits BITS]\n"
-		       "                             [--force] [--json]\n\n"
+		       "                             [--ap HOST:PORT --air-seed N] [--force] [--json]\n\n"
 		       "When the balance is below --threshold (default 8192 bits) or with --force, ask\n"
 		       "for --bits (default 4096, a multiple of 256, at most 65536) over the air:\n"
 		       "probing and PLKG distillation (BCH) with the access point, then the keys\n"
 		       "one-time-pad encrypted under the fresh PLKG key with a Wegman-Carter MAC.\n"
-		       "Frames are authenticated with %u unused pre-filled slots of the medium. The\n"
-		       "access point is simulated in this process (keys from the OS DRBG standing in\n"
-		       "for the KSC's QKD pool).\n",
+		       "Frames are authenticated with %u unused pre-filled slots of the medium. Without\n"
+		       "--ap the access point is simulated in this process (keys from the OS DRBG\n"
+		       "standing in for the KSC's QKD pool); with --ap it is 'qwave terminal ap' over\n"
+		       "TCP, and --air-seed names the simulated channel realisation both probe.\n",
 		       (unsigned)(QW_REFILL_PSK_BYTES / QW_KSC_SLOT_BYTES));
 	return QW_EXIT_OK;
 }
@@ -78,6 +98,20 @@ static int parse(struct topts *o, int argc, char **argv)
 			o->dir = v, i++;
 		} else if (!strcmp(a, "--out") && v) {
 			o->out = v, i++;
+		} else if (!strcmp(a, "--ap") && v) {
+			o->ap = v, i++;
+		} else if (!strcmp(a, "--listen") && v) {
+			o->listen = v, i++;
+		} else if ((!strcmp(a, "--air-seed") || !strcmp(a, "--count")) && v) {
+			uint64_t x;
+
+			if (qw_cli_parse_u64(v, &x))
+				return qw_cli_usage_error("terminal", "bad value for %s: %s", a, v), -2;
+			if (!strcmp(a, "--count"))
+				o->count = x;
+			else
+				o->air_seed = x, o->have_seed = 1;
+			i++;
 		} else if ((!strcmp(a, "--bits") || !strcmp(a, "--threshold")) && v) {
 			uint64_t x;
 
@@ -169,7 +203,7 @@ static int slot_used(json_t *used, uint64_t s)
 
 /* Take the next unused pre-filled slots into psk (n bytes, whole slots),
  * marking them used in st. */
-static int take_slots(json_t *st, uint8_t *psk, size_t n)
+static int take_slots(json_t *st, uint8_t *psk, size_t n, uint8_t *names)
 {
 	json_t *b;
 	size_t i, got = 0;
@@ -195,6 +229,16 @@ static int take_slots(json_t *st, uint8_t *psk, size_t n)
 			if ((s + 1) * QW_KSC_SLOT_BYTES > kn || slot_used(used, s))
 				continue;
 			memcpy(psk + got, keys + s * QW_KSC_SLOT_BYTES, QW_KSC_SLOT_BYTES);
+			if (names) {
+				uint8_t *nm = names + got / QW_KSC_SLOT_BYTES * NAME_BYTES;
+				const char *bid = json_string_value(json_object_get(b, "batch"));
+
+				memset(nm, 0, NAME_BYTES);
+				if (bid)
+					memcpy(nm, bid, strlen(bid) < 36 ? strlen(bid) : 36);
+				for (int k = 0; k < 8; k++)
+					nm[36 + k] = (uint8_t)(s >> (56 - 8 * k));
+			}
 			got += QW_KSC_SLOT_BYTES;
 			json_array_append_new(used, json_integer((json_int_t)s));
 		}
@@ -351,6 +395,177 @@ out:
 	return rc;
 }
 
+/* ---- TCP ---------------------------------------------------------------- */
+
+static int write_all(int fd, const uint8_t *p, size_t n)
+{
+	while (n) {
+		ssize_t r = write(fd, p, n);
+
+		if (r <= 0)
+			return -1;
+		p += r;
+		n -= (size_t)r;
+	}
+	return 0;
+}
+
+static int read_all(int fd, uint8_t *p, size_t n)
+{
+	while (n) {
+		ssize_t r = read(fd, p, n);
+
+		if (r <= 0)
+			return -1;
+		p += r;
+		n -= (size_t)r;
+	}
+	return 0;
+}
+
+/* HOST:PORT -> connected socket, or -1. */
+static int tcp_connect(const char *hp)
+{
+	char host[256];
+	const char *c = strrchr(hp, ':');
+	struct addrinfo hints = { 0 }, *ai = NULL;
+	int fd = -1;
+
+	if (!c || (size_t)(c - hp) >= sizeof(host))
+		return -1;
+	memcpy(host, hp, (size_t)(c - hp));
+	host[c - hp] = '\0';
+	hints.ai_socktype = SOCK_STREAM;
+	if (getaddrinfo(host, c + 1, &hints, &ai))
+		return -1;
+	for (struct addrinfo *a = ai; a && fd < 0; a = a->ai_next) {
+		fd = socket(a->ai_family, a->ai_socktype, a->ai_protocol);
+		if (fd >= 0 && connect(fd, a->ai_addr, a->ai_addrlen)) {
+			close(fd);
+			fd = -1;
+		}
+	}
+	freeaddrinfo(ai);
+	return fd;
+}
+
+/* The access point's copy of the named slots. Stand-in: read from the
+ * terminal's medium file, where the KSC would open its sealed copy of the
+ * fill; it cannot tell whether a slot was used before. */
+static int ap_slots(json_t *st, const uint8_t *names, uint8_t *psk)
+{
+	for (size_t i = 0; i < SLOTS; i++) {
+		const uint8_t *nm = names + i * NAME_BYTES;
+		char bid[37];
+		uint64_t slot = 0;
+		json_t *b;
+		size_t j;
+		int found = 0;
+
+		memcpy(bid, nm, 36);
+		bid[36] = '\0';
+		for (int k = 0; k < 8; k++)
+			slot = slot << 8 | nm[36 + k];
+		json_array_foreach(json_object_get(st, "batches"), j, b) {
+			const char *id = json_string_value(json_object_get(b, "batch"));
+			const char *k64 = json_string_value(json_object_get(b, "keys"));
+			uint8_t *keys;
+			size_t cap, kn = 0;
+
+			if (!id || strcmp(id, bid) || !k64)
+				continue;
+			cap = qw_base64_decoded_max(strlen(k64));
+			keys = malloc(cap ? cap : 1);
+			if (!keys)
+				return QW_ENOMEM;
+			if (!qw_base64_decode(keys, cap, &kn, k64, strlen(k64)) &&
+			    slot < kn / QW_KSC_SLOT_BYTES) {
+				memcpy(psk + i * QW_KSC_SLOT_BYTES, keys + slot * QW_KSC_SLOT_BYTES,
+				       QW_KSC_SLOT_BYTES);
+				found = 1;
+			}
+			qw_free_secret(keys, cap ? cap : 1);
+			break;
+		}
+		if (!found)
+			return QW_ENOTFOUND;
+	}
+	return 0;
+}
+
+static int cmd_ap(int argc, char **argv)
+{
+	struct topts o;
+	struct qw_refill_params p;
+	struct sockaddr_in sa = { 0 };
+	socklen_t sl = sizeof(sa);
+	uint64_t port, done = 0;
+	json_t *st = NULL;
+	int rc = parse(&o, argc, argv), lfd = -1, one = 1;
+
+	if (rc)
+		return rc == -1 ? QW_EXIT_OK : QW_EXIT_USAGE;
+	if (!o.listen || qw_cli_parse_u64(o.listen, &port) || port > 65535 || !o.have_seed)
+		return qw_cli_usage_error("terminal", "--listen PORT and --air-seed N are required");
+	qw_refill_params_default(&p);
+	p.air_seed = o.air_seed;
+	lfd = socket(AF_INET, SOCK_STREAM, 0);
+	sa.sin_family = AF_INET;
+	sa.sin_port = htons((uint16_t)port);
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	if (lfd < 0 || setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) ||
+	    bind(lfd, (struct sockaddr *)&sa, sizeof(sa)) || listen(lfd, 4) ||
+	    getsockname(lfd, (struct sockaddr *)&sa, &sl)) {
+		rc = qw_cli_fail("cannot listen on 127.0.0.1:%llu", (unsigned long long)port);
+		goto out;
+	}
+	printf("listening 127.0.0.1:%u\n", (unsigned)ntohs(sa.sin_port));
+	fflush(stdout);
+	rc = QW_EXIT_OK;
+	while (!o.count || done < o.count) {
+		uint8_t names[PREAMBLE_BYTES], psk[QW_REFILL_PSK_BYTES];
+		struct qw_refill_source src = { NULL, drbg_get };
+		struct qw_refill_result res;
+		struct qw_frame_io io;
+		int fd = accept(lfd, NULL, NULL), ret;
+
+		if (fd < 0) {
+			rc = qw_cli_fail("accept failed");
+			break;
+		}
+		done++;
+		json_decref(st);
+		st = o.dir ? medium_load(o.dir) : NULL;
+		if (read_all(fd, names, sizeof(names)) || memcmp(names, "QWRF1\n", 6) || !st ||
+		    ap_slots(st, names + 6, psk)) {
+			close(fd);
+			rc = qw_cli_fail("refill %llu: unknown slots or bad preamble",
+					 (unsigned long long)done);
+			continue;
+		}
+		qw_frame_io_fd(&io, fd);
+		ret = qw_refill_ap(&p, &io, psk, sizeof(psk), 0, &src, &res);
+		qw_wipe(psk, sizeof(psk));
+		close(fd);
+		if (ret)
+			rc = qw_cli_fail("refill %llu: %s", (unsigned long long)done,
+					 res.reason[0] ? res.reason : qw_strerror(ret));
+		else
+			printf("refill %llu: delivered %llu bits (PLKG key %llu bits, %llu probes)\n",
+			       (unsigned long long)done, (unsigned long long)res.delivered_bits,
+			       (unsigned long long)res.plkg_bits, (unsigned long long)res.probes);
+		fflush(stdout);
+		/* a new channel realisation for the next refill, as the terminal's
+		 * --air-seed must follow */
+		p.air_seed++;
+	}
+out:
+	if (lfd >= 0)
+		close(lfd);
+	json_decref(st);
+	return rc;
+}
+
 static int cmd_refill(int argc, char **argv)
 {
 	struct topts o;
@@ -359,11 +574,11 @@ static int cmd_refill(int argc, char **argv)
 	struct qw_refill_result res;
 	struct qw_frame_io io;
 	struct ap ap;
-	uint8_t key[32], psk[QW_REFILL_PSK_BYTES], *keys = NULL;
+	uint8_t key[32], psk[QW_REFILL_PSK_BYTES], *keys = NULL, names[PREAMBLE_BYTES] = "QWRF1\n";
 	char bpath[640];
 	json_t *st = NULL;
 	size_t n = 0;
-	int sv[2] = { -1, -1 }, ret, started = 0;
+	int sv[2] = { -1, -1 }, ret, started = 0, fd = -1;
 	pthread_t t;
 	int rc = parse(&o, argc, argv);
 
@@ -385,7 +600,7 @@ static int cmd_refill(int argc, char **argv)
 			       bal.len * 8, (unsigned long long)o.threshold);
 		goto out;
 	}
-	if (take_slots(st, psk, sizeof(psk))) {
+	if (take_slots(st, psk, sizeof(psk), names + 6)) {
 		rc = qw_cli_fail("fewer than %zu unused pre-filled bits on the medium: fill it first",
 				 sizeof(psk) * 8);
 		goto out;
@@ -396,8 +611,28 @@ static int cmd_refill(int argc, char **argv)
 		goto out;
 	}
 	qw_refill_params_default(&p);
-	if (qw_random_bytes(&p.air_seed, sizeof(p.air_seed)) ||
-	    socketpair(AF_UNIX, SOCK_STREAM, 0, sv)) {
+	if (o.have_seed)
+		p.air_seed = o.air_seed;
+	else if (qw_random_bytes(&p.air_seed, sizeof(p.air_seed)))
+		p.air_seed = 1;
+	if (o.ap) {
+		/* a separate access point process over TCP */
+		fd = tcp_connect(o.ap);
+		if (fd < 0) {
+			rc = qw_cli_fail("cannot connect to the access point %s", o.ap);
+			goto out;
+		}
+		if (write_all(fd, names, sizeof(names))) {
+			rc = qw_cli_fail("access point %s: write failed", o.ap);
+			goto out;
+		}
+		if (!o.json)
+			qw_cli_progress("probing the channel and distilling a PLKG key...");
+		qw_frame_io_fd(&io, fd);
+		ret = qw_refill_terminal(&p, &io, psk, sizeof(psk), o.bits, &keys, &n, &res);
+		goto done;
+	}
+	if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv)) {
 		rc = qw_cli_fail("cannot set up the simulated air interface");
 		goto out;
 	}
@@ -417,6 +652,7 @@ static int cmd_refill(int argc, char **argv)
 	shutdown(sv[1], SHUT_RDWR);
 	pthread_join(t, NULL);
 	started = 0;
+done:
 	if (!o.json)
 		qw_cli_progress_done();
 	if (ret) {
@@ -437,7 +673,7 @@ static int cmd_refill(int argc, char **argv)
 					    (json_int_t)res.raw_bits, "disclosed_bits",
 					    (json_int_t)res.disclosed_bits, "plkg_key_bits",
 					    (json_int_t)res.plkg_bits, "key_source",
-					    "os-drbg (stand-in for the KSC QKD pool)"));
+					    o.ap ? "access point" : "os-drbg (stand-in for the KSC QKD pool)"));
 	else
 		printf("delivered          %llu bits\nbalance            %zu bits\n"
 		       "probes             %llu (%.1f s of probing)\nraw                %llu bits\n"
@@ -457,6 +693,8 @@ out:
 		close(sv[0]);
 		close(sv[1]);
 	}
+	if (fd >= 0)
+		close(fd);
 	qw_free_secret(keys, n);
 	qw_wipe(psk, sizeof(psk));
 	qw_wipe(key, sizeof(key));
@@ -471,6 +709,7 @@ int qw_cmd_terminal(int argc, char **argv)
 		{ "refill", cmd_refill, "refill the key balance over the air (PLKG + OTP)" },
 		{ "balance", cmd_balance, "refilled and pre-filled key bits held" },
 		{ "use", cmd_use, "take keys from the balance" },
+		{ "ap", cmd_ap, "an access point serving refills over TCP (simulated air)" },
 		{ NULL, NULL, NULL },
 	};
 	return qw_cli_dispatch("terminal", "a mobile terminal's key balance and over-the-air refill",

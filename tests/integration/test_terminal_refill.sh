@@ -3,22 +3,23 @@
 # Center (qwksc over mutual TLS, examples/ksc/common.sh), then refilled over
 # the air (in-process access point over a socketpair, docs/plkg.md 12):
 # threshold logic, balance growth by exactly the delivered bits, keys leaving
-# the balance on use, pre-filled slots spent per refill, a tampered balance
-# file refused.
+# the balance on use, pre-filled slots spent per refill, a refill from a
+# separate access point process over TCP, none from a different channel
+# realisation, a tampered balance file refused.
 set -u
 . "$(cd "$(dirname "$0")/../.." && pwd)/examples/ksc/common.sh"
 ksc_up >/dev/null
-device_setup tf-9 tf-card 16384 4096 >/dev/null
+device_setup tf-9 tf-card 16384 8192 >/dev/null
 D=$W/dev-tf-9
 T() { "$QWAVE" terminal "$@"; }
 
 [ "$(T balance --dir "$D" --json | jq -r .balance_bits)" = 0 ] || die "fresh balance not 0"
-[ "$(T balance --dir "$D" --json | jq -r .prefilled_bits)" = 4096 ] || die "prefilled"
+[ "$(T balance --dir "$D" --json | jq -r .prefilled_bits)" = 8192 ] || die "prefilled"
 T refill --dir "$D" --bits 1024 --threshold 512 --json >"$W/r1.json" || die "refill 1"
 [ "$(jq -r .delivered_bits "$W/r1.json")" = 1024 ] || die "delivered"
 [ "$(jq -r .balance_bits "$W/r1.json")" = 1024 ] || die "balance after refill"
 [ "$(jq -r .frames_sent "$W/r1.json")" -le 5 ] || die "frames"
-[ "$(T balance --dir "$D" --json | jq -r .prefilled_bits)" = $((4096 - 1536)) ] || die "slots not spent"
+[ "$(T balance --dir "$D" --json | jq -r .prefilled_bits)" = $((8192 - 1536)) ] || die "slots not spent"
 # at the threshold: no refill
 T refill --dir "$D" --threshold 1024 --json >"$W/r2.json" || die "refill 2"
 [ "$(jq -r .refilled "$W/r2.json")" = false ] || die "refilled above the threshold"
@@ -32,7 +33,22 @@ T use --dir "$D" --bits 256 --out "$W/k.hex" --json >"$W/u.json" || die "use"
 [ "$(stat -c %a "$W/k.hex")" = 600 ] || die "key file mode"
 [ "$(tr -d '\n' <"$W/k.hex" | wc -c)" = 64 ] || die "key length"
 T use --dir "$D" --bits 8192 >/dev/null 2>&1 && die "used more than the balance"
-# a second medium's key does not open this balance; an altered file is refused
+# a separate access point process over TCP: the same channel realisation
+# gives a refill, another realisation (the wrong place) gives nothing
+timeout 120 "$QWAVE" terminal ap --listen 0 --air-seed 500 --dir "$D" --count 2 >"$W/ap.out" 2>"$W/ap.err" &
+appid=$!
+for _ in $(seq 50); do grep -q listening "$W/ap.out" && break; sleep 0.1; done
+port=$(sed -n 's/^listening 127.0.0.1://p' "$W/ap.out")
+[ -n "$port" ] || die "access point did not start"
+T refill --dir "$D" --force --bits 1024 --ap "127.0.0.1:$port" --air-seed 500 --json >"$W/r4.json" ||
+	die "TCP refill"
+[ "$(jq -r .balance_bits "$W/r4.json")" = $((1280 + 1024)) ] || die "TCP refill balance"
+T refill --dir "$D" --force --bits 1024 --ap "127.0.0.1:$port" --air-seed 7 --json >/dev/null 2>&1 &&
+	die "a refill from another channel realisation succeeded"
+[ "$(T balance --dir "$D" --json | jq -r .balance_bits)" = $((1280 + 1024)) ] || die "failed refill added keys"
+wait "$appid" && die "the access point reported no failure for the wrong channel"
+grep -q "refill 1: delivered 1024 bits" "$W/ap.out" || die "AP log"
+# an altered balance file is refused
 printf 'x' | dd of="$D/balance.sealed" bs=1 seek=20 conv=notrunc 2>/dev/null
 T balance --dir "$D" >/dev/null 2>&1 && die "altered balance file accepted"
 rc=0; T refill --dir "$D" --bits 100 >/dev/null 2>&1 || rc=$?
