@@ -44,8 +44,9 @@
 
 /* Pre-shared frame authentication material per refill: both hash keys and
  * QW_REFILL_PSK_UNITS pads per direction. A refill sends 4 frames each way
- * with the BCH reconciler (HELLO, verdict, tag, ACK / syndromes, tag, PA
- * seed, DELIVER) plus at most one DROP: 6 slots of 256 bits. */
+ * with the BCH reconciler (measured, qw_refill_result.frames_sent: the
+ * refill's own HELLO/ACK and DELIVER, and the chain's messages) plus at
+ * most one DROP: 6 slots of 256 bits. */
 #define QW_REFILL_PSK_UNITS 5
 #define QW_REFILL_PSK_BYTES (2 * QW_AUTH_HASHKEY_BYTES + QW_REFILL_PSK_UNITS * QW_AUTH_UNIT_BYTES)
 /* PLKG key bits spent on the MAC (hash key + pad) before the pad of keys. */
