@@ -241,4 +241,16 @@ size_t qw_km_psk_bytes(enum qw_link_ec ec);
  * out. 0 or QW_ENOMEM. */
 QW_WUR int qw_km_metrics(struct qw_km *km, struct qw_buf *out);
 
+struct qw_dashboard_state;
+/* The dashboard state (dashboard.h; a qw_dashboard_state_fn, arg the
+ * struct qw_km) as this node sees it: itself and its neighbours (a
+ * neighbour is "up" while its KM link is), each link with its KM-link
+ * state, the last session's QBER and key rate, the QBER alarm and this
+ * end's pool (the far end's is unknown until link-state flooding is wired
+ * in), the last 100 alarms (link down, QBER above the threshold, pool
+ * exhausted) and the relay counters (docs/dashboard.md, "As wired today"). A 1 s watcher on the loop raises
+ * the alarms from link transitions. Pointers go into km, valid until the
+ * next call or qw_km_free. Loop thread. 0 or QW_ENOMEM. */
+int qw_km_dashboard_state(void *km, struct qw_dashboard_state *st);
+
 #endif

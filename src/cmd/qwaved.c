@@ -4,12 +4,13 @@
  * and line; --check stops there), then runs the node on one libevent loop:
  * the key store (data_dir/keys.db, master key data_dir/master.key), the
  * key manager with its KM links (src/km/), the QKD link endpoint threads,
- * the ETSI GS QKD 014 listener and the /metrics listener (both HTTPS with
- * mutual TLS). The bound ports go to a status file (JSON) so that
- * `qwave net up` can use port 0. SIGTERM/SIGINT stop it cleanly: new
- * requests are refused, requests in flight finish (up to 3 s), link
- * threads stop, blocks already distilled reach the store, the store is
- * checkpointed and closed. docs/operations.md shows how to run it. */
+ * the ETSI GS QKD 014 listener and the manager listener (/metrics and the
+ * dashboard, docs/dashboard.md; both HTTPS with mutual TLS). The bound
+ * ports go to a status file (JSON) so that `qwave net up` can use port 0.
+ * SIGTERM/SIGINT stop it cleanly: new requests are refused, requests in
+ * flight finish (up to 3 s), link threads stop, blocks already distilled
+ * reach the store, the store is checkpointed and closed.
+ * docs/operations.md shows how to run it. */
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -25,6 +26,7 @@
 #include <event2/thread.h>
 
 #include "qwave/config.h"
+#include "qwave/dashboard.h"
 #include "qwave/error.h"
 #include "qwave/etsi014.h"
 #include "qwave/https.h"
@@ -43,6 +45,7 @@ struct qwaved {
 	struct qw_km_net *net;
 	struct qw_https_server *etsi_srv, *metrics_srv;
 	struct qw_etsi014 *etsi;
+	struct qw_dashboard *dash;
 	struct event *stop_ev;
 	int stopping;
 	int64_t stop_deadline;
@@ -307,6 +310,13 @@ int main(int argc, char **argv)
 		if (listen_https(&d, d.conf.metrics_listen, &d.metrics_srv) ||
 		    qw_https_route(d.metrics_srv, QW_HTTP_GET, "/metrics", on_metrics, &d))
 			goto out;
+		/* the manager's dashboard (docs/dashboard.md) on the same
+		 * mutually authenticated listener */
+		d.dash = qw_dashboard_new(d.metrics_srv, qw_km_dashboard_state, d.km, &r);
+		if (!d.dash) {
+			qw_log(QW_LOG_ERROR, "dashboard: %s", qw_strerror(r));
+			goto out;
+		}
 	}
 	d.stop_ev = evtimer_new(d.base, on_stop_tick, &d);
 	sigterm = evsignal_new(d.base, SIGTERM, on_signal, &d);
@@ -330,7 +340,9 @@ out:
 		event_base_loop(d.base, EVLOOP_NONBLOCK);
 	qw_etsi014_free(d.etsi);
 	qw_https_server_free(d.etsi_srv);
+	/* the server's routes borrow the dashboard: server first */
 	qw_https_server_free(d.metrics_srv);
+	qw_dashboard_free(d.dash);
 	qw_km_free(d.km);
 	if (d.store) {
 		if (qw_store_checkpoint(d.store))

@@ -6,6 +6,7 @@
 #include <pthread.h>
 #include <stdint.h>
 
+#include "qwave/dashboard.h"
 #include "qwave/km.h"
 #include "qwave/kmlink.h"
 
@@ -101,6 +102,10 @@ struct km_peer {
 	 * slave's ACK, in id order (loop thread) */
 	struct km_src *src;
 	struct km_block *held_head, *held_tail;
+	/* dashboard watcher (dashboard_state.c, loop thread): what the last
+	 * look saw, so that an alarm is raised once per transition */
+	int dash_was_up, dash_pool_ok, dash_qber_alarm;
+	uint64_t dash_alarms, dash_sessions, dash_resyncs;
 	/* counters (loop thread) */
 	uint64_t keys_master, keys_slave, keys_cut, resyncs, resync_dropped_keys;
 	uint64_t requests_failed, blocks_appended, blocks_refused, batches;
@@ -110,6 +115,29 @@ struct km_peer {
 struct km_status_count {
 	int status;
 	uint64_t n;
+};
+
+/* Recent alarms the node keeps for the dashboard (a ring, oldest
+ * overwritten): enough for a screen, not a log (the log has them all). */
+#define KM_DASH_ALARMS 100
+#define KM_DASH_MSG_BYTES 160
+
+struct km_alarm {
+	int64_t ts_ms;             /* Unix time, ms */
+	enum qw_dashboard_severity severity;
+	const char *kind;          /* static string (dashboard.h kinds) */
+	const char *peer;          /* link self-peer (conf string), or NULL: the node */
+	char message[KM_DASH_MSG_BYTES];
+};
+
+struct km_dash {
+	struct km_alarm ring[KM_DASH_ALARMS];
+	size_t head, n;            /* next slot, alarms held */
+	/* what qw_km_dashboard_state points the state into (loop thread) */
+	struct qw_dashboard_node *nodes;
+	struct qw_dashboard_link *links;
+	struct qw_dashboard_alarm alarms[KM_DASH_ALARMS];
+	struct event *tick;
 };
 
 struct qw_km {
@@ -124,6 +152,10 @@ struct qw_km {
 	size_t pending;
 	struct km_status_count status[16];
 	uint64_t keys_delivered;
+	struct km_dash *dash;
+	/* key relay counters (relay-routing.md); zero until relaying is
+	 * wired into the node */
+	struct qw_dashboard_relays relays;
 };
 
 struct km_src;
@@ -159,5 +191,15 @@ void km_req_deliver(struct km_req *r);
 void km_erase_ids(struct qw_km *km, const struct qw_uuid *ids, size_t n);
 /* Follower: apply queued KEYS_NEW in order. */
 void km_process_in(struct km_peer *p);
+/* Dashboard state (dashboard_state.c): allocate and start the 1 s watcher
+ * that turns link transitions into alarms (0 or QW_ENOMEM); free. */
+int km_dash_init(struct qw_km *km);
+void km_dash_free(struct qw_km *km);
+/* Record an alarm for the dashboard (loop thread; does not log: the caller
+ * logs). peer NULL: the alarm names this node. kind: a static string. */
+void km_alarm(struct qw_km *km, enum qw_dashboard_severity sev, const char *kind,
+	      const char *peer, const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+/* Look at every link now and record new alarms (also run by the watcher). */
+void km_dash_watch(struct qw_km *km);
 
 #endif

@@ -201,6 +201,10 @@ struct qw_km *qw_km_new(struct event_base *base, const struct qw_km_conf *conf,
 		pthread_mutex_init(&p->mu, NULL);
 		km->npeers++;
 	}
+	if (km_dash_init(km)) {
+		qw_km_free(km);
+		return NULL;
+	}
 	*err = 0;
 	return km;
 }
@@ -231,6 +235,7 @@ void qw_km_free(struct qw_km *km)
 	}
 	if (km->blocks_ev)
 		event_free(km->blocks_ev);
+	km_dash_free(km);
 	free(km->peers);
 	free(km);
 }

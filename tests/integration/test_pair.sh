@@ -2,8 +2,8 @@
 # Two trusted nodes from examples/pair.conf: qwave net up, pools filled by
 # the simulated QKD link, ETSI GS QKD 014 with mutual TLS (status, enc_keys
 # and dec_keys by GET and POST, the same keys at both ends, spec errors, 401
-# for the wrong SAE, no client certificate refused), metrics, then qwave net
-# down leaving no qwaved running.
+# for the wrong SAE, no client certificate refused), metrics and the
+# dashboard, then qwave net down leaving no qwaved running.
 set -euo pipefail
 src=${QW_SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}
 build=${QW_BUILD_DIR:-$src/build}
@@ -132,6 +132,27 @@ grep -q '^qwave_qkd_secret_key_rate_bps{node="node-a",peer="node-b"} [1-9]' "$di
 	fail "metrics: key rate"
 ok
 
+# the dashboard on the same listener: node-a's own view (node, neighbour,
+# link with QBER and pool) as JSON, and the page
+dash_a=${met_a%/metrics}
+"${A[@]}" -D "$dir/headers" "$dash_a/api/network" >"$dir/net.json" || fail "dashboard: /api/network"
+grep -qi '^content-type: application/json' "$dir/headers" || fail "dashboard: JSON content type"
+python3 - "$dir/net.json" <<'EOP' || fail "dashboard: $(cat "$dir/net.json")"
+import json, sys
+d = json.load(open(sys.argv[1]))
+assert d["self"] == "node-a"
+assert sorted(n["id"] for n in d["nodes"]) == ["node-a", "node-b"]
+l = d["links"][0]
+assert len(d["links"]) == 1 and (l["a"], l["b"]) == ("node-a", "node-b") and l["up"] is True
+assert 0 < l["qber"] < 0.11 and l["qber_alarm"] is False and l["key_rate_bps"] > 0
+assert isinstance(l["pool_bits"]["a"], int) and l["pool_bits"]["a"] >= 0
+assert l["length_km"] == 25
+EOP
+"${A[@]}" -D "$dir/headers" -o "$dir/page" "$dash_a/dashboard" || fail "dashboard page"
+grep -qi '^content-type: text/html' "$dir/headers" || fail "dashboard: page content type"
+grep -qi '<html' "$dir/page" || fail "dashboard: no HTML page"
+ok
+
 # A link fed by an external source: node-c and node-d take their link keys
 # from the pair's KMEs over ETSI 014 (node-c is SAE sae-a at node-a and
 # pulls as master, node-d is SAE sae-b at node-b and fetches by key IDs),
@@ -235,6 +256,8 @@ code=$("${B[@]}" -o "$dir/out" -w '%{http_code}' "$url_b/api/v1/keys/sae-a/dec_k
 [ "$code" = 400 ] || fail "a key delivered before kill -9 was delivered again: HTTP $code"
 "${A[@]}" "$met_a" | grep -q '^qwave_km_resyncs_total{node="node-a",peer="node-b"} [2-9]' ||
 	fail "no resynchronisation counted after the restart"
+"${A[@]}" "$dash_a/api/network" | json '[a["kind"] + " " + str(a["link"]) for a in d["alarms"]]' |
+	grep -q "link_down node-a-node-b" || fail "dashboard: no link_down alarm after the restart"
 ok
 # the QKD link distils again after the crash (on a key never used before)
 before=$(grep -c "bits to the pool" "$state/nodes/node-b.log" || true)
