@@ -27,6 +27,8 @@
 #include "qwave/secmem.h"
 
 int qw_cmd_net(int argc, char **argv);
+/* src/cmd/cmd_net_status.c */
+int qw_cmd_net_status(int argc, char **argv);
 
 #define NET_DEFAULT_DIR ".qwave-net"
 #define NET_START_TIMEOUT_S 30
@@ -654,6 +656,7 @@ int qw_cmd_net(int argc, char **argv)
 	static const struct qw_cli_cmd cmds[] = {
 		{ "up", net_up, "start a network from a topology file (CA, certificates, one qwaved per node)" },
 		{ "down", net_down, "stop every node 'net up' started" },
+		{ "status", qw_cmd_net_status, "the whole network: nodes, links, pools, QBER, key rates, alarms" },
 		{ NULL, NULL, NULL },
 	};
 
