@@ -103,8 +103,10 @@ void ksc_err(struct ksc_req *r, int status, const char *fmt, ...)
 	t = dump(o);
 	json_decref(o);
 	set_body(r, status, t, 0);
-	memcpy(r->resp->note, msg, sizeof(r->resp->note) - 1);
-	r->resp->note[sizeof(r->resp->note) - 1] = '\0';
+	/* the note is a short log line: the message cut at its size, never past
+	 * the message's own end */
+	snprintf(r->resp->note, sizeof(r->resp->note), "%.*s", (int)sizeof(r->resp->note) - 1,
+		 msg);
 }
 
 void ksc_fail(struct ksc_req *r, int err, const char *what)
@@ -197,7 +199,8 @@ int ksc_b64(struct ksc_req *r, const char *name, uint8_t **out, size_t *len, int
 		return -1;
 	}
 	if (qw_base64_decode(*out, cap, len, s, n)) {
-		free(*out);
+		/* a partial decode may already hold secret bytes (shares, keys) */
+		qw_free_secret(*out, cap);
 		*out = NULL;
 		ksc_err(r, 400, "field '%s' is not valid base64", name);
 		return -1;
