@@ -452,11 +452,15 @@ static int group_rekey(struct ksc_req *r, const char *gid, uint64_t epoch, json_
 		ret = wrap_for(r->k, "group", gid, epoch, devs[i], gk, arr);
 	}
 	qw_wipe(gk, sizeof(gk));
-	if (!ret && ksc_prep(r->k, &st, "UPDATE groups SET epoch = ? WHERE id = ?") == 0) {
-		sqlite3_bind_int64(st, 1, (sqlite3_int64)epoch);
-		sqlite3_bind_text(st, 2, gid, -1, SQLITE_STATIC);
-		ret = sqlite3_step(st) == SQLITE_DONE ? 0 : QW_EDB;
-		ksc_finish(r->k, st);
+	if (!ret) {
+		if (ksc_prep(r->k, &st, "UPDATE groups SET epoch = ? WHERE id = ?")) {
+			ret = QW_EDB;
+		} else {
+			sqlite3_bind_int64(st, 1, (sqlite3_int64)epoch);
+			sqlite3_bind_text(st, 2, gid, -1, SQLITE_STATIC);
+			ret = sqlite3_step(st) == SQLITE_DONE ? 0 : QW_EDB;
+			ksc_finish(r->k, st);
+		}
 	}
 	if (ret) {
 		json_decref(arr);
