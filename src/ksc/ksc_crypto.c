@@ -172,6 +172,65 @@ static int use_key(struct ksc_req *r, const struct alg **a, uint8_t **mat, size_
 	return 0;
 }
 
+/* Take the next use number of service key id (keys.next_slot, unused by
+ * service keys otherwise), committed before the caller uses it so no value
+ * is ever handed out twice, even across restarts. Values run 0..limit-1:
+ * the 32-bit COUNT of 128-EEA3/EIA3 (3GPP TS 35.201 clause 3) must never
+ * repeat under one key, and an AEAD with random 96-bit nonces stays far
+ * below the birthday bound at 2^32 messages (NIST SP 800-38D 8.3).
+ * 0 or a reply sent (-1). */
+static int next_use(struct ksc_req *r, const char *id, uint64_t limit, uint64_t *out)
+{
+	sqlite3_stmt *st = NULL;
+	int ret = QW_EDB, found = 0;
+	uint64_t n = 0;
+
+	if (ksc_begin(r->k)) {
+		ksc_err(r, 500, "database busy");
+		return -1;
+	}
+	if (ksc_prep(r->k, &st, "SELECT next_slot FROM keys WHERE id = ? AND purpose = 'service'"
+				" AND state = 'active'"))
+		goto fail;
+	sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+	if (sqlite3_step(st) == SQLITE_ROW) {
+		found = 1;
+		n = (uint64_t)sqlite3_column_int64(st, 0);
+	}
+	ksc_finish(r->k, st);
+	st = NULL;
+	if (!found) {
+		ksc_rollback(r->k);
+		ksc_err(r, 409, "service key %s is no longer active", id);
+		return -1;
+	}
+	if (n >= limit) {
+		ksc_rollback(r->k);
+		ksc_err(r, 409, "service key %s has reached its limit of %llu uses; create a new key",
+			id, (unsigned long long)limit);
+		return -1;
+	}
+	if (ksc_prep(r->k, &st, "UPDATE keys SET next_slot = next_slot + 1, updated = ?"
+				" WHERE id = ?"))
+		goto fail;
+	sqlite3_bind_int64(st, 1, ksc_now());
+	sqlite3_bind_text(st, 2, id, -1, SQLITE_STATIC);
+	ret = sqlite3_step(st) == SQLITE_DONE && sqlite3_changes(r->k->db) == 1 ? 0 : QW_EDB;
+	ksc_finish(r->k, st);
+	st = NULL;
+	if (ret || (ret = ksc_commit(r->k)))
+		goto fail;
+	*out = n;
+	return 0;
+fail:
+	ksc_finish(r->k, st);
+	ksc_rollback(r->k);
+	ksc_fail(r, ret, "service key");
+	return -1;
+}
+
+#define USES_MAX ((uint64_t)1 << 32)
+
 static int need_kind(struct ksc_req *r, const struct alg *a, int k1, int k2, const char *op)
 {
 	if (a->kind == k1 || a->kind == k2)
@@ -223,38 +282,44 @@ void ksc_h_crypto(struct ksc_req *r)
 	}
 	if (!strcmp(op, "encrypt") || !strcmp(op, "decrypt")) {
 		int enc = op[0] == 'e';
+		uint32_t count = 0;
 
 		if (need_kind(r, a, 1, 2, "encrypt"))
 			goto out;
+		if (a->kind == 2 && alen) {
+			ksc_err(r, 400, "zuc-eea3 takes no aad (it does not authenticate)");
+			goto out;
+		}
+		if (enc) {
+			uint64_t use;
+
+			if (next_use(r, ksc_str(r, "key_id", 1), USES_MAX, &use))
+				goto out;
+			count = (uint32_t)use;
+		}
 		if (a->kind == 1) {
 			ret = enc ? qw_aead_seal_msg(a->aead, mat, mlen, aad, alen, data, dlen, out,
 						     cap, &olen) :
 				    qw_aead_open_msg(a->aead, mat, mlen, aad, alen, data, dlen, out,
 						     cap, &olen, NULL);
+		} else if (enc) {
+			/* 128-EEA3: [COUNT (4 bytes) | ciphertext], BEARER 0,
+			 * DIRECTION 0; COUNT is the key's persistent use counter
+			 * (next_use), never a random value: a repeated COUNT is a
+			 * two-time pad. Confidentiality only, as the 3GPP algorithm */
+			out[0] = (uint8_t)(count >> 24);
+			out[1] = (uint8_t)(count >> 16);
+			out[2] = (uint8_t)(count >> 8);
+			out[3] = (uint8_t)count;
+			ret = qw_zuc_eea3(mat, count, 0, 0, data, dlen * 8, out + 4);
+			olen = dlen + 4;
+		} else if (dlen < 4) {
+			ret = QW_EPARSE;
 		} else {
-			/* 128-EEA3: [COUNT (4 bytes, random) | ciphertext], BEARER 0,
-			 * DIRECTION 0; confidentiality only, as the 3GPP algorithm */
-			uint32_t count;
-
-			if (alen) {
-				ksc_err(r, 400, "zuc-eea3 takes no aad (it does not authenticate)");
-				goto out;
-			}
-			if (enc) {
-				ret = ksc_random(r->k, out, 4);
-				count = (uint32_t)out[0] << 24 | (uint32_t)out[1] << 16 |
-					(uint32_t)out[2] << 8 | out[3];
-				if (!ret)
-					ret = qw_zuc_eea3(mat, count, 0, 0, data, dlen * 8, out + 4);
-				olen = dlen + 4;
-			} else if (dlen < 4) {
-				ret = QW_EPARSE;
-			} else {
-				count = (uint32_t)data[0] << 24 | (uint32_t)data[1] << 16 |
-					(uint32_t)data[2] << 8 | data[3];
-				ret = qw_zuc_eea3(mat, count, 0, 0, data + 4, (dlen - 4) * 8, out);
-				olen = dlen - 4;
-			}
+			count = (uint32_t)data[0] << 24 | (uint32_t)data[1] << 16 |
+				(uint32_t)data[2] << 8 | data[3];
+			ret = qw_zuc_eea3(mat, count, 0, 0, data + 4, (dlen - 4) * 8, out);
+			olen = dlen - 4;
 		}
 		if (ret == QW_EAUTH || ret == QW_EPARSE) {
 			ksc_err(r, 400, "the ciphertext does not %s", ret == QW_EAUTH ?
@@ -275,9 +340,21 @@ void ksc_h_crypto(struct ksc_req *r)
 		if (a->kind == 3) {
 			ret = qw_hmac(QW_HASH_SM3, mat, mlen, data, dlen, tag);
 		} else {
+			/* 128-EIA3 is a one-time universal hash: two tags under one
+			 * COUNT are linear in the messages and let a third be forged.
+			 * mac spends a fresh COUNT from the key's persistent counter
+			 * and returns it; verify-mac takes it back */
 			uint32_t t = 0;
+			uint64_t count;
 
-			ret = qw_zuc_eia3(mat, 0, 0, 0, data, dlen * 8, &t);
+			if (op[0] == 'm') {
+				if (next_use(r, ksc_str(r, "key_id", 1), USES_MAX, &count))
+					goto out;
+			} else if (ksc_uint(r, "count", 0, USES_MAX - 1, &count, 1) < 0) {
+				goto out;
+			}
+			json_object_set_new(res, "count", json_integer((json_int_t)count));
+			ret = qw_zuc_eia3(mat, (uint32_t)count, 0, 0, data, dlen * 8, &t);
 			tag[0] = (uint8_t)(t >> 24);
 			tag[1] = (uint8_t)(t >> 16);
 			tag[2] = (uint8_t)(t >> 8);

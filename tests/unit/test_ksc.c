@@ -941,6 +941,50 @@ static void test_crypto(void **state)
 				    "aGVsbG8gcXVhbnR1bQ==");
 		json_decref(j);
 		crypto_call(f, "bank", "mac", body, 400, NULL);
+		/* every encryption spends one use of the key's persistent
+		 * counter: 128-EEA3's COUNT never repeats (a repeat is a two-time
+		 * pad), and every algorithm stops at 2^32 messages per key */
+		{
+			uint8_t c1[64], c2[64];
+			char ct2[200];
+
+			snprintf(body, sizeof(body),
+				 "{\"key_id\":\"%s\",\"data\":\"aGVsbG8gcXVhbnR1bQ==\"}", id);
+			crypto_call(f, "bank", "encrypt", body, 200, &j);
+			snprintf(ct2, sizeof(ct2), "%s",
+				 json_string_value(json_object_get(j, "ciphertext")));
+			json_decref(j);
+			assert_string_not_equal(ct, ct2);
+			if (a == 2) {
+				assert_int_equal(b64dec(ct, c1, sizeof(c1)), 4 + 13);
+				assert_int_equal(b64dec(ct2, c2, sizeof(c2)), 4 + 13);
+				assert_memory_equal(c1, "\0\0\0\0", 4);
+				assert_memory_equal(c2, "\0\0\0\1", 4);
+			}
+			snprintf(body, sizeof(body),
+				 "UPDATE keys SET next_slot = 4294967295 WHERE id = '%s'", id);
+			assert_int_equal(sqlite3_exec(f->k->db, body, NULL, NULL, NULL), SQLITE_OK);
+			snprintf(body, sizeof(body),
+				 "{\"key_id\":\"%s\",\"data\":\"aGVsbG8gcXVhbnR1bQ==\"}", id);
+			crypto_call(f, "bank", "encrypt", body, 200, &j);
+			snprintf(ct2, sizeof(ct2), "%s",
+				 json_string_value(json_object_get(j, "ciphertext")));
+			json_decref(j);
+			if (a == 2) {
+				assert_int_equal(b64dec(ct2, c2, sizeof(c2)), 4 + 13);
+				assert_memory_equal(c2, "\377\377\377\377", 4);
+			}
+			crypto_call(f, "bank", "encrypt", body, 409, NULL);
+			/* decryption spends nothing and still works */
+			snprintf(body, sizeof(body), "{\"key_id\":\"%s\",\"ciphertext\":\"%s\"}",
+				 id, ct2);
+			crypto_call(f, "bank", "decrypt", body, 200, &j);
+			assert_string_equal(json_string_value(json_object_get(j, "plaintext")),
+					    "aGVsbG8gcXVhbnR1bQ==");
+			json_decref(j);
+			snprintf(body, sizeof(body), "{\"key_id\":\"%s\",\"ciphertext\":\"%s\"}",
+				 id, ct);
+		}
 		if (a < 2) { /* AEADs refuse an altered ciphertext */
 			ct[8] = ct[8] == 'A' ? 'B' : 'A';
 			snprintf(body, sizeof(body), "{\"key_id\":\"%s\",\"ciphertext\":\"%s\"}", id,
@@ -964,6 +1008,44 @@ static void test_crypto(void **state)
 	crypto_call(f, "bank", "verify-mac", body, 200, &j);
 	assert_false(json_is_true(json_object_get(j, "valid")));
 	json_decref(j);
+	/* 128-EIA3: each tag under a fresh COUNT from the key's persistent
+	 * counter (two tags under one COUNT are linear in the messages and
+	 * forge a third); the COUNT comes back with the tag and verification
+	 * needs it */
+	{
+		char m0[16], m1[16];
+		char kid[40];
+
+		crypto_call(f, "bank", "keys", "{\"alg\":\"zuc-eia3\"}", 201, &j);
+		snprintf(kid, sizeof(kid), "%s", json_string_value(json_object_get(j, "id")));
+		json_decref(j);
+		snprintf(body, sizeof(body), "{\"key_id\":\"%s\",\"data\":\"AAEC\"}", kid);
+		crypto_call(f, "bank", "mac", body, 200, &j);
+		assert_int_equal(json_integer_value(json_object_get(j, "count")), 0);
+		snprintf(m0, sizeof(m0), "%s", json_string_value(json_object_get(j, "mac")));
+		json_decref(j);
+		crypto_call(f, "bank", "mac", body, 200, &j);
+		assert_true(json_is_integer(json_object_get(j, "count")));
+		assert_int_equal(json_integer_value(json_object_get(j, "count")), 1);
+		snprintf(m1, sizeof(m1), "%s", json_string_value(json_object_get(j, "mac")));
+		json_decref(j);
+		assert_string_not_equal(m0, m1);
+		snprintf(body, sizeof(body),
+			 "{\"key_id\":\"%s\",\"data\":\"AAEC\",\"mac\":\"%s\",\"count\":1}", kid,
+			 m1);
+		crypto_call(f, "bank", "verify-mac", body, 200, &j);
+		assert_true(json_is_true(json_object_get(j, "valid")));
+		json_decref(j);
+		snprintf(body, sizeof(body),
+			 "{\"key_id\":\"%s\",\"data\":\"AAEC\",\"mac\":\"%s\",\"count\":0}", kid,
+			 m1);
+		crypto_call(f, "bank", "verify-mac", body, 200, &j);
+		assert_false(json_is_true(json_object_get(j, "valid")));
+		json_decref(j);
+		snprintf(body, sizeof(body), "{\"key_id\":\"%s\",\"data\":\"AAEC\",\"mac\":\"%s\"}",
+			 kid, m1);
+		crypto_call(f, "bank", "verify-mac", body, 400, NULL);
+	}
 	/* hybrid derivation: deterministic in (quantum key, classical key,
 	 * info), and changes with the classical key */
 	{
