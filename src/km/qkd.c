@@ -27,6 +27,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <poll.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -67,7 +68,11 @@ struct km_qkd {
 	pthread_cond_t cv;
 	int fd;        /* channel handed over by the loop, -1 none */
 	int cur_fd;    /* channel in use (for stop) */
-	int want, stop, halted;
+	int want;
+	/* read by the thread without mu (loop conditions), written under mu by
+	 * km_qkd_stop: atomic so those reads are not data races */
+	atomic_int stop;
+	atomic_int halted;
 	uint64_t last_epoch;
 	size_t psk_bytes;
 	/* session results (thread only) */
