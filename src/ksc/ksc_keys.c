@@ -106,10 +106,40 @@ static int key_material(struct qw_ksc *k, const struct ksc_key *o, uint8_t **out
 	return ret;
 }
 
+/* A revoked or expired key is terminal: its backup, the custodians' shares
+ * and any submitted recovery shares go with it, so that no quorum can bring
+ * it back after a later destroy (inside the caller's transaction). */
+static int drop_backup(struct qw_ksc *k, const char *id)
+{
+	static const char *const sql[3] = { "DELETE FROM backups WHERE key_id = ?",
+					    "DELETE FROM custody WHERE key_id = ?",
+					    "DELETE FROM recovery WHERE key_id = ?" };
+	int ret = 0;
+
+	for (int i = 0; i < 3 && !ret; i++) {
+		sqlite3_stmt *st = NULL;
+
+		if (ksc_prep(k, &st, sql[i]))
+			return QW_EDB;
+		sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+		ret = sqlite3_step(st) == SQLITE_DONE ? 0 : QW_EDB;
+		ksc_finish(k, st);
+	}
+	return ret;
+}
+
+static int is_terminal(const char *state)
+{
+	return !strcmp(state, "revoked") || !strcmp(state, "expired");
+}
+
 static int set_state(struct qw_ksc *k, const char *id, const char *state, int erase)
 {
 	sqlite3_stmt *st = NULL;
 	int ret;
+
+	if (is_terminal(state) && (ret = drop_backup(k, id)))
+		return ret;
 
 	if (ksc_prep(k, &st, erase ? "UPDATE keys SET state = ?, updated = ?, material = NULL"
 				     " WHERE id = ?" :
@@ -349,7 +379,10 @@ static void h_transition(struct ksc_req *r, struct ksc_key *o, const char *actio
 		return;
 	}
 	d = json_pack("{s:s, s:s, s:s?}", "from", o->state, "to", to, "reason", reason);
-	ret = set_state(r->k, o->id, to, 1);
+	/* a key revoked along with its device never passed through set_state */
+	ret = is_terminal(o->state) ? drop_backup(r->k, o->id) : 0;
+	if (!ret)
+		ret = set_state(r->k, o->id, to, 1);
 	if (!ret)
 		ret = ksc_audit(r->k, r->who.id, !strcmp(action, "revoke") ? "key.revoke" :
 									     "key.destroy",
@@ -476,8 +509,9 @@ static void h_backup(struct ksc_req *r, struct ksc_key *o)
 	ret = sqlite3_step(st);
 	ksc_finish(r->k, st);
 	st = NULL;
-	if (ret == SQLITE_CONSTRAINT) {
-		ret = QW_EEXIST;
+	if (ret != SQLITE_DONE) {
+		/* only DONE means the row exists; anything else must not answer 201 */
+		ret = ret == SQLITE_CONSTRAINT ? QW_EEXIST : QW_EDB;
 		goto fail;
 	}
 	ret = QW_EDB;
@@ -619,6 +653,30 @@ static void h_recover(struct ksc_req *r, struct ksc_key *o)
 		ksc_err(r, 403, "shares are submitted by administrators");
 		goto bad;
 	}
+	{
+		/* databases from before drop_backup may still hold the backup of
+		 * a key revoked or expired before its destruction: the audit
+		 * log records that, and such a key stays gone */
+		int term = -1;
+
+		if (!ksc_prep(r->k, &st, "SELECT count(*) FROM audit WHERE object = ? AND"
+					 " action IN ('key.revoke', 'key.expire')")) {
+			sqlite3_bind_text(st, 1, o->id, -1, SQLITE_STATIC);
+			if (sqlite3_step(st) == SQLITE_ROW)
+				term = sqlite3_column_int(st, 0) != 0;
+		}
+		ksc_finish(r->k, st);
+		st = NULL;
+		if (term < 0) {
+			ret = QW_EDB;
+			goto fail;
+		}
+		if (term) {
+			ksc_err(r, 409, "key %s was revoked or expired before it was destroyed:"
+				" it is not recovered", o->id);
+			goto bad;
+		}
+	}
 	if (!ksc_prep(r->k, &st, "SELECT 1 FROM custody WHERE key_id = ? AND admin = ?")) {
 		sqlite3_bind_text(st, 1, o->id, -1, SQLITE_STATIC);
 		sqlite3_bind_text(st, 2, r->who.id, -1, SQLITE_STATIC);
@@ -720,17 +778,28 @@ static void h_recover(struct ksc_req *r, struct ksc_key *o)
 		ret = ksc_open_sealed(bk, "backup", o->id, blob, blen, &mat, &mlen);
 	if (ret == QW_EAUTH || ret == QW_EINVAL) {
 		/* wrong shares: discard them all, record the failure, and say so */
+		int drc = QW_EDB;
+
 		ksc_rollback(r->k);
 		if (!ksc_begin(r->k)) {
 			if (!ksc_prep(r->k, &st, "DELETE FROM recovery WHERE key_id = ?")) {
 				sqlite3_bind_text(st, 1, o->id, -1, SQLITE_STATIC);
-				sqlite3_step(st);
+				drc = sqlite3_step(st) == SQLITE_DONE ? 0 : QW_EDB;
 			}
 			ksc_finish(r->k, st);
 			st = NULL;
-			if (ksc_audit(r->k, r->who.id, "key.recover_failed", o->id, NULL) ||
-			    ksc_commit(r->k))
+			/* stale shares left behind would let one custodian reach the
+			 * threshold later: commit nothing unless they are gone */
+			if (!drc)
+				drc = ksc_audit(r->k, r->who.id, "key.recover_failed", o->id, NULL);
+			if (!drc && ksc_commit(r->k))
+				drc = QW_EDB;
+			if (drc)
 				ksc_rollback(r->k);
+		}
+		if (drc) {
+			ksc_fail(r, QW_EDB, "recover");
+			goto out;
 		}
 		ksc_err(r, 409, "the submitted shares do not reconstruct the backup key of %s; "
 			"they were discarded", o->id);
@@ -767,9 +836,11 @@ static void h_recover(struct ksc_req *r, struct ksc_key *o)
 	if (ksc_prep(r->k, &st, "DELETE FROM recovery WHERE key_id = ?"))
 		goto fail;
 	sqlite3_bind_text(st, 1, o->id, -1, SQLITE_STATIC);
-	sqlite3_step(st);
+	ret = sqlite3_step(st) == SQLITE_DONE ? 0 : QW_EDB;
 	ksc_finish(r->k, st);
 	st = NULL;
+	if (ret)
+		goto fail;
 	{
 		json_t *d = json_pack("{s:I, s:I}", "shares", (json_int_t)m, "threshold", (json_int_t)t);
 

@@ -255,6 +255,22 @@ static void test_roles(void **state)
 	expect_intact(f);
 }
 
+/* Rows of table tbl about key id (backups, custody, recovery). */
+static int table_rows(struct fx *f, const char *tbl, const char *id)
+{
+	sqlite3_stmt *st = NULL;
+	char sql[96];
+	int n = -1;
+
+	snprintf(sql, sizeof(sql), "SELECT count(*) FROM %s WHERE key_id = ?", tbl);
+	assert_int_equal(sqlite3_prepare_v2(f->k->db, sql, -1, &st, NULL), SQLITE_OK);
+	sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+	if (sqlite3_step(st) == SQLITE_ROW)
+		n = sqlite3_column_int(st, 0);
+	sqlite3_finalize(st);
+	return n;
+}
+
 static void test_key_life_cycle(void **state)
 {
 	struct fx *f = *state;
@@ -386,6 +402,25 @@ static void test_key_life_cycle(void **state)
 	assert_int_equal(call(f, "op", "POST", path, NULL, NULL), 200);
 	snprintf(path, sizeof(path), "/keys/%s/distribute", id);
 	assert_int_equal(call(f, "app1", "POST", path, NULL, NULL), 409);
+	/* revoked is terminal: revoke -> destroy -> recover does not bring it
+	 * back, even with a full quorum of genuine shares, and the backup and
+	 * custody rows went with the revocation */
+	assert_int_equal(table_rows(f, "backups", id) + table_rows(f, "custody", id), 0);
+	snprintf(path, sizeof(path), "/keys/%s/destroy", id);
+	assert_int_equal(call(f, "op", "POST", path, NULL, NULL), 200);
+	snprintf(path, sizeof(path), "/keys/%s/recover", id);
+	for (int i = 0; i < 3; i++) {
+		const char *who[3] = { "root", "s2", "op" };
+		char body[128], b64[64];
+
+		assert_int_equal(qw_base64_encode(b64, sizeof(b64), share[i], 33), 0);
+		snprintf(body, sizeof(body), "{\"share\":\"%s\"}", b64);
+		assert_int_equal(call(f, who[i], "POST", path, body, NULL), 409);
+	}
+	snprintf(path, sizeof(path), "/keys/%s", id);
+	assert_int_equal(call(f, "op", "GET", path, NULL, &j), 200);
+	assert_string_equal(json_string_value(json_object_get(j, "state")), "destroyed");
+	json_decref(j);
 	/* expiry */
 	assert_int_equal(call(f, "op", "POST", "/keys", "{\"owner\":\"app1\",\"expires_in\":1}", &j),
 			 201);
