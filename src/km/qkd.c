@@ -230,8 +230,19 @@ static int psk_state_save(struct km_qkd *q, const struct psk_state *st)
 	close(fd);
 	if (!ret && rename(tmp, path))
 		ret = QW_EIO;
-	if (ret)
+	if (ret) {
 		unlink(tmp);
+		return ret;
+	}
+	/* the rename lives in the directory: without syncing it a power loss
+	 * can bring back the old file, whose key is already used - a second
+	 * session on it would reuse Wegman-Carter pads */
+	fd = open(q->c->data_dir, O_DIRECTORY | O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return QW_EIO;
+	if (fsync(fd))
+		ret = QW_EIO;
+	close(fd);
 	return ret;
 }
 
