@@ -306,12 +306,14 @@ static void h_status(struct ksc_req *r)
 	ksc_finish(r->k, st);
 	if (o && r->k->qkd) {
 		size_t have, cap;
+		uint64_t dropped;
 		int last;
 
-		ksc_qkd_status(r->k, &have, &cap, &last);
+		ksc_qkd_status(r->k, &have, &cap, &last, &dropped);
 		json_object_set_new(o, "qkd_pool_bits", json_integer((json_int_t)have * 8));
 		json_object_set_new(o, "qkd_pool_capacity_bits", json_integer((json_int_t)cap * 8));
 		json_object_set_new(o, "qkd_last_fetch", json_string(last ? qw_strerror(last) : "ok"));
+		json_object_set_new(o, "qkd_keys_dropped", json_integer((json_int_t)dropped));
 	}
 	ksc_reply(r, 200, o);
 }

@@ -115,7 +115,8 @@ void ksc_qkd_stop(struct qw_ksc *k);
 /* n bytes of QKD key from the pool: 0, QW_EAGAIN (not enough yet),
  * QW_ERANGE (more than the pool holds), QW_EUNSUPPORTED (no QKD source). */
 int ksc_qkd_take(struct qw_ksc *k, uint8_t *out, size_t n);
-void ksc_qkd_status(struct qw_ksc *k, size_t *have, size_t *cap, int *last_err);
+void ksc_qkd_status(struct qw_ksc *k, size_t *have, size_t *cap, int *last_err,
+		     uint64_t *dropped);
 
 /* ---- ksc_api.c ---- */
 void ksc_reply(struct ksc_req *r, int status, json_t *obj);        /* steals obj */

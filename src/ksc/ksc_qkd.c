@@ -27,6 +27,7 @@ struct ksc_qkd {
 	size_t cap, have;
 	int stop, started;
 	int last_err;
+	uint64_t dropped; /* keys the KME delivered with the wrong size */
 	struct qw_etsi_client *client;
 	char *slave;
 };
@@ -66,17 +67,30 @@ static void *run(void *arg)
 		pthread_mutex_lock(&q->mu);
 		q->last_err = ret;
 		if (!ret) {
+			size_t used = 0;
+
 			for (size_t i = 0; i < keys->n; i++) {
-				if (keys->keys[i].len != KEY_BITS / 8 ||
-				    q->have + keys->keys[i].len > q->cap)
+				if (keys->keys[i].len != KEY_BITS / 8) {
+					/* not what was asked for: never pad or cut key
+					 * material, but make the fault visible (status) */
+					q->dropped++;
+					continue;
+				}
+				if (q->have + keys->keys[i].len > q->cap)
 					continue;
 				memcpy(q->buf + q->have, keys->keys[i].key, keys->keys[i].len);
 				q->have += keys->keys[i].len;
+				used++;
 			}
 			qw_etsi_keys_free(keys);
-			continue;
+			if (used)
+				continue;
+			/* an empty or unusable reply: retrying at once would spin
+			 * against the KME */
+			q->last_err = QW_EPARSE;
 		}
-		/* KME unreachable or out of key: try again in a second */
+		/* KME unreachable, out of key or answering nothing usable: try
+		 * again in a second */
 		clock_gettime(CLOCK_REALTIME, &ts);
 		ts.tv_sec += 1;
 		while (!q->stop && pthread_cond_timedwait(&q->cv, &q->mu, &ts) != ETIMEDOUT)
@@ -174,11 +188,13 @@ int ksc_qkd_take(struct qw_ksc *k, uint8_t *out, size_t n)
 	return ret;
 }
 
-void ksc_qkd_status(struct qw_ksc *k, size_t *have, size_t *cap, int *last_err)
+void ksc_qkd_status(struct qw_ksc *k, size_t *have, size_t *cap, int *last_err,
+		     uint64_t *dropped)
 {
 	struct ksc_qkd *q = k->qkd;
 
 	*have = *cap = 0;
+	*dropped = 0;
 	*last_err = QW_EUNSUPPORTED;
 	if (!q)
 		return;
@@ -186,5 +202,6 @@ void ksc_qkd_status(struct qw_ksc *k, size_t *have, size_t *cap, int *last_err)
 	*have = q->have;
 	*cap = q->cap;
 	*last_err = q->last_err;
+	*dropped = q->dropped;
 	pthread_mutex_unlock(&q->mu);
 }

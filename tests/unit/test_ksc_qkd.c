@@ -30,6 +30,8 @@
 
 static struct event_base *base;
 static unsigned delivered; /* keys handed out by the fake KME */
+static unsigned requests;  /* Get key requests it answered */
+static int short_keys;	   /* answer with keys one byte short of the size asked */
 
 static int kme_status(void *ctx, const char *caller, const char *slave, struct qw_kme_status *o)
 {
@@ -60,7 +62,10 @@ static void kme_get(void *ctx, const struct qw_kme_get_key_req *r, qw_kme_keys_c
 		cb(arg, keys ? QW_ENOTFOUND : QW_ENOMEM, NULL, 0);
 		return;
 	}
+	requests++;
 	for (uint32_t i = 0; i < r->number; i++) {
+		size_t len = r->size_bits / 8 - (short_keys ? 1 : 0);
+
 		keys[i].key = malloc(r->size_bits / 8);
 		if (!keys[i].key || qw_uuid_generate(&u)) {
 			qw_kme_keys_free(keys, i + 1);
@@ -68,8 +73,8 @@ static void kme_get(void *ctx, const struct qw_kme_get_key_req *r, qw_kme_keys_c
 			return;
 		}
 		delivered++;
-		memset(keys[i].key, (int)(delivered & 0xff), r->size_bits / 8);
-		keys[i].size_bits = r->size_bits;
+		memset(keys[i].key, (int)(delivered & 0xff), len);
+		keys[i].size_bits = (uint32_t)len * 8;
 		qw_uuid_format(&u, keys[i].key_id);
 	}
 	cb(arg, 0, keys, r->number);
@@ -216,6 +221,22 @@ static void test_qkd_source(void **state)
 	assert_int_equal(call(k, "root", "POST", "/keys", "{\"size_bits\":262144,\"source\":\"qkd\"}",
 			      NULL), 400);
 	qw_ksc_close(k); /* stops the prefetch thread */
+	/* a KME answering keys of the wrong size (here refused by the
+	 * ETSI 014 layer before the KSC sees them): none enters the pool, the
+	 * status names the fault, and the KSC backs off (1 s) instead of
+	 * asking again at once */
+	short_keys = 1;
+	requests = 0;
+	k = qw_ksc_open(&ko, &err);
+	assert_non_null(k);
+	usleep(500000);
+	assert_int_equal(call(k, "root", "GET", "/status", NULL, &j), 200);
+	assert_int_equal(json_integer_value(json_object_get(j, "qkd_pool_bits")), 0);
+	assert_true(json_is_integer(json_object_get(j, "qkd_keys_dropped")));
+	assert_string_not_equal(json_string_value(json_object_get(j, "qkd_last_fetch")), "ok");
+	json_decref(j);
+	qw_ksc_close(k);
+	assert_in_range(requests, 1, 2);
 	event_base_loopbreak(base);
 	pthread_join(th, NULL);
 	qw_https_server_free(srv); /* before the API it serves (etsi014.h) */
