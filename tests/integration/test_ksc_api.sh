@@ -133,6 +133,8 @@ check "owner receives the recovered key" as app1 ksc key distribute --id "$KID" 
 cmp -s "$T/k1.b64" "$T/k2.b64" && ok "recovered key is the same key" || bad "recovered key differs"
 check "revoke" as op ksc key revoke --id "$KID"
 refuse "revoked key is not distributed" "HTTP 409" as app1 ksc key distribute --id "$KID"
+check "destroy the revoked key" as op ksc key destroy --id "$KID" --reason "test"
+refuse "a revoked key is not recovered" "HTTP 409" as root ksc key recover --id "$KID" --share-file "$T/share-root"
 
 # ---- devices: register, personalise, fill, import ----
 reg() { # reg ID KIND
@@ -232,6 +234,14 @@ as app1 ksc call POST /crypto/encrypt "{\"key_id\":\"$CK\",\"data\":\"c2VjcmV0\"
 as app1 ksc call POST /crypto/decrypt "{\"key_id\":\"$CK\",\"ciphertext\":\"$(jget "$T/ct.json" '.ciphertext')\"}" >"$T/pt.json"
 [ "$(jget "$T/pt.json" '.plaintext')" = c2VjcmV0 ] && ok "decrypt round trip" || bad "decrypt"
 refuse "another principal cannot use the key" "HTTP 403" as op ksc call POST /crypto/encrypt "{\"key_id\":\"$CK\",\"data\":\"AA==\"}"
+as app1 ksc call POST /crypto/keys '{"alg":"zuc-eia3"}' >"$T/zk.json" && ok "zuc-eia3 service key" || bad "zuc-eia3 key"
+ZK=$(jget "$T/zk.json" '.id')
+as app1 ksc call POST /crypto/mac "{\"key_id\":\"$ZK\",\"data\":\"c2VjcmV0\"}" >"$T/m0.json"
+as app1 ksc call POST /crypto/mac "{\"key_id\":\"$ZK\",\"data\":\"c2VjcmV0\"}" >"$T/m1.json"
+[ "$(jget "$T/m0.json" '.count')" = 0 ] && [ "$(jget "$T/m1.json" '.count')" = 1 ] && ok "zuc-eia3: a fresh COUNT per tag" || bad "zuc-eia3 COUNT: $(cat "$T/m0.json" "$T/m1.json")"
+as app1 ksc call POST /crypto/verify-mac "{\"key_id\":\"$ZK\",\"data\":\"c2VjcmV0\",\"mac\":\"$(jget "$T/m1.json" '.mac')\",\"count\":1}" >"$T/v.json"
+[ "$(jget "$T/v.json" '.valid')" = true ] && ok "zuc-eia3 tag verifies with its COUNT" || bad "zuc-eia3 verify"
+refuse "zuc-eia3 verify needs the COUNT" "HTTP 400" as app1 ksc call POST /crypto/verify-mac "{\"key_id\":\"$ZK\",\"data\":\"c2VjcmV0\",\"mac\":\"$(jget "$T/m1.json" '.mac')\"}"
 
 # ---- remote destroy of a lost device ----
 check "lost device registered and filled" reg lost-1 usb-key 2048
