@@ -9,8 +9,10 @@
  *   1. every message is a frame of frame.h, authenticated from a pre-shared
  *      pool (k_AB || k_BA || pads) that the terminal takes from its
  *      pre-filled KSC keys (unused 256-bit slots of its offline fill) and
- *      the KSC side holds too; pads are never reused (the frame sequence
- *      number is the pad index) and a refill needs QW_REFILL_PSK_BYTES;
+ *      the KSC side holds too, or (qw_refill_*_carry) that the previous
+ *      refill carried forward from its PLKG key; pads are never reused (the
+ *      frame sequence number is the pad index) and a refill needs
+ *      QW_REFILL_PSK_BYTES;
  *   2. HELLO (terminal -> AP, stream 0): the key bits the terminal asks for;
  *   3. probing: each end simulates ITS OWN channel estimates of the same
  *      reciprocal channel realisation (air_seed: the simulation stands for
@@ -42,11 +44,14 @@
 #include "qwave/frame.h"
 #include "qwave/plkg.h"
 
-/* Pre-shared frame authentication material per refill: both hash keys and
+/* Frame authentication material per refill: both hash keys and
  * QW_REFILL_PSK_UNITS pads per direction. A refill sends 4 frames each way
  * with the BCH reconciler (measured, qw_refill_result.frames_sent: the
  * refill's own HELLO/ACK and DELIVER, and the chain's messages) plus at
- * most one DROP: 6 slots of 256 bits. */
+ * most one DROP, each frame one 128-bit pad of its direction: at most
+ * 2 x 5 x 128 = 1280 pad bits (qw_refill_result.pad_bits_used) + 256 bits
+ * of hash keys = 1536 bits (6 slots of 256 bits of a pre-filled fill, or
+ * the pool a previous refill carried forward: QW_REFILL_CARRY_BITS). */
 #define QW_REFILL_PSK_UNITS 5
 #define QW_REFILL_PSK_BYTES (2 * QW_AUTH_HASHKEY_BYTES + QW_REFILL_PSK_UNITS * QW_AUTH_UNIT_BYTES)
 /* PLKG key bits spent on the MAC (hash key + pad) before the pad of keys. */
@@ -56,6 +61,21 @@
 #define QW_REFILL_RAW_PER_BIT 5u
 /* Keys are delivered in whole slots of this many bits. */
 #define QW_REFILL_UNIT_BITS 256u
+/* PLKG key bits reserved, with carry, as the next refill's frame pool. */
+#define QW_REFILL_CARRY_BITS (QW_REFILL_PSK_BYTES * 8u)
+#define QW_REFILL_CARRY_ID_BYTES 16
+
+/* The next refill's frame authentication pool, carried forward from this
+ * refill's PLKG key (docs/plkg.md section 12): K[256 + n, 256 + n + 1536)
+ * after the delivered keys' pad. id: 16 random bytes the terminal picks and
+ * sends in its (authenticated) ACK; public, it lets both ends check before
+ * a refill that they hold the same pool. valid: 0 when nothing was carried
+ * (a failed refill, or no ACK received by the AP). */
+struct qw_refill_carry {
+	uint8_t pool[QW_REFILL_PSK_BYTES];
+	uint8_t id[QW_REFILL_CARRY_ID_BYTES];
+	int valid;
+};
 
 struct qw_refill_params {
 	/* The radio channel and the chain (BCH). A refill's block is at least
@@ -111,6 +131,8 @@ struct qw_refill_result {
 	uint64_t plkg_bits;       /* the PLKG key's length */
 	uint64_t frames_sent, frames_received;
 	uint64_t delivered_bits;  /* quantum key bits delivered (0 on failure) */
+	uint64_t pad_bits_used;   /* frame pad bits consumed, both directions */
+	uint64_t carried_bits;    /* PLKG key bits carried as the next pool */
 	/* SM3 of the PLKG key (equal at both ends; lets tests see that two
 	 * refills used different keys without handling the key). */
 	uint8_t plkg_fingerprint[32];
@@ -137,6 +159,24 @@ QW_WUR int qw_refill_ap(const struct qw_refill_params *p, const struct qw_frame_
 QW_WUR int qw_refill_terminal(const struct qw_refill_params *p, const struct qw_frame_io *io,
 			      const uint8_t *psk, size_t psklen, uint64_t want_bits,
 			      uint8_t **keys, size_t *nbytes, struct qw_refill_result *res);
+
+/* The same with carry: the HELLO asks for the next refill's pool (the block
+ * is sized for QW_REFILL_CARRY_BITS more, the delivery is
+ * min(request, |K| - 256 - QW_REFILL_CARRY_BITS) in slots). *next (may be
+ * NULL at the AP: reserved and wiped) is wiped first; it becomes valid on
+ * the terminal when the delivery verified and its ACK (0 || id) was sent,
+ * on the AP when that ACK arrived. The ACK is the commit point: when it is
+ * lost the terminal holds a pool the AP does not (res->carried_bits tells),
+ * the ids differ and the next refill falls back to pre-filled slots. */
+QW_WUR int qw_refill_ap_carry(const struct qw_refill_params *p, const struct qw_frame_io *io,
+			      const uint8_t *psk, size_t psklen, uint64_t max_bits,
+			      const struct qw_refill_source *src, struct qw_refill_carry *next,
+			      struct qw_refill_result *res);
+QW_WUR int qw_refill_terminal_carry(const struct qw_refill_params *p,
+				    const struct qw_frame_io *io, const uint8_t *psk,
+				    size_t psklen, uint64_t want_bits,
+				    struct qw_refill_carry *next, uint8_t **keys, size_t *nbytes,
+				    struct qw_refill_result *res);
 
 /* The delivery message of step 5 on its own. seal: out gets 8 + n/8 + 16
  * bytes (cap checked, QW_ERANGE), from keys (n/8 bytes, n a multiple of 8)
@@ -177,5 +217,16 @@ QW_WUR int qw_refill_balance_add(struct qw_refill_balance *b, const uint8_t *key
 QW_WUR int qw_refill_balance_take(struct qw_refill_balance *b, uint8_t *out, size_t n);
 /* Wipe and free the keys; the struct is zeroed. */
 void qw_refill_balance_clear(struct qw_refill_balance *b);
+
+/* A carried pool in its own file (mode 0600, atomic, AES-256-GCM under key,
+ * associated data "qwave-refill-carry"). save: c must be valid; 0, QW_EIO,
+ * QW_ENOMEM, QW_ECRYPTO. load: a missing file gives c->valid = 0; 0,
+ * QW_EAUTH, QW_EPARSE, QW_EIO, QW_ENOMEM. discard: remove the file (missing
+ * is fine); 0 or QW_EIO. */
+QW_WUR int qw_refill_carry_save(const char *path, const uint8_t key[static 32],
+				const struct qw_refill_carry *c);
+QW_WUR int qw_refill_carry_load(const char *path, const uint8_t key[static 32],
+				struct qw_refill_carry *c);
+QW_WUR int qw_refill_carry_discard(const char *path);
 
 #endif

@@ -4,8 +4,10 @@
  * The terminal is a `qwave device` medium (DIR/device.json: the medium key
  * and the pre-filled KSC keys). Its balance of refilled keys is
  * DIR/balance.sealed (mode 0600), AES-256-GCM under a key derived from the
- * medium key. A refill authenticates its frames with unused pre-filled
- * slots (marked used before the refill starts, so never reused) and runs
+ * medium key. A refill authenticates its frames with the pool the previous
+ * refill carried forward from its PLKG key (DIR/carry.sealed), or, for the
+ * first refill and after any failure, with unused pre-filled slots (marked
+ * used before the refill starts, so never reused) and runs
  * the terminal end of the protocol; the access-point end runs in this
  * process over a socketpair, standing in for the AP with the KSC behind it:
  * it holds the same slots (as the KSC holds the fill) and its keys come
@@ -71,7 +73,8 @@ static int help(const char *cmd)
 		       "for --bits (default 4096, a multiple of 256, at most 65536) over the air:\n"
 		       "probing and PLKG distillation (BCH) with the access point, then the keys\n"
 		       "one-time-pad encrypted under the fresh PLKG key with a Wegman-Carter MAC.\n"
-		       "Frames are authenticated with %u unused pre-filled slots of the medium. Without\n"
+		       "Frames are authenticated with the pool the last refill carried forward from\n"
+		       "its PLKG key (DIR/carry.sealed), else with %u unused pre-filled slots. Without\n"
 		       "--ap the access point is simulated in this process (keys from the OS DRBG\n"
 		       "standing in for the KSC's QKD pool); with --ap it is 'qwave terminal ap' over\n"
 		       "TCP, and --air-seed names the simulated channel realisation both probe.\n",
@@ -162,8 +165,8 @@ static int medium_save(const char *dir, json_t *j)
 	return ret;
 }
 
-/* The balance file's key: HKDF-SHA-256 of the medium key. */
-static int balance_key(json_t *st, uint8_t key[32])
+/* A file key: HKDF-SHA-256 of the medium key, info names the file. */
+static int medium_subkey(json_t *st, const char *info, uint8_t key[32])
 {
 	const char *s = json_string_value(json_object_get(st, "medium_key"));
 	uint8_t mk[64];
@@ -173,8 +176,46 @@ static int balance_key(json_t *st, uint8_t key[32])
 	if (!s || qw_base64_decode(mk, sizeof(mk), &n, s, strlen(s)) ||
 	    n != QW_KSC_MEDIUM_KEY_BYTES)
 		return QW_ENOTFOUND;
-	ret = qw_hkdf(QW_HASH_SHA256, mk, n, "qwave-terminal", 14, "balance key", 11, key, 32);
+	ret = qw_hkdf(QW_HASH_SHA256, mk, n, "qwave-terminal", 14, info, strlen(info), key, 32);
 	qw_wipe(mk, sizeof(mk));
+	return ret;
+}
+
+static int balance_key(json_t *st, uint8_t key[32])
+{
+	return medium_subkey(st, "balance key", key);
+}
+
+/* The carried frame pools (docs/plkg.md 12): the terminal's in
+ * DIR/carry.sealed; the access point stand-in's in DIR/ap-carry.sealed
+ * under another key (where the AP would seal it under its own key in its
+ * own per-terminal state). A file that does not open counts as missing. */
+static void carry_paths(const char *dir, char *tp, char *ap, size_t cap)
+{
+	snprintf(tp, cap, "%s/carry.sealed", dir);
+	snprintf(ap, cap, "%s/ap-carry.sealed", dir);
+}
+
+static void carry_get(json_t *st, const char *path, const char *info,
+		      struct qw_refill_carry *c)
+{
+	uint8_t k[32];
+
+	memset(c, 0, sizeof(*c));
+	if (medium_subkey(st, info, k) || qw_refill_carry_load(path, k, c))
+		memset(c, 0, sizeof(*c));
+	qw_wipe(k, sizeof(k));
+}
+
+static int carry_put(json_t *st, const char *path, const char *info,
+		     const struct qw_refill_carry *c)
+{
+	uint8_t k[32];
+	int ret = medium_subkey(st, info, k);
+
+	if (!ret)
+		ret = qw_refill_carry_save(path, k, c);
+	qw_wipe(k, sizeof(k));
 	return ret;
 }
 
@@ -255,6 +296,7 @@ struct ap {
 	const struct qw_refill_params *p;
 	int fd;
 	const uint8_t *psk;
+	struct qw_refill_carry next;
 	struct qw_refill_result res;
 	int ret;
 };
@@ -272,7 +314,8 @@ static void *ap_main(void *arg)
 	struct qw_refill_source src = { NULL, drbg_get };
 
 	qw_frame_io_fd(&io, a->fd);
-	a->ret = qw_refill_ap(a->p, &io, a->psk, QW_REFILL_PSK_BYTES, 0, &src, &a->res);
+	a->ret = qw_refill_ap_carry(a->p, &io, a->psk, QW_REFILL_PSK_BYTES, 0, &src, &a->next,
+				    &a->res);
 	shutdown(a->fd, SHUT_RDWR);
 	return NULL;
 }
@@ -523,11 +566,13 @@ static int cmd_ap(int argc, char **argv)
 	fflush(stdout);
 	rc = QW_EXIT_OK;
 	while (!o.count || done < o.count) {
-		uint8_t names[PREAMBLE_BYTES], psk[QW_REFILL_PSK_BYTES];
+		uint8_t names[PREAMBLE_BYTES], psk[QW_REFILL_PSK_BYTES], verdict = 1;
 		struct qw_refill_source src = { NULL, drbg_get };
 		struct qw_refill_result res;
+		struct qw_refill_carry cur, next;
 		struct qw_frame_io io;
-		int fd = accept(lfd, NULL, NULL), ret;
+		char tp[640], cp[640];
+		int fd = accept(lfd, NULL, NULL), ret, bad;
 
 		if (fd < 0) {
 			rc = qw_cli_fail("accept failed");
@@ -536,24 +581,51 @@ static int cmd_ap(int argc, char **argv)
 		done++;
 		json_decref(st);
 		st = o.dir ? medium_load(o.dir) : NULL;
-		if (read_all(fd, names, sizeof(names)) || memcmp(names, "QWRF1\n", 6) || !st ||
-		    ap_slots(st, names + 6, psk)) {
+		bad = !st || read_all(fd, names, sizeof(names));
+		if (!bad && !memcmp(names, "QWRC1\n", 6)) {
+			/* the terminal offers its carried pool: take it when ours has
+			 * the same id; either way ours is spent or out of step */
+			carry_paths(o.dir, tp, cp, sizeof(cp));
+			carry_get(st, cp, "ap carry key", &cur);
+			if (cur.valid && !memcmp(cur.id, names + 6, QW_REFILL_CARRY_ID_BYTES))
+				verdict = 0;
+			if (qw_refill_carry_discard(cp))
+				verdict = 1;
+			if (!verdict)
+				memcpy(psk, cur.pool, sizeof(psk));
+			qw_wipe(&cur, sizeof(cur));
+			bad = write_all(fd, &verdict, 1) ||
+			      (verdict && read_all(fd, names, sizeof(names)));
+		} else if (!bad) {
+			carry_paths(o.dir, tp, cp, sizeof(cp));
+			bad = qw_refill_carry_discard(cp);
+		}
+		if (!bad && verdict)
+			bad = memcmp(names, "QWRF1\n", 6) || ap_slots(st, names + 6, psk);
+		if (bad) {
 			close(fd);
 			rc = qw_cli_fail("refill %llu: unknown slots or bad preamble",
 					 (unsigned long long)done);
 			continue;
 		}
 		qw_frame_io_fd(&io, fd);
-		ret = qw_refill_ap(&p, &io, psk, sizeof(psk), 0, &src, &res);
+		ret = qw_refill_ap_carry(&p, &io, psk, sizeof(psk), 0, &src, &next, &res);
 		qw_wipe(psk, sizeof(psk));
 		close(fd);
+		if (!ret && next.valid && carry_put(st, cp, "ap carry key", &next))
+			ret = QW_EIO, snprintf(res.reason, sizeof(res.reason), "%s",
+					      "cannot write the carried pool");
+		qw_wipe(&next, sizeof(next));
 		if (ret)
 			rc = qw_cli_fail("refill %llu: %s", (unsigned long long)done,
 					 res.reason[0] ? res.reason : qw_strerror(ret));
 		else
-			printf("refill %llu: delivered %llu bits (PLKG key %llu bits, %llu probes)\n",
+			printf("refill %llu: delivered %llu bits (PLKG key %llu bits, %llu probes, "
+			       "pool %s, %llu bits carried)\n",
 			       (unsigned long long)done, (unsigned long long)res.delivered_bits,
-			       (unsigned long long)res.plkg_bits, (unsigned long long)res.probes);
+			       (unsigned long long)res.plkg_bits, (unsigned long long)res.probes,
+			       verdict ? "pre-filled slots" : "carried",
+			       (unsigned long long)res.carried_bits);
 		fflush(stdout);
 		/* a new channel realisation for the next refill, as the terminal's
 		 * --air-seed must follow */
@@ -575,10 +647,12 @@ static int cmd_refill(int argc, char **argv)
 	struct qw_frame_io io;
 	struct ap ap;
 	uint8_t key[32], psk[QW_REFILL_PSK_BYTES], *keys = NULL, names[PREAMBLE_BYTES] = "QWRF1\n";
-	char bpath[640];
+	struct qw_refill_carry tc, ac, tnext;
+	char bpath[640], tp[640], cp[640];
 	json_t *st = NULL;
 	size_t n = 0;
-	int sv[2] = { -1, -1 }, ret, started = 0, fd = -1;
+	uint64_t slot_bits = 0;
+	int sv[2] = { -1, -1 }, ret, started = 0, fd = -1, use_carry = 0;
 	pthread_t t;
 	int rc = parse(&o, argc, argv);
 
@@ -600,16 +674,61 @@ static int cmd_refill(int argc, char **argv)
 			       bal.len * 8, (unsigned long long)o.threshold);
 		goto out;
 	}
-	if (take_slots(st, psk, sizeof(psk), names + 6)) {
-		rc = qw_cli_fail("fewer than %zu unused pre-filled bits on the medium: fill it first",
-				 sizeof(psk) * 8);
+	memset(&ap, 0, sizeof(ap));
+	memset(&tnext, 0, sizeof(tnext));
+	carry_paths(o.dir, tp, cp, sizeof(tp));
+	/* the carried pool is spent (its file removed) before any frame goes
+	 * under it; a refill that fails leaves no carried pool at either end */
+	carry_get(st, tp, "carry key", &tc);
+	if (qw_refill_carry_discard(tp)) {
+		rc = qw_cli_fail("cannot remove %s", tp);
 		goto out;
 	}
-	/* the slots are spent before any frame is sent under them */
-	if (medium_save(o.dir, st)) {
-		rc = qw_cli_fail("cannot write %s/device.json", o.dir);
-		goto out;
+	if (o.ap) {
+		fd = tcp_connect(o.ap);
+		if (fd < 0) {
+			rc = qw_cli_fail("cannot connect to the access point %s", o.ap);
+			goto out;
+		}
+		if (tc.valid) {
+			/* offer the carried pool by its public id; the AP answers 0
+			 * when it holds the same one, else both fall back to slots */
+			uint8_t offer[PREAMBLE_BYTES] = "QWRC1\n", verdict = 1;
+
+			memcpy(offer + 6, tc.id, QW_REFILL_CARRY_ID_BYTES);
+			if (write_all(fd, offer, sizeof(offer)) || read_all(fd, &verdict, 1)) {
+				rc = qw_cli_fail("access point %s: preamble failed", o.ap);
+				goto out;
+			}
+			use_carry = verdict == 0;
+		}
+	} else {
+		/* the in-process AP stand-in holds its own carried pool */
+		carry_get(st, cp, "ap carry key", &ac);
+		use_carry = tc.valid && ac.valid &&
+			    !memcmp(tc.id, ac.id, QW_REFILL_CARRY_ID_BYTES);
+		qw_wipe(&ac, sizeof(ac));
+		if (qw_refill_carry_discard(cp)) {
+			rc = qw_cli_fail("cannot remove %s", cp);
+			goto out;
+		}
 	}
+	if (use_carry) {
+		memcpy(psk, tc.pool, sizeof(psk));
+	} else {
+		if (take_slots(st, psk, sizeof(psk), names + 6)) {
+			rc = qw_cli_fail("fewer than %zu unused pre-filled bits on the medium: fill it "
+					 "first", sizeof(psk) * 8);
+			goto out;
+		}
+		slot_bits = sizeof(psk) * 8;
+		/* the slots are spent before any frame is sent under them */
+		if (medium_save(o.dir, st)) {
+			rc = qw_cli_fail("cannot write %s/device.json", o.dir);
+			goto out;
+		}
+	}
+	qw_wipe(&tc, sizeof(tc));
 	qw_refill_params_default(&p);
 	if (o.have_seed)
 		p.air_seed = o.air_seed;
@@ -617,26 +736,21 @@ static int cmd_refill(int argc, char **argv)
 		p.air_seed = 1;
 	if (o.ap) {
 		/* a separate access point process over TCP */
-		fd = tcp_connect(o.ap);
-		if (fd < 0) {
-			rc = qw_cli_fail("cannot connect to the access point %s", o.ap);
-			goto out;
-		}
-		if (write_all(fd, names, sizeof(names))) {
+		if (!use_carry && write_all(fd, names, sizeof(names))) {
 			rc = qw_cli_fail("access point %s: write failed", o.ap);
 			goto out;
 		}
 		if (!o.json)
 			qw_cli_progress("probing the channel and distilling a PLKG key...");
 		qw_frame_io_fd(&io, fd);
-		ret = qw_refill_terminal(&p, &io, psk, sizeof(psk), o.bits, &keys, &n, &res);
+		ret = qw_refill_terminal_carry(&p, &io, psk, sizeof(psk), o.bits, &tnext, &keys, &n,
+					       &res);
 		goto done;
 	}
 	if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv)) {
 		rc = qw_cli_fail("cannot set up the simulated air interface");
 		goto out;
 	}
-	memset(&ap, 0, sizeof(ap));
 	ap.p = &p;
 	ap.fd = sv[0];
 	ap.psk = psk;
@@ -648,10 +762,14 @@ static int cmd_refill(int argc, char **argv)
 	if (!o.json)
 		qw_cli_progress("probing the channel and distilling a PLKG key...");
 	qw_frame_io_fd(&io, sv[1]);
-	ret = qw_refill_terminal(&p, &io, psk, sizeof(psk), o.bits, &keys, &n, &res);
+	ret = qw_refill_terminal_carry(&p, &io, psk, sizeof(psk), o.bits, &tnext, &keys, &n, &res);
 	shutdown(sv[1], SHUT_RDWR);
 	pthread_join(t, NULL);
 	started = 0;
+	if (!ap.ret && ap.next.valid && carry_put(st, cp, "ap carry key", &ap.next)) {
+		rc = qw_cli_fail("cannot write %s", cp);
+		goto out;
+	}
 done:
 	if (!o.json)
 		qw_cli_progress_done();
@@ -663,8 +781,13 @@ done:
 		rc = qw_cli_fail("cannot write %s", bpath);
 		goto out;
 	}
+	if (tnext.valid && carry_put(st, tp, "carry key", &tnext)) {
+		rc = qw_cli_fail("cannot write %s (the next refill uses pre-filled slots)", tp);
+		goto out;
+	}
 	if (o.json)
-		qw_cli_print_json(json_pack("{s:b, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:s}",
+		qw_cli_print_json(json_pack("{s:b, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:s, s:I, "
+					    "s:I, s:I}",
 					    "refilled", 1, "frames_sent", (json_int_t)res.frames_sent,
 					    "frames_received", (json_int_t)res.frames_received,
 					    "delivered_bits", (json_int_t)res.delivered_bits,
@@ -673,16 +796,22 @@ done:
 					    (json_int_t)res.raw_bits, "disclosed_bits",
 					    (json_int_t)res.disclosed_bits, "plkg_key_bits",
 					    (json_int_t)res.plkg_bits, "key_source",
-					    o.ap ? "access point" : "os-drbg (stand-in for the KSC QKD pool)"));
+					    o.ap ? "access point" : "os-drbg (stand-in for the KSC QKD pool)",
+					    "slot_bits_used", (json_int_t)slot_bits, "plkg_bits_carried",
+					    (json_int_t)res.carried_bits, "pad_bits_used",
+					    (json_int_t)res.pad_bits_used));
 	else
 		printf("delivered          %llu bits\nbalance            %zu bits\n"
 		       "probes             %llu (%.1f s of probing)\nraw                %llu bits\n"
-		       "disclosed          %llu bits\nplkg key           %llu bits (wiped)\n",
+		       "disclosed          %llu bits\nplkg key           %llu bits (%llu carried as "
+		       "the next refill's frame pool, the rest wiped)\n"
+		       "pre-filled slots   %llu bits used (frame pads used %llu bits)\n",
 		       (unsigned long long)res.delivered_bits, bal.len * 8,
 		       (unsigned long long)res.probes,
 		       (double)res.probes / p.plkg.chan.probe_rate_hz,
 		       (unsigned long long)res.raw_bits, (unsigned long long)res.disclosed_bits,
-		       (unsigned long long)res.plkg_bits);
+		       (unsigned long long)res.plkg_bits, (unsigned long long)res.carried_bits,
+		       (unsigned long long)slot_bits, (unsigned long long)res.pad_bits_used);
 	rc = QW_EXIT_OK;
 out:
 	if (started) {
@@ -697,6 +826,9 @@ out:
 		close(fd);
 	qw_free_secret(keys, n);
 	qw_wipe(psk, sizeof(psk));
+	qw_wipe(&tc, sizeof(tc));
+	qw_wipe(&tnext, sizeof(tnext));
+	qw_wipe(&ap.next, sizeof(ap.next));
 	qw_wipe(key, sizeof(key));
 	qw_refill_balance_clear(&bal);
 	json_decref(st);

@@ -19,6 +19,7 @@
 #include "qwave/hash.h"
 #include "qwave/ksc.h"
 #include "qwave/plkg_channel.h"
+#include "qwave/rng.h"
 #include "qwave/secmem.h"
 #include "qwave/uhash.h"
 
@@ -33,6 +34,7 @@ enum {
 
 static const char mac_label[] = "qwave-refill";
 static const char bal_aad[] = "qwave-refill-balance";
+static const char carry_aad[] = "qwave-refill-carry";
 
 static void put_be64(uint8_t *p, uint64_t v)
 {
@@ -356,9 +358,10 @@ static int side_open(struct side *s, const struct qw_refill_params *p, enum qw_r
 }
 
 /* Both ends size the block from the request in the HELLO. */
-static void size_block(struct side *s, uint64_t want)
+static void size_block(struct side *s, uint64_t want, int carry)
 {
-	uint64_t raw = (want + QW_REFILL_MAC_BITS) * QW_REFILL_RAW_PER_BIT;
+	uint64_t raw = (want + QW_REFILL_MAC_BITS + (carry ? QW_REFILL_CARRY_BITS : 0)) *
+		       QW_REFILL_RAW_PER_BIT;
 
 	if (raw > s->pb.plkg.block_bits)
 		s->pb.plkg.block_bits = (size_t)raw;
@@ -373,6 +376,12 @@ static void side_close(struct side *s)
 		s->res->frames_sent = qw_frame_conn_sent(s->conn);
 		s->res->frames_received = qw_frame_conn_received(s->conn);
 	}
+	if (s->pool) {
+		struct qw_auth_pool_stats st;
+
+		qw_auth_pool_stats(s->pool, &st);
+		s->res->pad_bits_used = (st.consumed[0] + st.consumed[1]) * 8;
+	}
 	qw_frame_conn_free(s->conn);
 	qw_auth_pool_free(s->pool);
 	if (s->key)
@@ -380,19 +389,35 @@ static void side_close(struct side *s)
 	s->key = NULL;
 }
 
-/* Bits carried: whole slots, within the request and within the key once
- * the MAC's 256 bits are taken; both ends compute it from public facts. */
-static uint64_t carry_bits(uint64_t want, uint64_t keybits)
+/* Bits delivered: whole slots, within the request and within the key once
+ * the MAC's 256 bits (and, with carry, the next refill's frame
+ * authentication pool) are taken; both ends compute it from public facts. */
+static uint64_t carry_bits(uint64_t want, uint64_t keybits, int carry)
 {
-	uint64_t room = keybits > QW_REFILL_MAC_BITS ? keybits - QW_REFILL_MAC_BITS : 0;
+	uint64_t res = QW_REFILL_MAC_BITS + (carry ? QW_REFILL_CARRY_BITS : 0);
+	uint64_t room = keybits > res ? keybits - res : 0;
 	uint64_t n = want < room ? want : room;
 
 	return n - n % QW_REFILL_UNIT_BITS;
 }
 
+static void carry_reset(struct qw_refill_carry *c)
+{
+	if (c)
+		qw_wipe(c, sizeof(*c));
+}
+
 int qw_refill_ap(const struct qw_refill_params *p, const struct qw_frame_io *io,
 		 const uint8_t *psk, size_t psklen, uint64_t max_bits,
 		 const struct qw_refill_source *src, struct qw_refill_result *res)
+{
+	return qw_refill_ap_carry(p, io, psk, psklen, max_bits, src, NULL, res);
+}
+
+int qw_refill_ap_carry(const struct qw_refill_params *p, const struct qw_frame_io *io,
+		       const uint8_t *psk, size_t psklen, uint64_t max_bits,
+		       const struct qw_refill_source *src, struct qw_refill_carry *next,
+		       struct qw_refill_result *res)
 {
 	struct qw_refill_result local;
 	struct side s;
@@ -400,9 +425,10 @@ int qw_refill_ap(const struct qw_refill_params *p, const struct qw_frame_io *io,
 	uint8_t *keys = NULL, *msg = NULL;
 	uint64_t want = 0, n = 0;
 	size_t msglen = 0;
-	int ret;
+	int ret, carry = 0;
 
 	QW_REQUIRE(p && io && psk && src && src->get);
+	carry_reset(next);
 	if (!res)
 		res = &local;
 	ret = side_open(&s, p, QW_ROLE_ALICE, io, psk, psklen, res);
@@ -411,7 +437,10 @@ int qw_refill_ap(const struct qw_refill_params *p, const struct qw_frame_io *io,
 	ret = recv_msg(s.conn, MSG_HELLO, &f);
 	if (ret)
 		goto out;
-	if (f.len != 8 || !(want = get_be64(f.body)) || want % QW_REFILL_UNIT_BITS) {
+	/* a 9th byte 1: the terminal asks for the next refill's pool */
+	if (f.len == 9 && f.body[8] == 1)
+		carry = 1;
+	if ((f.len != 8 && !carry) || !(want = get_be64(f.body)) || want % QW_REFILL_UNIT_BITS) {
 		ret = QW_EPROTO;
 		goto out;
 	}
@@ -419,13 +448,13 @@ int qw_refill_ap(const struct qw_refill_params *p, const struct qw_frame_io *io,
 		ret = QW_EPROTO;
 		goto out;
 	}
-	size_block(&s, want);
+	size_block(&s, want, carry);
 	if (max_bits && want > max_bits)
 		want = max_bits - max_bits % QW_REFILL_UNIT_BITS;
 	ret = make_key(&s);
 	if (ret)
 		goto out;
-	n = carry_bits(want, s.keybits);
+	n = carry_bits(want, s.keybits, carry);
 	if (!n) {
 		set_reason(res, "PLKG key too short for one slot");
 		ret = QW_EAGAIN;
@@ -448,10 +477,24 @@ int qw_refill_ap(const struct qw_refill_params *p, const struct qw_frame_io *io,
 	ret = recv_msg(s.conn, MSG_ACK, &f);
 	if (ret)
 		goto out;
-	if (f.len != 1 || f.body[0] != 0) {
+	if (f.len < 1 || f.body[0] != 0) {
 		set_reason(res, "the terminal rejected the delivery's MAC");
 		ret = QW_EAUTH;
 		goto out;
+	}
+	if (f.len != (carry ? 1 + QW_REFILL_CARRY_ID_BYTES : 1)) {
+		ret = QW_EPROTO;
+		goto out;
+	}
+	/* the ACK is the commit point: only now does the AP hold the carried
+	 * pool K[256 + n, 256 + n + QW_REFILL_CARRY_BITS) */
+	if (carry) {
+		if (next) {
+			memcpy(next->pool, s.key + (QW_REFILL_MAC_BITS + n) / 8, QW_REFILL_PSK_BYTES);
+			memcpy(next->id, f.body + 1, QW_REFILL_CARRY_ID_BYTES);
+			next->valid = 1;
+		}
+		res->carried_bits = QW_REFILL_CARRY_BITS;
 	}
 	res->delivered_bits = n;
 out:
@@ -469,15 +512,24 @@ int qw_refill_terminal(const struct qw_refill_params *p, const struct qw_frame_i
 		       const uint8_t *psk, size_t psklen, uint64_t want_bits,
 		       uint8_t **keys, size_t *nbytes, struct qw_refill_result *res)
 {
+	return qw_refill_terminal_carry(p, io, psk, psklen, want_bits, NULL, keys, nbytes, res);
+}
+
+int qw_refill_terminal_carry(const struct qw_refill_params *p, const struct qw_frame_io *io,
+			     const uint8_t *psk, size_t psklen, uint64_t want_bits,
+			     struct qw_refill_carry *next, uint8_t **keys, size_t *nbytes,
+			     struct qw_refill_result *res)
+{
 	struct qw_refill_result local;
 	struct side s;
 	struct qw_frame f = { 0 };
-	uint8_t hello[8], ack = 1, *out = NULL;
+	uint8_t hello[9], ack[1 + QW_REFILL_CARRY_ID_BYTES] = { 1 }, *out = NULL;
 	uint64_t got = 0;
-	size_t cap = 0;
-	int ret;
+	size_t cap = 0, acklen = 1;
+	int ret, carry = next != NULL;
 
 	QW_REQUIRE(p && io && psk && keys && nbytes);
+	carry_reset(next);
 	*keys = NULL;
 	*nbytes = 0;
 	if (!res)
@@ -489,9 +541,10 @@ int qw_refill_terminal(const struct qw_refill_params *p, const struct qw_frame_i
 		ret = QW_EINVAL;
 		goto out;
 	}
-	size_block(&s, want_bits);
+	size_block(&s, want_bits, carry);
 	put_be64(hello, want_bits);
-	ret = qw_frame_send(s.conn, QW_FRAME_DATA, MSG_HELLO, 0, hello, sizeof(hello));
+	hello[8] = 1;
+	ret = qw_frame_send(s.conn, QW_FRAME_DATA, MSG_HELLO, 0, hello, carry ? 9 : 8);
 	if (!ret)
 		ret = make_key(&s);
 	if (!ret)
@@ -506,17 +559,32 @@ int qw_refill_terminal(const struct qw_refill_params *p, const struct qw_frame_i
 	}
 	ret = qw_refill_open(s.key, s.keylen, f.body, f.len, out, cap, &got);
 	/* the AP may cap a request, never exceed what the key carries */
-	if (!ret && (!got || got % QW_REFILL_UNIT_BITS || got > carry_bits(want_bits, s.keybits)))
+	if (!ret && (!got || got % QW_REFILL_UNIT_BITS ||
+		     got > carry_bits(want_bits, s.keybits, carry)))
 		ret = QW_EPROTO;
-	if (!ret)
-		ack = 0;
-	else if (ret == QW_EAUTH)
+	if (!ret) {
+		ack[0] = 0;
+		/* the next refill's pool follows the delivered keys' pad; a fresh
+		 * public id names it, so both ends can tell they hold the same one */
+		if (carry) {
+			memcpy(next->pool, s.key + (QW_REFILL_MAC_BITS + got) / 8,
+			       QW_REFILL_PSK_BYTES);
+			ret = qw_random_bytes(next->id, QW_REFILL_CARRY_ID_BYTES);
+			if (ret) {
+				ack[0] = 1;
+				carry_reset(next);
+			} else {
+				memcpy(ack + 1, next->id, QW_REFILL_CARRY_ID_BYTES);
+				acklen += QW_REFILL_CARRY_ID_BYTES;
+			}
+		}
+	} else if (ret == QW_EAUTH)
 		set_reason(res, "delivery MAC failed: nothing taken");
 	/* tell the AP in every verdict case; a failed send only matters when
 	 * the keys were good (they are then still kept: the AP counts them
 	 * undelivered, which wastes keys but never reuses them) */
 	{
-		int r = qw_frame_send(s.conn, QW_FRAME_DATA, MSG_ACK, 0, &ack, 1);
+		int r = qw_frame_send(s.conn, QW_FRAME_DATA, MSG_ACK, 0, ack, acklen);
 
 		if (!ret)
 			ret = r;
@@ -527,7 +595,13 @@ int qw_refill_terminal(const struct qw_refill_params *p, const struct qw_frame_i
 	*nbytes = (size_t)(got / 8);
 	out = NULL;
 	res->delivered_bits = got;
+	if (carry) {
+		next->valid = 1;
+		res->carried_bits = QW_REFILL_CARRY_BITS;
+	}
 out:
+	if (ret)
+		carry_reset(next);
 	if (ret && !res->reason[0])
 		set_reason(res, qw_strerror(ret));
 	qw_frame_release(&f);
@@ -641,8 +715,8 @@ int qw_refill_balance_take(struct qw_refill_balance *b, uint8_t *out, size_t n)
 	return 0;
 }
 
-int qw_refill_balance_load(const char *path, const uint8_t key[static 32],
-			   struct qw_refill_balance *b)
+static int open_file(const char *path, const uint8_t key[static 32], const char *aad,
+		     size_t aadlen, struct qw_refill_balance *b)
 {
 	uint8_t *msg = NULL, *pt = NULL;
 	size_t len = 0, cap = 0, ptlen = 0;
@@ -670,8 +744,8 @@ int qw_refill_balance_load(const char *path, const uint8_t key[static 32],
 			goto out;
 		len += (size_t)r;
 	}
-	ret = qw_aead_open_msg(QW_AEAD_AES256_GCM, key, 32, (const uint8_t *)bal_aad,
-			       sizeof(bal_aad) - 1, msg, len, pt, cap, &ptlen, NULL);
+	ret = qw_aead_open_msg(QW_AEAD_AES256_GCM, key, 32, (const uint8_t *)aad, aadlen, msg,
+			       len, pt, cap, &ptlen, NULL);
 	if (ret)
 		goto out;
 	ret = QW_EPARSE;
@@ -694,8 +768,8 @@ out:
 	return ret;
 }
 
-int qw_refill_balance_save(const char *path, const uint8_t key[static 32],
-			   const struct qw_refill_balance *b)
+static int seal_file(const char *path, const uint8_t key[static 32], const char *aad,
+		     size_t aadlen, const struct qw_refill_balance *b)
 {
 	size_t ptlen = 8 + b->len, cap = ptlen + qw_aead_msg_overhead(QW_AEAD_AES256_GCM);
 	size_t outlen = 0, done = 0;
@@ -709,8 +783,8 @@ int qw_refill_balance_save(const char *path, const uint8_t key[static 32],
 	put_be64(pt, b->refills);
 	if (b->len)
 		memcpy(pt + 8, b->keys, b->len);
-	ret = qw_aead_seal_msg(QW_AEAD_AES256_GCM, key, 32, (const uint8_t *)bal_aad,
-			       sizeof(bal_aad) - 1, pt, ptlen, out, cap, &outlen);
+	ret = qw_aead_seal_msg(QW_AEAD_AES256_GCM, key, 32, (const uint8_t *)aad, aadlen, pt,
+			       ptlen, out, cap, &outlen);
 	if (ret)
 		goto out;
 	ret = QW_EIO;
@@ -741,4 +815,66 @@ out:
 	free(out);
 	free(tmp);
 	return ret;
+}
+
+int qw_refill_balance_load(const char *path, const uint8_t key[static 32],
+			   struct qw_refill_balance *b)
+{
+	return open_file(path, key, bal_aad, sizeof(bal_aad) - 1, b);
+}
+
+int qw_refill_balance_save(const char *path, const uint8_t key[static 32],
+			   const struct qw_refill_balance *b)
+{
+	return seal_file(path, key, bal_aad, sizeof(bal_aad) - 1, b);
+}
+
+/* ---- the carried frame-authentication pool ----------------------------- */
+
+int qw_refill_carry_save(const char *path, const uint8_t key[static 32],
+			 const struct qw_refill_carry *c)
+{
+	struct qw_refill_balance b = { 0 };
+	uint8_t pt[QW_REFILL_CARRY_ID_BYTES + QW_REFILL_PSK_BYTES];
+	int ret;
+
+	QW_REQUIRE(path && c && c->valid);
+	memcpy(pt, c->id, QW_REFILL_CARRY_ID_BYTES);
+	memcpy(pt + QW_REFILL_CARRY_ID_BYTES, c->pool, QW_REFILL_PSK_BYTES);
+	b.keys = pt;
+	b.len = sizeof(pt);
+	b.refills = 1; /* format version */
+	ret = seal_file(path, key, carry_aad, sizeof(carry_aad) - 1, &b);
+	qw_wipe(pt, sizeof(pt));
+	return ret;
+}
+
+int qw_refill_carry_load(const char *path, const uint8_t key[static 32],
+			 struct qw_refill_carry *c)
+{
+	struct qw_refill_balance b = { 0 };
+	int ret;
+
+	QW_REQUIRE(path && c);
+	memset(c, 0, sizeof(*c));
+	ret = open_file(path, key, carry_aad, sizeof(carry_aad) - 1, &b);
+	if (ret)
+		return ret;
+	if (!b.keys) /* missing: no carried pool */
+		return 0;
+	if (b.refills != 1 || b.len != QW_REFILL_CARRY_ID_BYTES + QW_REFILL_PSK_BYTES) {
+		qw_refill_balance_clear(&b);
+		return QW_EPARSE;
+	}
+	memcpy(c->id, b.keys, QW_REFILL_CARRY_ID_BYTES);
+	memcpy(c->pool, b.keys + QW_REFILL_CARRY_ID_BYTES, QW_REFILL_PSK_BYTES);
+	c->valid = 1;
+	qw_refill_balance_clear(&b);
+	return 0;
+}
+
+int qw_refill_carry_discard(const char *path)
+{
+	QW_REQUIRE(path);
+	return unlink(path) && errno != ENOENT ? QW_EIO : 0;
 }

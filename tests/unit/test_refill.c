@@ -441,6 +441,168 @@ static void test_balance_file_and_threshold(void **state)
 	rmdir(dir);
 }
 
+/* ---- carried frame pools ------------------------------------------------ */
+
+struct cap_arg {
+	const struct qw_refill_params *p;
+	int fd;
+	const uint8_t *psk;
+	struct qw_refill_carry next;
+	struct recsrc src;
+	struct qw_refill_result res;
+	int ret;
+};
+
+static void *cap_thread(void *arg)
+{
+	struct cap_arg *a = arg;
+	struct qw_frame_io io;
+	struct qw_refill_source src = { &a->src, rec_get };
+
+	qw_frame_io_fd(&io, a->fd);
+	a->ret = qw_refill_ap_carry(a->p, &io, a->psk, QW_REFILL_PSK_BYTES, 0, &src, &a->next,
+				    &a->res);
+	shutdown(a->fd, SHUT_RDWR);
+	return NULL;
+}
+
+/* One refill with carry: the AP authenticates with apsk, the terminal with
+ * tpsk (equal unless a test puts the ends out of step). */
+static int carry_refill(const struct qw_refill_params *p, const uint8_t *apsk,
+			const uint8_t *tpsk, uint64_t want, struct cap_arg *ap,
+			struct qw_refill_carry *tnext, uint8_t **keys, size_t *nbytes,
+			struct qw_refill_result *tres)
+{
+	int sv[2], ret;
+	pthread_t t;
+	struct qw_frame_io io;
+
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+	memset(ap, 0, sizeof(*ap));
+	ap->p = p;
+	ap->fd = sv[0];
+	ap->psk = apsk;
+	ap->src.rng = qw_rng_new_seeded(p->air_seed + 1000);
+	assert_non_null(ap->src.rng);
+	assert_int_equal(pthread_create(&t, NULL, cap_thread, ap), 0);
+	qw_frame_io_fd(&io, sv[1]);
+	ret = qw_refill_terminal_carry(p, &io, tpsk, QW_REFILL_PSK_BYTES, want, tnext, keys,
+				       nbytes, tres);
+	shutdown(sv[1], SHUT_RDWR);
+	pthread_join(t, NULL);
+	close(sv[0]);
+	close(sv[1]);
+	qw_rng_free(ap->src.rng);
+	return ret;
+}
+
+static void check_carried(const struct qw_refill_result *tres, const struct cap_arg *ap,
+			  const struct qw_refill_carry *tnext, const uint8_t *keys, size_t n,
+			  uint64_t want)
+{
+	assert_int_equal(ap->ret, 0);
+	assert_int_equal(n * 8, want);
+	assert_int_equal(tres->delivered_bits, want);
+	assert_int_equal(ap->res.delivered_bits, want);
+	assert_memory_equal(keys, ap->src.given, n);
+	/* the PLKG key held the request, the MAC and the next pool */
+	assert_true(tres->plkg_bits >= QW_REFILL_MAC_BITS + want + QW_REFILL_CARRY_BITS);
+	assert_int_equal(tres->carried_bits, QW_REFILL_CARRY_BITS);
+	assert_int_equal(ap->res.carried_bits, QW_REFILL_CARRY_BITS);
+	assert_true(tnext->valid && ap->next.valid);
+	assert_memory_equal(tnext->id, ap->next.id, QW_REFILL_CARRY_ID_BYTES);
+	assert_memory_equal(tnext->pool, ap->next.pool, QW_REFILL_PSK_BYTES);
+	/* one 128-bit pad per frame, the same count at both ends, within the
+	 * pool a refill carries (2 hash keys + QW_REFILL_PSK_UNITS pads a way) */
+	assert_int_equal(tres->pad_bits_used,
+			 (tres->frames_sent + tres->frames_received) * QW_AUTH_PAD_BYTES * 8);
+	assert_int_equal(tres->pad_bits_used, ap->res.pad_bits_used);
+	assert_true(tres->pad_bits_used > 0);
+	assert_true(tres->pad_bits_used + 2 * QW_AUTH_HASHKEY_BYTES * 8 <= QW_REFILL_CARRY_BITS);
+}
+
+static void test_carried_pool_chains_refills(void **state)
+{
+	struct qw_refill_params p;
+	struct qw_refill_result r1, r2, r3;
+	struct cap_arg *ap = calloc(1, sizeof(*ap));
+	struct qw_refill_carry *t1 = calloc(1, sizeof(*t1)), *t2 = calloc(1, sizeof(*t2));
+	struct qw_refill_carry *a1 = calloc(1, sizeof(*a1)), *t3 = calloc(1, sizeof(*t3));
+	uint8_t psk[QW_REFILL_PSK_BYTES], *k = NULL;
+	size_t n = 0;
+
+	(void)state;
+	assert_true(ap && t1 && t2 && a1 && t3);
+	qw_refill_params_default(&p);
+	/* refill 1 bootstraps from pre-shared (pre-filled) material */
+	psk_fill(psk, 41);
+	p.air_seed = 41;
+	assert_int_equal(carry_refill(&p, psk, psk, 512, ap, t1, &k, &n, &r1), 0);
+	check_carried(&r1, ap, t1, k, n, 512);
+	assert_memory_not_equal(t1->pool, psk, QW_REFILL_PSK_BYTES);
+	*a1 = ap->next;
+	qw_free_secret(k, n);
+	k = NULL;
+	/* refill 2 runs on the carried pools alone and carries the next one */
+	p.air_seed = 42;
+	assert_int_equal(carry_refill(&p, a1->pool, t1->pool, 512, ap, t2, &k, &n, &r2), 0);
+	check_carried(&r2, ap, t2, k, n, 512);
+	assert_memory_not_equal(r1.plkg_fingerprint, r2.plkg_fingerprint, 32);
+	assert_memory_not_equal(t1->pool, t2->pool, QW_REFILL_PSK_BYTES);
+	assert_memory_not_equal(t1->id, t2->id, QW_REFILL_CARRY_ID_BYTES);
+	qw_free_secret(k, n);
+	k = NULL;
+	/* out of step (the AP still on refill 1's pool): the first frame fails,
+	 * nothing is delivered and neither end carries a pool */
+	p.air_seed = 43;
+	assert_int_not_equal(carry_refill(&p, a1->pool, t2->pool, 512, ap, t3, &k, &n, &r3), 0);
+	assert_null(k);
+	assert_int_not_equal(ap->ret, 0);
+	assert_false(t3->valid);
+	assert_false(ap->next.valid);
+	assert_int_equal(r3.carried_bits, 0);
+	assert_int_equal(ap->res.delivered_bits, 0);
+	assert_int_equal(ap->src.n, 0);
+	free(ap);
+	free(t1);
+	free(t2);
+	free(a1);
+	free(t3);
+}
+
+static void test_carry_file(void **state)
+{
+	char dir[] = "/tmp/qw_carry_XXXXXX", path[64];
+	uint8_t key[32], key2[32];
+	struct qw_refill_carry c, d;
+	struct stat sb;
+
+	(void)state;
+	assert_non_null(mkdtemp(dir));
+	snprintf(path, sizeof(path), "%s/carry", dir);
+	memset(key, 3, sizeof(key));
+	memset(key2, 4, sizeof(key2));
+	psk_fill(c.pool, 51);
+	memset(c.id, 0xa5, sizeof(c.id));
+	c.valid = 1;
+	assert_int_equal(qw_refill_carry_load(path, key, &d), 0); /* none yet */
+	assert_false(d.valid);
+	assert_int_equal(qw_refill_carry_save(path, key, &c), 0);
+	assert_int_equal(stat(path, &sb), 0);
+	assert_int_equal(sb.st_mode & 0777, 0600);
+	assert_int_equal(qw_refill_carry_load(path, key2, &d), QW_EAUTH);
+	assert_false(d.valid);
+	assert_int_equal(qw_refill_carry_load(path, key, &d), 0);
+	assert_true(d.valid);
+	assert_memory_equal(d.pool, c.pool, sizeof(c.pool));
+	assert_memory_equal(d.id, c.id, sizeof(c.id));
+	assert_int_equal(qw_refill_carry_discard(path), 0);
+	assert_int_equal(qw_refill_carry_discard(path), 0); /* missing is fine */
+	assert_int_equal(qw_refill_carry_load(path, key, &d), 0);
+	assert_false(d.valid);
+	rmdir(dir);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -450,6 +612,8 @@ int main(void)
 		cmocka_unit_test(test_two_refills_use_different_keys),
 		cmocka_unit_test(test_tampered_delivery_adds_nothing),
 		cmocka_unit_test(test_refill_from_ksc),
+		cmocka_unit_test(test_carried_pool_chains_refills),
+		cmocka_unit_test(test_carry_file),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
