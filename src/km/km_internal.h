@@ -67,12 +67,16 @@ struct km_req {
 /* Most keys one batch collects. */
 #define KM_BATCH_MAX_KEYS 1024
 
-/* Leader: a cut made for the follower's KEYS_REQ, awaiting its ACK. */
+/* Leader: a cut made for the follower's KEYS_REQ, awaiting its ACK.
+ * Follower: a cut of the leader's own request, applied and ACKed here,
+ * kept for a while so that the leader's NACK after its request timed out
+ * can erase it (otherwise both ends keep keys nobody fetches). */
 struct km_cut {
 	struct km_cut *next;
 	uint64_t seq;
 	struct qw_uuid *ids;
 	uint32_t count;
+	int64_t ms;                /* follower: when applied */
 };
 
 /* Follower: an announced cut waiting to be applied, in arrival order. */
@@ -80,6 +84,7 @@ struct km_in {
 	struct km_in *next;
 	struct qw_kmlink_msg m;
 	int64_t first_ms;
+	int cancelled;             /* the leader timed it out: cut, then erase */
 };
 
 struct km_peer {

@@ -57,6 +57,14 @@ static void on_timeout(evutil_socket_t fd, short what, void *arg)
 	qw_log(QW_LOG_WARN, "key request %llx to %s timed out", (unsigned long long)r->seq, r->p->id);
 	if (r->cut_here && r->k.ids)
 		km_erase_ids(r->km, r->k.ids, r->k.count);
+	if (r->sent && (r->seq & KM_SEQ_LEADER)) {
+		/* the follower may have applied our KEYS_NEW already: tell it
+		 * to erase its copy, which no master SAE will ever ask for */
+		struct qw_kmlink_msg m = { .type = QW_KMLINK_KEYS_NACK, .seq = r->seq };
+
+		m.u.nack_error = QW_ETIMEOUT;
+		(void)km_send(r->p, &m);
+	}
 	km_req_finish(r, QW_ETIMEOUT, NULL, 0);
 }
 

@@ -279,6 +279,35 @@ static int same_keys(const struct qw_kmlink_keys *want, const struct qw_kmlink_k
 	return 1;
 }
 
+/* Follower: keep the ids of a leader's cut just applied, for as long as
+ * the leader may still time its request out (then it NACKs). */
+static void remember_cut(struct km_peer *p, struct km_in *in)
+{
+	int64_t now = km_now_ms(), keep = 2 * (int64_t)p->km->conf->request_timeout_ms + 1000;
+	struct km_cut *c;
+
+	for (struct km_cut **pc = &p->cuts; *pc;) {
+		c = *pc;
+		if (now - c->ms > keep) {
+			*pc = c->next;
+			free(c->ids);
+			free(c);
+		} else {
+			pc = &c->next;
+		}
+	}
+	c = calloc(1, sizeof(*c));
+	if (!c)
+		return; /* only the cancel after a leader timeout is lost */
+	c->seq = in->m.seq;
+	c->ids = in->m.u.keys.ids;
+	c->count = in->m.u.keys.count;
+	c->ms = now;
+	in->m.u.keys.ids = NULL;
+	c->next = p->cuts;
+	p->cuts = c;
+}
+
 void km_process_in(struct km_peer *p)
 {
 	struct km_in *in;
@@ -342,6 +371,19 @@ void km_process_in(struct km_peer *p)
 			}
 			continue;
 		}
+		if ((!r && !(in->m.seq & KM_SEQ_LEADER)) || in->cancelled) {
+			/* the answer to our request that timed out meanwhile, or
+			 * a leader's request it has timed out: no master SAE
+			 * will fetch these keys. They were cut here to keep the
+			 * pools in step (the next cut expects this position);
+			 * erase them, and NACK ours so the leader erases its
+			 * copy. */
+			km_erase_ids(p->km, k->ids, k->count);
+			if (!in->cancelled)
+				send_nack(p, in->m.seq, QW_ETIMEOUT);
+			in_free(in);
+			continue;
+		}
 		if (r) {
 			/* our own request: the ids are now ours to deliver */
 			r->k.ids = k->ids;
@@ -350,9 +392,36 @@ void km_process_in(struct km_peer *p)
 			km_req_deliver(r);
 		} else {
 			p->keys_cut += k->count;
+			remember_cut(p, in);
 		}
 		(void)km_send(p, &ack);
 		in_free(in);
+	}
+}
+
+/* Follower: the leader's request seq timed out there (NACK): erase our
+ * copy of its cut, whether still queued or already applied. Keys the slave
+ * SAE already fetched are gone (km_erase_ids ignores them). */
+static void cancel_leader_cut(struct km_peer *p, uint64_t seq)
+{
+	/* still queued: it is cut when its turn comes (the pools stay in
+	 * step), then erased */
+	for (struct km_in *in = p->in_head; in; in = in->next)
+		if (in->m.seq == seq) {
+			in->cancelled = 1;
+			return;
+		}
+	for (struct km_cut **pc = &p->cuts; *pc; pc = &(*pc)->next) {
+		struct km_cut *c = *pc;
+		if (c->seq != seq)
+			continue;
+		*pc = c->next;
+		qw_log(QW_LOG_INFO, "KM link %s: the leader's request %llx timed out there: erasing its %u key(s) here",
+		       p->id, (unsigned long long)seq, c->count);
+		km_erase_ids(p->km, c->ids, c->count);
+		free(c->ids);
+		free(c);
+		return;
 	}
 }
 
@@ -443,7 +512,12 @@ static void dispatch(struct km_peer *p, struct qw_kmlink_msg *m)
 		if (p->leader) {
 			on_ack(p, m, m->u.nack_error);
 		} else {
-			struct km_req *r = req_find(p, m->seq);
+			struct km_req *r;
+			if (m->seq & KM_SEQ_LEADER) {
+				cancel_leader_cut(p, m->seq);
+				return;
+			}
+			r = req_find(p, m->seq);
 			if (r)
 				km_req_finish(r, m->u.nack_error == QW_ESTATE ? QW_EAGAIN : m->u.nack_error, NULL, 0);
 		}

@@ -848,6 +848,58 @@ static void test_topology(void **state)
 	expect_topo_error("[node]\nid = a\n[nodes]\n", QW_EINVAL, "net.conf:3");
 }
 
+static size_t live_keys(struct fx *f, int i)
+{
+	struct qw_uuid *ids = NULL;
+	size_t n = 0;
+
+	assert_int_equal(qw_store_key_resync_list(f->n[i].store, i ? "node-a" : "node-b", &ids, &n),
+			 0);
+	free(ids);
+	return n;
+}
+
+/* The leader's KEYS_NEW for a follower request that timed out meanwhile:
+ * the follower must not keep the keys (no master SAE waits for them) and
+ * the leader must erase its copy on the follower's NACK - before the fix
+ * both ends kept them RESERVED for ever. The pools stay in step: the next
+ * request works. */
+static void test_late_answer(void **state)
+{
+	struct fx *f = *state;
+	struct qw_kme_get_key_req rq = { .master_sae = "sae-c", .slave_sae = "sae-a",
+					 .number = 2, .size_bits = 256 };
+	struct result late, enc, dec;
+
+	add_block(f, 8000, -1);
+	connect_nodes(f);
+	run_until(f, both_up, f);
+	/* the follower gives up after 1 ms; the answer needs several loop
+	 * turns, so it arrives after the timeout */
+	f->n[1].conf.request_timeout_ms = 1;
+	memset(&late, 0, sizeof(late));
+	qw_km_kme_ops()->get_keys(f->n[1].km, &rq, on_keys, &late);
+	usleep(20000);
+	run_until(f, is_done, &late);
+	assert_int_equal(late.err, QW_ETIMEOUT);
+	f->n[1].conf.request_timeout_ms = 2000;
+
+	/* the next request goes after the late KEYS_NEW and its NACK on the
+	 * same ordered link: when it completes, both are processed */
+	get_keys(f, 1, "sae-c", "sae-a", 1, 256, &enc);
+	assert_int_equal(enc.err, 0);
+	assert_int_equal(enc.n, 1);
+	assert_int_equal(live_keys(f, 0), 1);
+	assert_int_equal(live_keys(f, 1), 1);
+	assert_int_equal(pool(f, 0), pool(f, 1));
+	assert_int_equal(pool(f, 0), 8000 - 3 * 256);
+	dec_keys(f, 0, "sae-a", "sae-c", &enc, &dec);
+	assert_int_equal(dec.err, 0);
+	assert_same_keys(&enc, &dec);
+	qw_kme_keys_free(enc.keys, enc.n);
+	qw_kme_keys_free(dec.keys, dec.n);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -859,6 +911,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_resync, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_blocks_and_down, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_group_commit, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_late_answer, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
