@@ -157,6 +157,9 @@ struct qw_km {
 	size_t pending;
 	struct km_status_count status[16];
 	uint64_t keys_delivered;
+	/* keys DELIVERED in the store whose material never reached the SAE
+	 * (allocation failure after the delivery transaction) */
+	uint64_t keys_lost;
 	struct km_dash *dash;
 	/* key relay counters (relay-routing.md); zero until relaying is
 	 * wired into the node */
@@ -192,6 +195,11 @@ void km_req_finish(struct km_req *r, int err, struct qw_kme_key *keys, size_t n)
 void km_kick(struct km_peer *p);
 /* Deliver the keys of r to its master SAE and complete it. */
 void km_req_deliver(struct km_req *r);
+/* Count and log (error level: IDs and count, never material) n keys
+ * already DELIVERED in the store that did not reach sae: by ids, or (ids
+ * NULL) by the key_id of keys. */
+void km_keys_lost(struct qw_km *km, const char *sae, const struct qw_uuid *ids,
+		  const struct qw_kme_key *keys, size_t n);
 /* Erase keys that will never be delivered (ignores those already gone). */
 void km_erase_ids(struct qw_km *km, const struct qw_uuid *ids, size_t n);
 /* Follower: apply queued KEYS_NEW in order. */

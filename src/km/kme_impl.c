@@ -289,6 +289,7 @@ static void kme_get_keys_with_ids(void *ctx, const char *caller, const char *mas
 		keys[i].key = malloc(bytes ? bytes : 1);
 		if (!keys[i].key) {
 			/* delivered already: the material is lost, never duplicated */
+			km_keys_lost(km, caller, ids, NULL, n);
 			ret = QW_ENOMEM;
 			qw_kme_keys_free(keys, i);
 			keys = NULL;

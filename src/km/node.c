@@ -300,6 +300,8 @@ void km_req_finish(struct km_req *r, int err, struct qw_kme_key *keys, size_t n)
 			if (mine) {
 				memcpy(mine, keys + off, w->number * sizeof(*mine));
 				memset(keys + off, 0, w->number * sizeof(*mine));
+			} else {
+				km_keys_lost(r->km, r->k.master, NULL, keys + off, w->number);
 			}
 			off += w->number;
 			w->cb(w->arg, mine ? 0 : QW_ENOMEM, mine, mine ? w->number : 0);
@@ -333,6 +335,7 @@ void km_req_deliver(struct km_req *r)
 	for (uint32_t i = 0; i < r->k.count; i++) {
 		keys[i].key = malloc(bytes);
 		if (!keys[i].key) {
+			km_keys_lost(km, r->k.master, r->k.ids, NULL, r->k.count);
 			qw_kme_keys_free(keys, i);
 			keys = NULL;
 			goto fail;
@@ -356,6 +359,23 @@ fail:
 	qw_log(QW_LOG_WARN, "delivering %u key(s) to %s failed: %s", r->k.count, r->k.master,
 	       qw_strerror(ret));
 	km_req_finish(r, ret, NULL, 0);
+}
+
+void km_keys_lost(struct qw_km *km, const char *sae, const struct qw_uuid *ids,
+		  const struct qw_kme_key *keys, size_t n)
+{
+	km->keys_lost += n;
+	qw_log(QW_LOG_ERROR, "%zu key(s) delivered in the store are lost: out of memory before they reached %s",
+	       n, sae);
+	for (size_t i = 0; i < n; i++) {
+		char id[QW_UUID_STR_BYTES];
+
+		if (ids)
+			qw_uuid_format(&ids[i], id);
+		else
+			snprintf(id, sizeof(id), "%s", keys[i].key_id);
+		qw_log(QW_LOG_ERROR, "lost key %s (for %s)", id, sae);
+	}
 }
 
 /* ---- metrics ---- */
@@ -439,6 +459,8 @@ int qw_km_metrics(struct qw_km *km, struct qw_buf *b)
 	for (size_t i = 0; i < 16 && km->status[i].status; i++)
 		ret |= pf(b, "qwave_etsi_requests_total{node=\"%s\",code=\"%d\"} %" PRIu64 "\n", node,
 			  km->status[i].status, km->status[i].n);
+	ret |= HELP(b, "qwave_km_keys_lost_total", "counter", "Keys delivered in the store whose material never reached the SAE (out of memory).");
+	ret |= pf(b, "qwave_km_keys_lost_total{node=\"%s\"} %" PRIu64 "\n", node, km->keys_lost);
 	ret |= HELP(b, "qwave_km_link_up", "gauge", "1 when the KM link to the neighbour is up and resynchronised.");
 	for (size_t i = 0; i < km->npeers; i++)
 		ret |= pf(b, "qwave_km_link_up{node=\"%s\",peer=\"%s\"} %d\n", node, km->peers[i].id,

@@ -443,6 +443,8 @@ static void test_group_commit(void **state)
 		assert_int_equal(qw_km_metrics(f->n[0].km, &b), 0);
 		assert_int_equal(qw_buf_append_u8(&b, 0), 0);
 		assert_non_null(strstr((char *)b.data, "qwave_km_batches_total{node=\"node-a\",peer=\"node-b\"} 2\n"));
+		/* every key delivered reached its SAE */
+		assert_non_null(strstr((char *)b.data, "qwave_km_keys_lost_total{node=\"node-a\"} 0\n"));
 		qw_buf_free(&b);
 	}
 	assert_int_equal(pool(f, 0), before - 21 * 128);
