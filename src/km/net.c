@@ -50,7 +50,15 @@ struct chan {
 struct bridge {
 	struct bridge *next, **prev;
 	struct bufferevent *tls, *local;
+	int closing;           /* one side ended: flushing the other's output */
 };
+
+/* A bridge side stops reading while the other side holds this much unsent
+ * (the QKD thread or the peer is slower than its counterpart: without it
+ * the bridge buffers without bound), and resumes below half of it. */
+#define BR_HIGH_BYTES (1u << 20)
+/* How long the surviving side may take to flush when the other ended. */
+#define BR_FLUSH_S 10
 
 struct qw_km_net {
 	struct qw_km *km;
@@ -89,25 +97,70 @@ static void bridge_free(struct bridge *b)
 
 /* ---- bridges ---- */
 
-static void br_tls_read(struct bufferevent *bev, void *arg)
+static struct bufferevent *br_other(const struct bridge *b, const struct bufferevent *bev)
+{
+	return bev == b->tls ? b->local : b->tls;
+}
+
+static void br_read(struct bufferevent *bev, void *arg)
+{
+	struct bridge *b = arg;
+	struct bufferevent *to = br_other(b, bev);
+
+	if (bufferevent_write_buffer(to, bufferevent_get_input(bev))) {
+		bridge_free(b);
+		return;
+	}
+	if (evbuffer_get_length(bufferevent_get_output(to)) >= BR_HIGH_BYTES) {
+		bufferevent_disable(bev, EV_READ);
+		bufferevent_setwatermark(to, EV_WRITE, BR_HIGH_BYTES / 2, 0);
+	}
+}
+
+/* bev's output fell to its low watermark. */
+static void br_write(struct bufferevent *bev, void *arg)
 {
 	struct bridge *b = arg;
 
-	bufferevent_write_buffer(b->local, bufferevent_get_input(bev));
+	if (b->closing) {
+		if (!evbuffer_get_length(bufferevent_get_output(bev)))
+			bridge_free(b);
+		return;
+	}
+	bufferevent_setwatermark(bev, EV_WRITE, 0, 0);
+	bufferevent_enable(br_other(b, bev), EV_READ);
 }
 
-static void br_local_read(struct bufferevent *bev, void *arg)
-{
-	struct bridge *b = arg;
-
-	bufferevent_write_buffer(b->tls, bufferevent_get_input(bev));
-}
-
+/* One side ended: what it sent is forwarded and the other side's output
+ * flushed before both go (the last frames of a session, an alert). */
 static void br_event(struct bufferevent *bev, short what, void *arg)
 {
-	(void)bev;
-	if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR | BEV_EVENT_TIMEOUT))
-		bridge_free(arg);
+	struct bridge *b = arg;
+	struct bufferevent *other = br_other(b, bev);
+	struct timeval tv = { BR_FLUSH_S, 0 };
+
+	if (!(what & (BEV_EVENT_EOF | BEV_EVENT_ERROR | BEV_EVENT_TIMEOUT)))
+		return;
+	if (b->closing) {
+		/* the flush failed or timed out */
+		bridge_free(b);
+		return;
+	}
+	if ((what & BEV_EVENT_EOF) &&
+	    bufferevent_write_buffer(other, bufferevent_get_input(bev))) {
+		bridge_free(b);
+		return;
+	}
+	if (!evbuffer_get_length(bufferevent_get_output(other))) {
+		bridge_free(b);
+		return;
+	}
+	b->closing = 1;
+	bufferevent_disable(bev, EV_READ | EV_WRITE);
+	bufferevent_disable(other, EV_READ);
+	bufferevent_setwatermark(other, EV_WRITE, 0, 0);
+	bufferevent_set_timeouts(other, NULL, &tv);
+	bufferevent_enable(other, EV_WRITE);
 }
 
 static void bridge_start(struct qw_km_net *net, struct chan *ch, struct net_link *nl)
@@ -126,8 +179,8 @@ static void bridge_start(struct qw_km_net *net, struct chan *ch, struct net_link
 	ch->bev = NULL;
 	chan_free(ch, 0);
 	bufferevent_set_timeouts(b->tls, NULL, NULL);
-	bufferevent_setcb(b->tls, br_tls_read, NULL, br_event, b);
-	bufferevent_setcb(b->local, br_local_read, NULL, br_event, b);
+	bufferevent_setcb(b->tls, br_read, br_write, br_event, b);
+	bufferevent_setcb(b->local, br_read, br_write, br_event, b);
 	bufferevent_enable(b->tls, EV_READ | EV_WRITE);
 	bufferevent_enable(b->local, EV_READ | EV_WRITE);
 	b->next = net->bridges;
@@ -136,7 +189,7 @@ static void bridge_start(struct qw_km_net *net, struct chan *ch, struct net_link
 	net->bridges = b;
 	b->prev = &net->bridges;
 	if (evbuffer_get_length(bufferevent_get_input(b->tls)))
-		br_tls_read(b->tls, b);
+		br_read(b->tls, b);
 	km_qkd_give_channel(nl->qkd, sv[1]);
 	return;
 fail:
