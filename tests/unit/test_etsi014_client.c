@@ -669,6 +669,10 @@ static int live_teardown(void **state)
 	pthread_join(loop_thread, NULL);
 	qw_https_server_free(srv);
 	qw_etsi014_free(api);
+	/* bufferevents of connections closed by evhttp_free are freed by
+	 * deferred callbacks: let the (stopped) loop run them once more. */
+	for (int i = 0; i < 3; i++)
+		event_base_loop(base, EVLOOP_NONBLOCK);
 	event_base_free(base);
 	return nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
 }
