@@ -9,7 +9,7 @@ packages=(
   build-essential cmake pkg-config
   libssl-dev libevent-dev libjansson-dev libsqlite3-dev
   libcurl4-openssl-dev libcmocka-dev libinih-dev
-  curl openssl python3
+  curl openssl python3 jq
   clang libclang-rt-14-dev   # libFuzzer targets (tests/fuzz)
   chromium                   # headless dashboard test (tests/integration)
 )

@@ -154,13 +154,22 @@ static json_t *medium_load(const char *dir)
 
 static int medium_save(const char *dir, json_t *j)
 {
-	char p[600], *t = json_dumps(j, JSON_INDENT(1));
+	char p[610], q[600], *t = json_dumps(j, JSON_INDENT(1));
 	int ret;
 
 	if (!t)
 		return QW_ENOMEM;
-	snprintf(p, sizeof(p), "%s/device.json", dir);
+	/* Written aside and renamed into place: the access point (a separate
+	 * process here) reads the medium while a terminal updates it, and must
+	 * never see a half-written file. */
+	snprintf(p, sizeof(p), "%s/device.json.tmp", dir);
+	snprintf(q, sizeof(q), "%s/device.json", dir);
+	(void)unlink(p);
 	ret = qw_cli_write_file(p, (const uint8_t *)t, strlen(t), 1);
+	if (!ret && rename(p, q))
+		ret = QW_EIO;
+	if (ret)
+		(void)unlink(p);
 	qw_free_secret(t, strlen(t) + 1);
 	return ret;
 }

@@ -1,5 +1,6 @@
 /* qwave: the command-line interface. One table of subcommand groups, each
  * in its own file (cmd_<group>.c). */
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -38,6 +39,9 @@ static void usage(FILE *f)
 
 int main(int argc, char **argv)
 {
+	/* Subcommands talk to peers over sockets (KMEs, access points, nodes):
+	 * a peer that went away must give EPIPE on write, not kill the CLI. */
+	signal(SIGPIPE, SIG_IGN);
 	if (argc < 2) {
 		usage(stderr);
 		return QW_EXIT_USAGE;
