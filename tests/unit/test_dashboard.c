@@ -567,7 +567,8 @@ static int https_teardown(void **state)
 	event_base_loopbreak(base);
 	pthread_join(loop_thread, NULL);
 	qw_https_server_free(srv);
-	event_base_loop(base, EVLOOP_NONBLOCK);
+	for (int i = 0; i < 10; i++) /* deferred bufferevent frees, which may defer more */
+		event_base_loop(base, EVLOOP_NONBLOCK);
 	qw_dashboard_free(dash);
 	event_base_free(base);
 	curl_global_cleanup();

@@ -336,7 +336,8 @@ static int teardown(void **state)
 	pthread_join(loop_thread, NULL);
 	qw_https_server_free(srv);
 	qw_https_server_free(srv_slow);
-	event_base_loop(base, EVLOOP_NONBLOCK); /* deferred bufferevent frees */
+	for (int i = 0; i < 10; i++) /* deferred bufferevent frees, which may defer more */
+		event_base_loop(base, EVLOOP_NONBLOCK);
 	qw_etsi014_free(api);
 	event_base_free(base);
 	curl_global_cleanup();

@@ -671,7 +671,7 @@ static int live_teardown(void **state)
 	qw_etsi014_free(api);
 	/* bufferevents of connections closed by evhttp_free are freed by
 	 * deferred callbacks: let the (stopped) loop run them once more. */
-	for (int i = 0; i < 3; i++)
+	for (int i = 0; i < 10; i++)
 		event_base_loop(base, EVLOOP_NONBLOCK);
 	event_base_free(base);
 	return nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);

@@ -241,7 +241,8 @@ static void test_qkd_source(void **state)
 	pthread_join(th, NULL);
 	qw_https_server_free(srv); /* before the API it serves (etsi014.h) */
 	qw_etsi014_free(api);
-	event_base_loop(base, EVLOOP_NONBLOCK);
+	for (int i = 0; i < 10; i++) /* deferred bufferevent frees, which may defer more */
+		event_base_loop(base, EVLOOP_NONBLOCK);
 	event_base_free(base);
 	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
 	assert_int_equal(system(cmd), 0);
