@@ -229,39 +229,6 @@ static void *side_main(void *arg)
 	return NULL;
 }
 
-static int tcp_pair(int fds[2])
-{
-	struct sockaddr_in a;
-	socklen_t alen = sizeof(a);
-	int ls, c = -1, s, one = 1;
-
-	ls = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (ls < 0)
-		return -1;
-	memset(&a, 0, sizeof(a));
-	a.sin_family = AF_INET;
-	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	if (bind(ls, (struct sockaddr *)&a, sizeof(a)) || listen(ls, 1) ||
-	    getsockname(ls, (struct sockaddr *)&a, &alen))
-		goto fail;
-	c = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (c < 0 || connect(c, (struct sockaddr *)&a, sizeof(a)))
-		goto fail;
-	s = accept(ls, NULL, NULL);
-	if (s < 0)
-		goto fail;
-	close(ls);
-	setsockopt(c, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	setsockopt(s, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	fds[0] = s;
-	fds[1] = c;
-	return 0;
-fail:
-	if (c >= 0)
-		close(c);
-	close(ls);
-	return -1;
-}
 
 /* Alice's key uniform, Bob's with exactly Bernoulli(q) flips (geometric
  * gaps between errors). */
@@ -433,7 +400,7 @@ int qw_bench_pipeline(int argc, char **argv)
 			qw_cli_fail("out of memory");
 			goto out;
 		}
-	if (tcp_pair(fds)) {
+	if (qw_frame_tcp_pair(fds)) {
 		qw_cli_fail("cannot open loopback TCP");
 		goto out;
 	}

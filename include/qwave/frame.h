@@ -80,6 +80,10 @@ struct qw_frame_io {
 /* Fill io for a connected file descriptor (socket or pipe). The fd is not
  * owned: the caller closes it after the connection is freed. */
 void qw_frame_io_fd(struct qw_frame_io *io, int fd);
+/* A connected pair of loopback TCP sockets (Nagle off on both), for running
+ * both endpoints of a link in one process over real TCP. 0, or -1 with
+ * errno set. */
+int qw_frame_tcp_pair(int fds[2]);
 
 /* ---- authentication key pool ------------------------------------------ */
 

@@ -263,40 +263,6 @@ static void *endpoint_main(void *arg)
 	return NULL;
 }
 
-/* A connected pair of loopback TCP sockets. 0 or -1 (errno set). */
-static int tcp_pair(int fds[2])
-{
-	struct sockaddr_in a;
-	socklen_t alen = sizeof(a);
-	int ls = -1, c = -1, s = -1, one = 1;
-
-	ls = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (ls < 0)
-		return -1;
-	memset(&a, 0, sizeof(a));
-	a.sin_family = AF_INET;
-	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	if (bind(ls, (struct sockaddr *)&a, sizeof(a)) || listen(ls, 1) ||
-	    getsockname(ls, (struct sockaddr *)&a, &alen))
-		goto fail;
-	c = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (c < 0 || connect(c, (struct sockaddr *)&a, sizeof(a)))
-		goto fail;
-	s = accept(ls, NULL, NULL);
-	if (s < 0)
-		goto fail;
-	close(ls);
-	setsockopt(c, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	setsockopt(s, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	fds[0] = s;
-	fds[1] = c;
-	return 0;
-fail:
-	if (c >= 0)
-		close(c);
-	close(ls);
-	return -1;
-}
 
 /* Expected key bits of a block beyond which the run is cut into several
  * blocks: one block of 1e7 bits takes Cascade ~10 s and a few hundred MB. */
@@ -444,7 +410,7 @@ static int sim_link(int argc, char **argv)
 		qw_cli_fail("cannot draw the pre-shared authentication key");
 		goto out;
 	}
-	if (o.tcp ? tcp_pair(fds) : socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds)) {
+	if (o.tcp ? qw_frame_tcp_pair(fds) : socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds)) {
 		qw_cli_fail("cannot connect the endpoints: %s", strerror(errno));
 		goto out;
 	}

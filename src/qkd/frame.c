@@ -5,6 +5,8 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netinet/tcp.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -611,4 +613,38 @@ out:
 	qw_wipe(pad, sizeof(pad));
 	qw_free_secret(buf, bufsize);
 	return ret;
+}
+
+int qw_frame_tcp_pair(int fds[2])
+{
+	struct sockaddr_in a;
+	socklen_t alen = sizeof(a);
+	int ls = -1, c = -1, s = -1, one = 1;
+
+	ls = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (ls < 0)
+		return -1;
+	memset(&a, 0, sizeof(a));
+	a.sin_family = AF_INET;
+	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	if (bind(ls, (struct sockaddr *)&a, sizeof(a)) || listen(ls, 1) ||
+	    getsockname(ls, (struct sockaddr *)&a, &alen))
+		goto fail;
+	c = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (c < 0 || connect(c, (struct sockaddr *)&a, sizeof(a)))
+		goto fail;
+	s = accept(ls, NULL, NULL);
+	if (s < 0)
+		goto fail;
+	close(ls);
+	setsockopt(c, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	setsockopt(s, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	fds[0] = s;
+	fds[1] = c;
+	return 0;
+fail:
+	if (c >= 0)
+		close(c);
+	close(ls);
+	return -1;
 }
