@@ -61,7 +61,13 @@ enum qw_kmlink_type {
 	QW_KMLINK_KEYS_NEW = 0x11,    /* leader announces a committed cut */
 	QW_KMLINK_KEYS_ACK = 0x12,    /* receiver committed the announced keys */
 	QW_KMLINK_KEYS_NACK = 0x13,   /* refused: body = error code */
-	QW_KMLINK_RELAY_FIRST = 0x20, /* reserved range for relay */
+	QW_KMLINK_RELAY_FIRST = 0x20, /* relay and routing range */
+	QW_KMLINK_RELAY = 0x20,       /* relay.h: one hop of a key relay */
+	QW_KMLINK_RELAY_ACK = 0x21,   /* relay.h: end-to-end answer of a relay */
+	QW_KMLINK_RELAY_PAD_REQ = 0x22, /* relay.h: follower asks the leader for a hop pad */
+	QW_KMLINK_RELAY_PAD = 0x23,   /* relay.h: the leader grants it */
+	QW_KMLINK_LSA = 0x30,         /* routing.h: link-state advertisement */
+	QW_KMLINK_PING = 0x31,        /* heartbeat on an idle link (empty body) */
 	QW_KMLINK_RELAY_LAST = 0x3f,
 };
 
@@ -99,6 +105,10 @@ struct qw_kmlink_msg {
 			struct qw_uuid *ids;
 			size_t n;
 		} source;
+		/* RELAY, RELAY_ACK, RELAY_PAD_REQ, RELAY_PAD, LSA: the body as
+		 * received (owned copy, len >= 1), parsed by relay.h/routing.h;
+		 * PING: empty (body NULL, len 0) */
+		struct { uint8_t *body; size_t len; } raw;
 	} u;
 };
 

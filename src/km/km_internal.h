@@ -11,6 +11,10 @@
 #include "qwave/kmlink.h"
 
 struct event;
+struct qw_route_path;
+struct km_route;
+struct km_relay;
+struct km_relay_link;
 
 /* Requests originated by the leader carry this bit in their seq, so the
  * two ends' request ids never collide on the one connection. */
@@ -115,6 +119,8 @@ struct km_peer {
 	uint64_t keys_master, keys_slave, keys_cut, resyncs, resync_dropped_keys;
 	uint64_t requests_failed, blocks_appended, blocks_refused, batches;
 	int inflight;              /* batches sent, not completed */
+	int64_t last_rx_ms;        /* last frame received (heartbeat, route_node.c) */
+	struct km_relay_link *relay; /* relay_node.c per-link state, or NULL */
 };
 
 struct km_status_count {
@@ -164,6 +170,8 @@ struct qw_km {
 	/* key relay counters (relay-routing.md); zero until relaying is
 	 * wired into the node */
 	struct qw_dashboard_relays relays;
+	struct km_route *route;    /* route_node.c: LSA database, policy, timers */
+	struct km_relay *relay;    /* relay_node.c: relays in flight, replay window */
 };
 
 struct km_src;
@@ -214,5 +222,47 @@ void km_alarm(struct qw_km *km, enum qw_dashboard_severity sev, const char *kind
 	      const char *peer, const char *fmt, ...) __attribute__((format(printf, 5, 6)));
 /* Look at every link now and record new alarms (also run by the watcher). */
 void km_dash_watch(struct qw_km *km);
+
+/* ---- routing (route_node.c): the QKDN controller on this node ---- */
+
+/* From qw_km_new after the peers exist / from qw_km_free before they go:
+ * 0 or a QW_E* code. km_route_free accepts km->route NULL. */
+int km_route_init(struct qw_km *km);
+void km_route_free(struct qw_km *km);
+/* An LSA or PING frame from p (PING arrives in any link state, LSA only
+ * once p is up). */
+void km_route_on_message(struct km_peer *p, const struct qw_kmlink_msg *m);
+/* p's KM link went up or down (p->up tells which). Also called while the
+ * node stops, after km_route_free (then km->route is NULL). */
+void km_route_link_changed(struct km_peer *p);
+/* Relay paths from this node to dst_node whose every link holds at least
+ * need_bits, best first (routing.h qw_route_paths). 0, QW_ENOTFOUND, ... */
+int km_route_paths(struct qw_km *km, const char *dst_node, uint64_t need_bits,
+		   struct qw_route_path *paths, size_t max, size_t *n);
+/* The node's authorization policy: 0 (allow) or QW_EPERM (deny: 401). */
+int km_policy_check(struct qw_km *km, const char *master, const char *slave);
+
+/* ---- relay (relay_node.c): keys for SAEs at non-neighbour nodes ---- */
+
+int km_relay_init(struct qw_km *km);
+void km_relay_free(struct qw_km *km);
+/* A RELAY, RELAY_ACK, RELAY_PAD_REQ or RELAY_PAD frame from p (up). */
+void km_relay_on_message(struct km_peer *p, const struct qw_kmlink_msg *m);
+/* p's KM link went up or down (hash keys reset, relays through it fail).
+ * Also called after km_relay_free (km->relay NULL). */
+void km_relay_link_changed(struct km_peer *p);
+/* ETSI 014 Get key whose slaves are all attached to dst_node, which is
+ * not a neighbour (req validated against the limits and the policy):
+ * relay fresh keys there, answer cb (exactly once) after the destination
+ * committed them. */
+void km_relay_get_keys(struct qw_km *km, const struct qw_kme_get_key_req *req,
+		       const char *dst_node, qw_kme_keys_cb cb, void *arg);
+/* ETSI 014 Status towards dst_node (not a neighbour): *bits = key bits a
+ * relay could deliver now (the best path's bottleneck), 0 when no path.
+ * 0 or a QW_E* code. */
+int km_relay_status(struct qw_km *km, const char *dst_node, uint64_t *bits);
+
+/* Node an SAE is attached to (the [sae] sections), or NULL. */
+const char *km_sae_node(const struct qw_km *km, const char *sae);
 
 #endif

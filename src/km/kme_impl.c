@@ -27,10 +27,18 @@ static int kme_status(void *ctx, const char *caller, const char *slave, struct q
 
 	if (!sae_is_local(km->conf, caller))
 		return QW_EPERM;
+	if (km_policy_check(km, caller, slave))
+		return QW_EPERM;
 	ret = qw_km_route(km, slave, &peer);
-	if (ret)
-		return ret == QW_EUNSUPPORTED || ret == QW_ESTATE ? QW_ENOTFOUND : ret;
-	ret = qw_store_pool_available(km->store, peer, &bits);
+	if (ret == QW_EUNSUPPORTED) {
+		/* a node further away: what a relay could bring now */
+		peer = km_sae_node(km, slave);
+		ret = km_relay_status(km, peer, &bits);
+	} else if (!ret) {
+		ret = qw_store_pool_available(km->store, peer, &bits);
+	} else if (ret == QW_ESTATE) {
+		ret = QW_ENOTFOUND;
+	}
 	if (ret)
 		return ret;
 	memset(out, 0, sizeof(*out));
@@ -150,7 +158,7 @@ static void kme_get_keys(void *ctx, const struct qw_kme_get_key_req *req, qw_kme
 {
 	struct qw_km *km = ctx;
 	const struct qw_km_limits *l = &km->conf->limits;
-	const char *peer = NULL, *other;
+	const char *peer = NULL;
 	const char *slaves[QW_STORE_SLAVES_MAX];
 	struct timeval tv;
 	struct km_peer *p;
@@ -163,8 +171,8 @@ static void kme_get_keys(void *ctx, const struct qw_kme_get_key_req *req, qw_kme
 		return;
 	}
 	ret = qw_km_route(km, req->slave_sae, &peer);
-	if (ret) {
-		cb(arg, ret == QW_EUNSUPPORTED || ret == QW_ESTATE ? QW_ENOTFOUND : ret, NULL, 0);
+	if (ret && ret != QW_EUNSUPPORTED) {
+		cb(arg, ret == QW_ESTATE ? QW_ENOTFOUND : ret, NULL, 0);
 		return;
 	}
 	ns = 1 + req->n_additional;
@@ -176,12 +184,24 @@ static void kme_get_keys(void *ctx, const struct qw_kme_get_key_req *req, qw_kme
 	}
 	slaves[0] = req->slave_sae;
 	for (size_t i = 0; i < req->n_additional; i++) {
-		/* key multicast works only among the SAEs of one neighbour */
-		if (qw_km_route(km, req->additional_slaves[i], &other) || strcmp(other, peer)) {
+		/* key multicast works only among the SAEs of one node */
+		const char *n0 = km_sae_node(km, req->slave_sae);
+		const char *ni = km_sae_node(km, req->additional_slaves[i]);
+
+		if (!ni || strcmp(ni, n0)) {
 			cb(arg, QW_ENOTFOUND, NULL, 0);
 			return;
 		}
 		slaves[i + 1] = req->additional_slaves[i];
+	}
+	for (size_t i = 0; i < ns; i++)
+		if (km_policy_check(km, req->master_sae, slaves[i])) {
+			cb(arg, QW_EPERM, NULL, 0);
+			return;
+		}
+	if (ret == QW_EUNSUPPORTED) {
+		km_relay_get_keys(km, req, km_sae_node(km, req->slave_sae), cb, arg);
+		return;
 	}
 	p = km_peer_find(km, peer);
 	if (!p || !p->up) {
@@ -242,7 +262,7 @@ static void kme_get_keys_with_ids(void *ctx, const char *caller, const char *mas
 	struct km_peer *p = NULL;
 	int ret = QW_EPERM;
 
-	if (!sae_is_local(km->conf, caller) || n == 0)
+	if (!sae_is_local(km->conf, caller) || n == 0 || km_policy_check(km, master, caller))
 		goto done;
 	ret = QW_ENOMEM;
 	ids = qw_calloc(n, sizeof(*ids));

@@ -83,6 +83,8 @@ void km_peer_drop(struct km_peer *p, const char *why)
 	p->in_tail = NULL;
 	if (p->retry_ev)
 		event_del(p->retry_ev);
+	km_relay_link_changed(p);
+	km_route_link_changed(p);
 	if (p->km->down_cb)
 		p->km->down_cb(p->km->down_arg, p->id);
 }
@@ -173,6 +175,8 @@ static void maybe_up(struct km_peer *p)
 		       p->leader ? "leader" : "follower");
 		km_src_link_up(p);
 		km_drain_blocks(p);
+		km_relay_link_changed(p);
+		km_route_link_changed(p);
 	}
 }
 
@@ -490,6 +494,9 @@ static void dispatch(struct km_peer *p, struct qw_kmlink_msg *m)
 		p->got_done = 1;
 		maybe_up(p);
 		return;
+	case QW_KMLINK_PING:
+		km_route_on_message(p, m);
+		return;
 	default:
 		break;
 	}
@@ -507,6 +514,15 @@ static void dispatch(struct km_peer *p, struct qw_kmlink_msg *m)
 	case QW_KMLINK_SOURCE_ACK:
 	case QW_KMLINK_SOURCE_DROP:
 		km_src_on_message(p, m);
+		return;
+	case QW_KMLINK_RELAY:
+	case QW_KMLINK_RELAY_ACK:
+	case QW_KMLINK_RELAY_PAD_REQ:
+	case QW_KMLINK_RELAY_PAD:
+		km_relay_on_message(p, m);
+		return;
+	case QW_KMLINK_LSA:
+		km_route_on_message(p, m);
 		return;
 	case QW_KMLINK_KEYS_NACK:
 		if (p->leader) {
@@ -552,6 +568,7 @@ static void on_read(struct bufferevent *bev, void *arg)
 		frame = evbuffer_pullup(in, (ssize_t)flen);
 		ret = frame ? qw_kmlink_parse(frame, flen, &m) : QW_ENOMEM;
 		evbuffer_drain(in, flen);
+		p->last_rx_ms = km_now_ms();
 		if (ret) {
 			km_peer_drop(p, ret == QW_EPARSE ? "malformed message" : qw_strerror(ret));
 			return;

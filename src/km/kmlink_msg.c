@@ -32,6 +32,11 @@ void qw_kmlink_msg_clear(struct qw_kmlink_msg *m)
 	case QW_KMLINK_KEYS_REQ:
 	case QW_KMLINK_KEYS_NEW: free(m->u.keys.ids); break;
 	case QW_KMLINK_SOURCE_BLOCK: free(m->u.source.ids); break;
+	case QW_KMLINK_RELAY:
+	case QW_KMLINK_RELAY_ACK:
+	case QW_KMLINK_RELAY_PAD_REQ:
+	case QW_KMLINK_RELAY_PAD:
+	case QW_KMLINK_LSA: free(m->u.raw.body); break;
 	default: break;
 	}
 	memset(m, 0, sizeof(*m));
@@ -186,8 +191,23 @@ static int parse_body(struct qw_reader *r, struct qw_kmlink_msg *m)
 		m->u.nack_error = (int32_t)e;
 		/* only codes that exist: QW_E* are -1..-19 */
 		return m->u.nack_error < 0 && m->u.nack_error >= -64 ? 0 : QW_EPARSE;
+	case QW_KMLINK_RELAY:
+	case QW_KMLINK_RELAY_ACK:
+	case QW_KMLINK_RELAY_PAD_REQ:
+	case QW_KMLINK_RELAY_PAD:
+	case QW_KMLINK_LSA:
+		/* opaque here: relay.h and routing.h parse these bodies */
+		m->u.raw.len = qw_reader_remaining(r);
+		if (m->u.raw.len == 0)
+			return QW_EPARSE;
+		m->u.raw.body = malloc(m->u.raw.len);
+		if (!m->u.raw.body)
+			return QW_ENOMEM;
+		return qw_reader_read_bytes(r, m->u.raw.body, m->u.raw.len) ? QW_EPARSE : 0;
+	case QW_KMLINK_PING:
+		return 0;
 	default:
-		return QW_EPARSE; /* relay and management ranges: not spoken yet */
+		return QW_EPARSE; /* management range: not spoken yet */
 	}
 }
 
@@ -328,6 +348,20 @@ int qw_kmlink_encode(const struct qw_kmlink_msg *m, struct qw_buf *out)
 		ret = QW_ENOMEM;
 		if (qw_buf_append_u32be(out, (uint32_t)m->u.nack_error))
 			goto fail;
+		break;
+	case QW_KMLINK_RELAY:
+	case QW_KMLINK_RELAY_ACK:
+	case QW_KMLINK_RELAY_PAD_REQ:
+	case QW_KMLINK_RELAY_PAD:
+	case QW_KMLINK_LSA:
+		ret = QW_EINVAL;
+		if (!m->u.raw.body || m->u.raw.len == 0 || m->u.raw.len > QW_KMLINK_MAX_BODY)
+			goto fail;
+		ret = QW_ENOMEM;
+		if (qw_buf_append(out, m->u.raw.body, m->u.raw.len))
+			goto fail;
+		break;
+	case QW_KMLINK_PING:
 		break;
 	default:
 		ret = QW_EINVAL;

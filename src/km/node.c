@@ -205,6 +205,10 @@ struct qw_km *qw_km_new(struct event_base *base, const struct qw_km_conf *conf,
 		qw_km_free(km);
 		return NULL;
 	}
+	if ((*err = km_route_init(km)) || (*err = km_relay_init(km))) {
+		qw_km_free(km);
+		return NULL;
+	}
 	*err = 0;
 	return km;
 }
@@ -214,6 +218,8 @@ void qw_km_free(struct qw_km *km)
 	if (!km)
 		return;
 	km->down_cb = NULL;
+	km_relay_free(km);
+	km_route_free(km);
 	for (size_t i = 0; i < km->npeers; i++) {
 		struct km_peer *p = &km->peers[i];
 		km_peer_drop(p, "node stopping");
@@ -249,6 +255,14 @@ void qw_km_set_down_cb(struct qw_km *km, void (*cb)(void *arg, const char *peer)
 size_t qw_km_pending(struct qw_km *km)
 {
 	return km->pending;
+}
+
+const char *km_sae_node(const struct qw_km *km, const char *sae)
+{
+	for (size_t i = 0; i < km->conf->nsaes; i++)
+		if (!strcmp(km->conf->saes[i].id, sae))
+			return km->conf->saes[i].node;
+	return NULL;
 }
 
 int qw_km_route(struct qw_km *km, const char *sae, const char **peer)
