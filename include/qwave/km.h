@@ -93,6 +93,25 @@ struct qw_km_conf {
 	const char *metrics_listen;
 	struct qw_km_limits limits;
 	uint32_t request_timeout_ms;
+	/* [routing] (docs/relay-routing.md, routing.h struct qw_route_opts) */
+	struct {
+		uint32_t refresh_ms, max_age_ms; /* LSA refresh and ageing */
+		uint64_t low_pool_bits;          /* pool level that re-originates at once */
+		uint32_t heartbeat_ms, dead_ms;  /* PING on idle KM links; link down after dead_ms silent */
+	} routing;
+	/* [relay] (relay.h) */
+	struct {
+		uint32_t rekey_every;    /* WC hash key lifetime, messages */
+		double batch_target;     /* link-key efficiency a batch waits for */
+		uint32_t batch_wait_ms;  /* longest a request waits for a batch to fill */
+		uint32_t timeout_ms;     /* relay end to end (then the next path) */
+	} relay;
+	/* [policy]: default allow/deny, rules in file order
+	 * (qw_route_policy_add_text; rule_lines for error messages) */
+	int policy_default_allow;
+	const char **policy_rules;
+	int *policy_rule_lines;
+	size_t npolicy_rules;
 	struct qw_km_link_conf *links;
 	size_t nlinks;
 	struct qw_km_sae_conf *saes;

@@ -226,6 +226,18 @@ QW_WUR int qw_store_pool_resync(struct qw_store *s, const char *peer,
 QW_WUR int qw_store_key_create(struct qw_store *s,
 			       const struct qw_store_key_req *req, size_t count,
 			       struct qw_uuid *ids, struct qw_store_pos *at);
+/* Store count keys whose material did not come from a local pool: keys
+ * relayed from a distant node (relay.h), or drawn by the origin of a relay
+ * from its own generator. req->key_ids is required (the relay's ids),
+ * req->expect is ignored, req->peer names the node at the other end of
+ * the relay (not a neighbour, so the KM-link resynchronisation never
+ * lists these keys). material holds count * req->size_bits / 8 bytes, key
+ * i at offset i * size_bits / 8; it is encrypted at rest like any key and
+ * not kept by the store (the caller wipes it). One transaction, all or
+ * none. 0, QW_EINVAL, QW_EEXIST (an id is already in the store), QW_EDB,
+ * QW_ECRYPTO, QW_ENOMEM. (src/store/store_import.c) */
+QW_WUR int qw_store_key_import(struct qw_store *s, const struct qw_store_key_req *req,
+			       size_t count, const uint8_t *material, size_t material_len);
 /* AVAILABLE -> RESERVED for master_sae and its slaves (1..8). 0,
  * QW_ENOTFOUND, QW_ESTATE, QW_EINVAL, QW_EAUTH, QW_EDB. */
 QW_WUR int qw_store_key_reserve(struct qw_store *s, const struct qw_uuid *id,

@@ -174,6 +174,17 @@ static int load_node(const struct qw_config *cfg, struct qw_km_conf *c, struct q
 	if ((ret = qw_config_get_uint(node, "request_timeout_ms", 100, 600000, &u, err)))
 		return ret;
 	c->request_timeout_ms = (uint32_t)u;
+	/* defaults of [routing], [relay], [policy] (docs/relay-routing.md) */
+	c->routing.refresh_ms = 1000;
+	c->routing.max_age_ms = 4000;
+	c->routing.low_pool_bits = UINT64_C(1) << 16;
+	c->routing.heartbeat_ms = 500;
+	c->routing.dead_ms = 1500;
+	c->relay.rekey_every = 256;
+	c->relay.batch_target = 0.95;
+	c->relay.batch_wait_ms = 20;
+	c->relay.timeout_ms = c->request_timeout_ms;
+	c->policy_default_allow = 1;
 	return 0;
 }
 
@@ -450,5 +461,7 @@ void qw_km_conf_clear(struct qw_km_conf *c)
 		return;
 	free(c->links);
 	free(c->saes);
+	free(c->policy_rules);
+	free(c->policy_rule_lines);
 	memset(c, 0, sizeof(*c));
 }
