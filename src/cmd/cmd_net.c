@@ -657,6 +657,7 @@ int qw_cmd_net(int argc, char **argv)
 		{ "up", net_up, "start a network from a topology file (CA, certificates, one qwaved per node)" },
 		{ "down", net_down, "stop every node 'net up' started" },
 		{ "status", qw_cmd_net_status, "the whole network: nodes, links, pools, QBER, key rates, alarms" },
+		{ "attack", qw_cmd_net_attack, "eavesdropper drill: intercept-resend on a running link" },
 		{ NULL, NULL, NULL },
 	};
 
