@@ -29,6 +29,7 @@
 int qw_cmd_net(int argc, char **argv);
 /* src/cmd/cmd_net_status.c */
 int qw_cmd_net_status(int argc, char **argv);
+int qw_cmd_net_attack(int argc, char **argv);
 
 #define NET_DEFAULT_DIR ".qwave-net"
 #define NET_START_TIMEOUT_S 30
