@@ -23,7 +23,9 @@
  * master key), never logged, never put into an audit record, and sent only
  * to a caller entitled to it, in a response marked secret.
  *
- * A struct qw_ksc is used by one thread at a time. */
+ * qw_ksc_handle, qw_ksc_audit_verify and qw_ksc_air_serve may be called from
+ * different threads (a lock inside struct qw_ksc serialises their database
+ * work); everything else uses a struct qw_ksc from one thread at a time. */
 #ifndef QWAVE_KSC_H
 #define QWAVE_KSC_H
 
@@ -31,6 +33,8 @@
 #include <stdint.h>
 
 #include "qwave/error.h"
+#include "qwave/frame.h"
+#include "qwave/refill.h"
 
 #define QW_KSC_MASTER_KEY_BYTES 32
 /* Pre-filled keys are consumed in slots of 256 bits (one AES-256/SM4 key
@@ -163,6 +167,67 @@ int qw_ksc_wrap_aad(char *out, size_t cap, const char *kind, const char *id,
 QW_WUR int qw_ksc_auth_mac(const char *method, const uint8_t slot[static QW_KSC_SLOT_BYTES],
 			   const char *challenge_id, const uint8_t *nonce, size_t nonce_len,
 			   const char *device, uint8_t mac[static 32], size_t *maclen);
+
+/* ---- the air interface: the access point of over-the-air refill ----
+ * docs/ksc.md "Air interface", docs/plkg.md section 12. The KSC serves a
+ * terminal's refill itself: qwksc accepts a connection on its [air]
+ * listener (standing for the radio link's signalling) and calls
+ * qw_ksc_air_serve. The terminal speaks first, in the clear:
+ *   hello     "QWRI1\n" || device ID (QW_KSC_ID_MAX bytes, NUL-padded) ||
+ *             be64(air_seed: the simulated channel realisation both ends
+ *             probe, standing for being at the same place at the same time)
+ *             -> one byte: 0 the device is registered and active, 1 refused
+ *             (then the connection is closed; audited as air.refuse);
+ *   preamble  QW_KSC_AIR_PREAMBLE_BYTES: "QWRC1\n" || carried pool id (16
+ *             bytes, rest zero) -> one byte, 0 when the KSC holds the same
+ *             pool for the device (frames run on it), else 1 and a QWRF1
+ *             preamble follows; or "QWRF1\n" || 6 x (batch ID, 36 bytes ||
+ *             be64(slot)): the pre-filled slots that authenticate the frames.
+ * Then the refill protocol of refill.h with carry (qw_refill_ap_carry). */
+#define QW_KSC_AIR_SLOTS (QW_REFILL_PSK_BYTES / QW_KSC_SLOT_BYTES)
+#define QW_KSC_AIR_NAME_BYTES (36 + 8)
+#define QW_KSC_AIR_HELLO_BYTES (6 + QW_KSC_ID_MAX + 8)
+#define QW_KSC_AIR_PREAMBLE_BYTES (6 + QW_KSC_AIR_SLOTS * QW_KSC_AIR_NAME_BYTES)
+
+/* Encode the terminal's hello. QW_EINVAL when device is not a valid ID
+ * (1..64 of [A-Za-z0-9._-]). */
+QW_WUR int qw_ksc_air_hello(const char *device, uint64_t air_seed,
+			    uint8_t out[static QW_KSC_AIR_HELLO_BYTES]);
+
+struct qw_ksc_air_result {
+	char device[QW_KSC_ID_MAX + 1]; /* the device the terminal named ("" if none) */
+	char key_id[37];                /* the KSC key delivered ("" when none) */
+	int carried;                    /* frames ran on the pool the last refill carried */
+	uint64_t slot_bits;             /* pre-filled bits spent (0 or QW_REFILL_PSK_BYTES * 8) */
+	struct qw_refill_result refill;
+};
+
+/* Serve one terminal's refill on io (a connected socket; the caller closes
+ * it). p: refill parameters (NULL: qw_refill_params_default; air_seed comes
+ * from the hello). max_bits caps a delivery (0: no cap). peer names the
+ * connection in audit records (e.g. "127.0.0.1:40312"; NULL: "-").
+ *
+ * The named device must be registered and active. Named slots must belong to
+ * one of the device's live fills and lie at or past that fill's slot cursor
+ * (keys.next_slot, the one challenges and session keys advance too); the
+ * cursor moves past them, committed with an air.slots audit record, before
+ * any frame goes under them, so a slot is never accepted twice. A carried
+ * pool is looked up and deleted (air_carry table, sealed under the device's
+ * KEK) before it is used, whatever the outcome. The delivered keys are one
+ * KSC key owned by the device (purpose "refill"), generated from the QKD pool
+ * when a KME is configured, else from the configured entropy source
+ * (key.generate), and moved to distributed when the terminal acknowledged
+ * them (key.distribute by the device), else destroyed (key.destroy). The
+ * next carried pool is stored on acknowledgement.
+ *
+ * res (may be NULL) is filled in every case. Returns 0 (keys acknowledged),
+ * QW_EPERM (unknown or inactive device, unknown or spent slots: nothing
+ * delivered, audited), QW_EPROTO (malformed hello or preamble), QW_ECLOSED,
+ * QW_EIO, QW_EDB, QW_ENOMEM, or qw_refill_ap_carry's and the key source's
+ * errors (QW_EAGAIN: the QKD pool is short). */
+QW_WUR int qw_ksc_air_serve(struct qw_ksc *k, const struct qw_frame_io *io, const char *peer,
+			    const struct qw_refill_params *p, uint64_t max_bits,
+			    struct qw_ksc_air_result *res);
 
 /* ---- a small HTTPS client for the CLI (libcurl, mutual TLS) ---- */
 struct qw_ksc_client;

@@ -40,13 +40,15 @@ struct topts {
 	int json, force, have_bits, have_seed;
 };
 
-/* Before the framed connection of a TCP refill, the terminal names in the
- * clear the pre-filled slots that authenticate it (as a KSC challenge names
- * its batch and slot): "QWRF1\n" then per slot the batch ID (36 chars) and
+/* Before the framed connection of a TCP refill (ksc.h "the air
+ * interface"), the terminal says who it is and which channel realisation it
+ * probes (hello), then offers its carried pool by id or names in the clear
+ * the pre-filled slots that authenticate it (as a KSC challenge names its
+ * batch and slot): "QWRF1\n" then per slot the batch ID (36 chars) and
  * be64(slot). */
-#define SLOTS (QW_REFILL_PSK_BYTES / QW_KSC_SLOT_BYTES)
-#define NAME_BYTES 44
-#define PREAMBLE_BYTES (6 + SLOTS * NAME_BYTES)
+#define SLOTS QW_KSC_AIR_SLOTS
+#define NAME_BYTES QW_KSC_AIR_NAME_BYTES
+#define PREAMBLE_BYTES QW_KSC_AIR_PREAMBLE_BYTES
 
 static int help(const char *cmd)
 {
@@ -590,7 +592,22 @@ static int cmd_ap(int argc, char **argv)
 		done++;
 		json_decref(st);
 		st = o.dir ? medium_load(o.dir) : NULL;
-		bad = !st || read_all(fd, names, sizeof(names));
+		/* the hello: this stand-in knows one device, the medium's; it
+		 * keeps its own channel realisation (--air-seed), not the
+		 * terminal's */
+		{
+			uint8_t hello[QW_KSC_AIR_HELLO_BYTES], want[QW_KSC_AIR_HELLO_BYTES];
+			const char *id = st ? json_string_value(json_object_get(st, "id")) : NULL;
+
+			bad = !id || read_all(fd, hello, sizeof(hello)) ||
+			      qw_ksc_air_hello(id, 0, want) ||
+			      memcmp(hello, want, sizeof(hello) - 8);
+			verdict = bad ? 1 : 0;
+			if (write_all(fd, &verdict, 1))
+				bad = 1;
+			verdict = 1;
+		}
+		bad = bad || read_all(fd, names, sizeof(names));
 		if (!bad && !memcmp(names, "QWRC1\n", 6)) {
 			/* the terminal offers its carried pool: take it when ours has
 			 * the same id; either way ours is spent or out of step */
@@ -613,7 +630,7 @@ static int cmd_ap(int argc, char **argv)
 			bad = memcmp(names, "QWRF1\n", 6) || ap_slots(st, names + 6, psk);
 		if (bad) {
 			close(fd);
-			rc = qw_cli_fail("refill %llu: unknown slots or bad preamble",
+			rc = qw_cli_fail("refill %llu: unknown device or slots, or bad preamble",
 					 (unsigned long long)done);
 			continue;
 		}
@@ -657,7 +674,7 @@ static int cmd_refill(int argc, char **argv)
 	struct ap ap;
 	uint8_t key[32], psk[QW_REFILL_PSK_BYTES], *keys = NULL, names[PREAMBLE_BYTES] = "QWRF1\n";
 	struct qw_refill_carry tc, ac, tnext;
-	char bpath[640], tp[640], cp[640];
+	char bpath[640], tp[640], cp[640], fp[17];
 	json_t *st = NULL;
 	size_t n = 0;
 	uint64_t slot_bits = 0;
@@ -693,10 +710,30 @@ static int cmd_refill(int argc, char **argv)
 		rc = qw_cli_fail("cannot remove %s", tp);
 		goto out;
 	}
+	qw_refill_params_default(&p);
+	if (o.have_seed)
+		p.air_seed = o.air_seed;
+	else if (qw_random_bytes(&p.air_seed, sizeof(p.air_seed)))
+		p.air_seed = 1;
 	if (o.ap) {
+		uint8_t hello[QW_KSC_AIR_HELLO_BYTES], known = 1;
+		const char *me = json_string_value(json_object_get(st, "id"));
+
 		fd = tcp_connect(o.ap);
 		if (fd < 0) {
 			rc = qw_cli_fail("cannot connect to the access point %s", o.ap);
+			goto out;
+		}
+		/* who we are and the channel realisation we probe; the access
+		 * point refuses a device it does not know before anything is
+		 * spent */
+		if (!me || qw_ksc_air_hello(me, p.air_seed, hello)) {
+			rc = qw_cli_fail("the medium in %s names no valid device ID", o.dir);
+			goto out;
+		}
+		if (write_all(fd, hello, sizeof(hello)) || read_all(fd, &known, 1) || known) {
+			rc = qw_cli_fail("access point %s refused device '%s' (unknown to its KSC, "
+					 "or not active)", o.ap, me);
 			goto out;
 		}
 		if (tc.valid) {
@@ -738,11 +775,6 @@ static int cmd_refill(int argc, char **argv)
 		}
 	}
 	qw_wipe(&tc, sizeof(tc));
-	qw_refill_params_default(&p);
-	if (o.have_seed)
-		p.air_seed = o.air_seed;
-	else if (qw_random_bytes(&p.air_seed, sizeof(p.air_seed)))
-		p.air_seed = 1;
 	if (o.ap) {
 		/* a separate access point process over TCP */
 		if (!use_carry && write_all(fd, names, sizeof(names))) {
@@ -794,9 +826,15 @@ done:
 		rc = qw_cli_fail("cannot write %s (the next refill uses pre-filled slots)", tp);
 		goto out;
 	}
+	/* a public prefix of SM3(PLKG key), equal at both ends: tells two
+	 * refills' keys apart without showing either */
+	if (qw_hex_encode(fp, sizeof(fp), res.plkg_fingerprint, 8))
+		fp[0] = '\0';
 	if (o.json)
-		qw_cli_print_json(json_pack("{s:b, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:s, s:I, "
-					    "s:I, s:I}",
+		qw_cli_print_json(json_pack("{s:s, s:f, s:b, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, "
+					    "s:s, s:I, s:I, s:I}", "plkg_key_sm3_prefix", fp,
+					    "air_time_s",
+					    (double)res.probes / p.plkg.chan.probe_rate_hz,
 					    "refilled", 1, "frames_sent", (json_int_t)res.frames_sent,
 					    "frames_received", (json_int_t)res.frames_received,
 					    "delivered_bits", (json_int_t)res.delivered_bits,
@@ -814,13 +852,14 @@ done:
 		       "probes             %llu (%.1f s of probing)\nraw                %llu bits\n"
 		       "disclosed          %llu bits\nplkg key           %llu bits (%llu carried as "
 		       "the next refill's frame pool, the rest wiped)\n"
-		       "pre-filled slots   %llu bits used (frame pads used %llu bits)\n",
+		       "pre-filled slots   %llu bits used (frame pads used %llu bits)\n"
+		       "plkg key sm3       %s... (prefix)\n",
 		       (unsigned long long)res.delivered_bits, bal.len * 8,
 		       (unsigned long long)res.probes,
 		       (double)res.probes / p.plkg.chan.probe_rate_hz,
 		       (unsigned long long)res.raw_bits, (unsigned long long)res.disclosed_bits,
 		       (unsigned long long)res.plkg_bits, (unsigned long long)res.carried_bits,
-		       (unsigned long long)slot_bits, (unsigned long long)res.pad_bits_used);
+		       (unsigned long long)slot_bits, (unsigned long long)res.pad_bits_used, fp);
 	rc = QW_EXIT_OK;
 out:
 	if (started) {

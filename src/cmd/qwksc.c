@@ -5,23 +5,34 @@
  *   qwksc -c ksc.conf [--check]         serve the REST API over HTTPS with
  *                                        mutual TLS until SIGTERM/SIGINT
  *
- * One libevent loop; the API at /api/v1/ksc/. The bound port goes to
- * data_dir/status.json so tests and scripts can use port 0. The access
+ * One libevent loop; the API at /api/v1/ksc/. With an [air] section the
+ * KSC is also the access point of over-the-air refill: a thread accepts
+ * terminals on that TCP listener (standing for the radio link) and serves
+ * their refills one at a time (qw_ksc_air_serve). The bound ports go to
+ * data_dir/status.json ("port", "air_port") so tests and scripts can use
+ * port 0. The access
  * log names caller, method, path, status and a short note: never a body,
  * never key material. jansson's allocator is replaced by one that wipes
  * every block it frees, so key material that passes through JSON objects
  * does not linger in freed heap memory. */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
 #ifdef __GLIBC__
 #include <malloc.h>
 #endif
+#include <netdb.h>
+#include <netinet/in.h>
+#include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/time.h>
 #include <unistd.h>
 
 #include <event2/event.h>
@@ -37,12 +48,27 @@
 
 #define API_ROOT "/api/v1/ksc"
 
+/* The air listener's thread (one refill at a time). */
+struct air {
+	int lfd;
+	uint16_t port;
+	uint64_t max_bits;
+	unsigned timeout_s;
+	struct qw_ksc *ksc;
+	pthread_t th;
+	int started;
+	atomic_int stop;
+	pthread_mutex_t mu; /* guards cfd: the connection being served */
+	int cfd;
+};
+
 struct kscd {
 	size_t max_body;
 	struct event_base *base;
 	struct qw_https_server *srv;
 	struct qw_ksc *ksc;
 	char data_dir[512];
+	struct air air;
 };
 
 static void usage(FILE *f)
@@ -79,7 +105,11 @@ static const char *const keys_allowed[] = {
 	"sync", "log_level", "challenge_ttl", NULL,
 };
 
+static const char *const air_keys[] = { "listen", "max_bits", "timeout", NULL };
+
 struct conf {
+	const char *air_listen;
+	uint64_t air_max_bits, air_timeout;
 	const char *data_dir, *listen, *cert, *key, *ca, *pki_dir, *qrng_file;
 	const char *kme_url, *kme_cert, *kme_key, *kme_ca, *kme_slave;
 	uint64_t qrng_bits, max_body, ttl;
@@ -89,7 +119,7 @@ struct conf {
 
 static int load_conf(struct qw_config *cfg, struct conf *c, struct qw_config_error *e)
 {
-	static const char *const sections[] = { "ksc", NULL };
+	static const char *const sections[] = { "ksc", "air", NULL };
 	const struct qw_config_section *s;
 	const char *v;
 
@@ -97,8 +127,19 @@ static int load_conf(struct qw_config *cfg, struct conf *c, struct qw_config_err
 	c->qrng_bits = 8;
 	c->qrng_h = 7.0;
 	c->max_body = QW_KSC_DEFAULT_MAX_BODY;
+	c->air_max_bits = 65536;
+	c->air_timeout = 30;
 	if (qw_config_check_sections(cfg, sections, e))
 		return QW_EINVAL;
+	s = qw_config_find(cfg, "air", NULL);
+	if (s) {
+		if (qw_config_check_keys(s, air_keys, e) ||
+		    qw_config_require(s, "listen", &c->air_listen, e) ||
+		    qw_config_get_uint(s, "max_bits", QW_REFILL_UNIT_BITS, QW_KSC_KEY_MAX_BITS,
+				       &c->air_max_bits, e) ||
+		    qw_config_get_uint(s, "timeout", 1, 3600, &c->air_timeout, e))
+			return QW_EINVAL;
+	}
 	s = qw_config_find(cfg, "ksc", NULL);
 	if (!s) {
 		snprintf(e->msg, sizeof(e->msg), "%s: no [ksc] section", qw_config_source(cfg));
@@ -197,14 +238,163 @@ static void on_signal(evutil_socket_t sig, short events, void *arg)
 	event_base_loopexit(d->base, NULL);
 }
 
-static int write_status(const char *dir, uint16_t port)
+/* ---- the air interface (over-the-air refill) ---------------------------- */
+
+static int air_listen(struct air *a, const char *hp)
 {
-	char path[600], tmp[610], text[128];
+	char host[256];
+	const char *c = strrchr(hp, ':');
+	struct addrinfo hints = { 0 }, *ai = NULL;
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
+	int one = 1;
+
+	a->lfd = -1;
+	if (!c || c == hp || (size_t)(c - hp) >= sizeof(host))
+		return QW_EINVAL;
+	memcpy(host, hp, (size_t)(c - hp));
+	host[c - hp] = '\0';
+	hints.ai_socktype = SOCK_STREAM;
+	hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+	if (getaddrinfo(host, c + 1, &hints, &ai))
+		return QW_EINVAL;
+	for (struct addrinfo *i = ai; i && a->lfd < 0; i = i->ai_next) {
+		a->lfd = socket(i->ai_family, i->ai_socktype | SOCK_CLOEXEC, i->ai_protocol);
+		if (a->lfd >= 0 &&
+		    (setsockopt(a->lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) ||
+		     bind(a->lfd, i->ai_addr, i->ai_addrlen) || listen(a->lfd, 8))) {
+			close(a->lfd);
+			a->lfd = -1;
+		}
+	}
+	freeaddrinfo(ai);
+	if (a->lfd < 0)
+		return QW_EIO;
+	if (getsockname(a->lfd, (struct sockaddr *)&ss, &sl))
+		return QW_EIO;
+	a->port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port :
+						   ((struct sockaddr_in *)&ss)->sin_port);
+	return 0;
+}
+
+static void peer_name(const struct sockaddr_storage *ss, char *out, size_t cap)
+{
+	char h[INET6_ADDRSTRLEN] = "?";
+	unsigned port = 0;
+
+	if (ss->ss_family == AF_INET) {
+		const struct sockaddr_in *s4 = (const struct sockaddr_in *)ss;
+
+		inet_ntop(AF_INET, &s4->sin_addr, h, sizeof(h));
+		port = ntohs(s4->sin_port);
+	} else if (ss->ss_family == AF_INET6) {
+		const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)ss;
+
+		inet_ntop(AF_INET6, &s6->sin6_addr, h, sizeof(h));
+		port = ntohs(s6->sin6_port);
+	}
+	snprintf(out, cap, "%s:%u", h, port);
+}
+
+static void *air_main(void *arg)
+{
+	struct air *a = arg;
+	struct qw_refill_params p;
+
+	qw_refill_params_default(&p);
+	p.recv_timeout_ms = (int)a->timeout_s * 1000;
+	while (!atomic_load(&a->stop)) {
+		struct sockaddr_storage ss;
+		socklen_t sl = sizeof(ss);
+		struct timeval tv = { (time_t)a->timeout_s, 0 };
+		struct qw_ksc_air_result res;
+		struct qw_frame_io io;
+		char peer[INET6_ADDRSTRLEN + 8];
+		int fd = accept(a->lfd, (struct sockaddr *)&ss, &sl), ret;
+
+		if (fd < 0) {
+			if (errno == EINTR || errno == ECONNABORTED)
+				continue;
+			if (!atomic_load(&a->stop))
+				qw_log(QW_LOG_ERROR, "air: accept: %s", strerror(errno));
+			break;
+		}
+		peer_name(&ss, peer, sizeof(peer));
+		/* a terminal that stops talking must not hold the air interface:
+		 * every read and write gives up after the timeout */
+		setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+		setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+		pthread_mutex_lock(&a->mu);
+		a->cfd = fd;
+		pthread_mutex_unlock(&a->mu);
+		if (atomic_load(&a->stop))
+			shutdown(fd, SHUT_RDWR);
+		qw_frame_io_fd(&io, fd);
+		ret = qw_ksc_air_serve(a->ksc, &io, peer, &p, a->max_bits, &res);
+		pthread_mutex_lock(&a->mu);
+		a->cfd = -1;
+		pthread_mutex_unlock(&a->mu);
+		close(fd);
+		if (ret)
+			qw_log(QW_LOG_WARN, "air %s: refill for '%s' failed: %s", peer,
+			       res.device[0] ? res.device : "-", res.refill.reason);
+		else
+			qw_log(QW_LOG_INFO, "air %s: refill for '%s': key %s, %llu bits delivered "
+			       "(PLKG key %llu bits, %llu probes, frames on %s)", peer, res.device,
+			       res.key_id, (unsigned long long)res.refill.delivered_bits,
+			       (unsigned long long)res.refill.plkg_bits,
+			       (unsigned long long)res.refill.probes,
+			       res.carried ? "the carried pool" : "pre-filled slots");
+	}
+	return NULL;
+}
+
+static int air_start(struct air *a)
+{
+	if (pthread_mutex_init(&a->mu, NULL))
+		return QW_ENOMEM;
+	a->cfd = -1;
+	if (pthread_create(&a->th, NULL, air_main, a)) {
+		pthread_mutex_destroy(&a->mu);
+		return QW_ENOMEM;
+	}
+	a->started = 1;
+	return 0;
+}
+
+/* Stop accepting, end the refill being served (its socket shut down: the
+ * refill fails at its next read or write, audited as such) and join. */
+static void air_stop(struct air *a)
+{
+	if (a->started) {
+		atomic_store(&a->stop, 1);
+		shutdown(a->lfd, SHUT_RDWR);
+		pthread_mutex_lock(&a->mu);
+		if (a->cfd >= 0)
+			shutdown(a->cfd, SHUT_RDWR);
+		pthread_mutex_unlock(&a->mu);
+		pthread_join(a->th, NULL);
+		pthread_mutex_destroy(&a->mu);
+		a->started = 0;
+	}
+	if (a->lfd >= 0)
+		close(a->lfd);
+	a->lfd = -1;
+}
+
+static int write_status(const char *dir, uint16_t port, int air_port)
+{
+	char path[600], tmp[610], text[160];
 	int fd, n, ret = 0;
 
 	snprintf(path, sizeof(path), "%s/status.json", dir);
 	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-	n = snprintf(text, sizeof(text), "{\"pid\": %ld, \"port\": %u}\n", (long)getpid(), port);
+	if (air_port >= 0)
+		n = snprintf(text, sizeof(text), "{\"pid\": %ld, \"port\": %u, \"air_port\": %d}\n",
+			     (long)getpid(), port, air_port);
+	else
+		n = snprintf(text, sizeof(text), "{\"pid\": %ld, \"port\": %u}\n", (long)getpid(),
+			     port);
 	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
 	if (fd < 0 || write(fd, text, (size_t)n) != n)
 		ret = QW_EIO;
@@ -267,6 +457,7 @@ int main(int argc, char **argv)
 	int check = 0, ch, ret = 1, r;
 
 	memset(&d, 0, sizeof(d));
+	d.air.lfd = -1;
 	while ((ch = getopt_long(argc, argv, "c:h", opts, NULL)) != -1) {
 		switch (ch) {
 		case 'c': path = optarg; break;
@@ -371,7 +562,24 @@ int main(int argc, char **argv)
 	sigint = evsignal_new(d.base, SIGINT, on_signal, &d);
 	if (!sigterm || !sigint || event_add(sigterm, NULL) || event_add(sigint, NULL))
 		goto out;
-	if (write_status(c.data_dir, qw_https_server_port(d.srv))) {
+	if (c.air_listen) {
+		d.air.ksc = d.ksc;
+		d.air.max_bits = c.air_max_bits;
+		d.air.timeout_s = (unsigned)c.air_timeout;
+		r = air_listen(&d.air, c.air_listen);
+		if (r) {
+			fprintf(stderr, "qwksc: error: [air] listen %s: %s\n", c.air_listen,
+				qw_strerror(r));
+			goto out;
+		}
+		if (air_start(&d.air)) {
+			fprintf(stderr, "qwksc: error: cannot start the air interface\n");
+			goto out;
+		}
+		qw_log(QW_LOG_INFO, "air interface on port %u (over-the-air refill)", d.air.port);
+	}
+	if (write_status(c.data_dir, qw_https_server_port(d.srv),
+			 c.air_listen ? (int)d.air.port : -1)) {
 		fprintf(stderr, "qwksc: error: cannot write %s/status.json\n", c.data_dir);
 		goto out;
 	}
@@ -382,6 +590,7 @@ int main(int argc, char **argv)
 	ret = 0;
 out:
 	qw_wipe(mk, sizeof(mk));
+	air_stop(&d.air);
 	if (sigterm)
 		event_free(sigterm);
 	if (sigint)

@@ -721,7 +721,7 @@ static int split_path(struct ksc_req *r, const char *path)
 	return 0;
 }
 
-int qw_ksc_handle(struct qw_ksc *k, const char *peer_id, const char *method, const char *path,
+static int handle(struct qw_ksc *k, const char *peer_id, const char *method, const char *path,
 		  const char *query, const uint8_t *body, size_t len, struct qw_ksc_resp *resp)
 {
 	struct ksc_req r;
@@ -778,6 +778,18 @@ out:
 	if (!resp->body)
 		return QW_ENOMEM;
 	return 0;
+}
+
+int qw_ksc_handle(struct qw_ksc *k, const char *peer_id, const char *method, const char *path,
+		  const char *query, const uint8_t *body, size_t len, struct qw_ksc_resp *resp)
+{
+	int ret;
+
+	QW_REQUIRE(k && method && path && resp);
+	pthread_mutex_lock(&k->mu);
+	ret = handle(k, peer_id, method, path, query, body, len, resp);
+	pthread_mutex_unlock(&k->mu);
+	return ret;
 }
 
 void qw_ksc_resp_clear(struct qw_ksc_resp *resp)

@@ -55,7 +55,7 @@ static const char schema[] =
 	" alg TEXT NOT NULL, status TEXT NOT NULL, issued INTEGER NOT NULL, revoked INTEGER);"
 	"CREATE TABLE audit(seq INTEGER PRIMARY KEY, ts INTEGER NOT NULL, actor TEXT NOT NULL,"
 	" action TEXT NOT NULL, object TEXT NOT NULL, detail TEXT NOT NULL, prev BLOB NOT NULL,"
-	" hash BLOB NOT NULL);";
+	" hash BLOB NOT NULL);" KSC_AIR_SCHEMA;
 
 int64_t ksc_now(void)
 {
@@ -362,7 +362,7 @@ out:
 	return ret;
 }
 
-int qw_ksc_audit_verify(struct qw_ksc *k, uint64_t *n, uint64_t *bad_seq)
+static int audit_verify(struct qw_ksc *k, uint64_t *n, uint64_t *bad_seq)
 {
 	uint8_t prev[32] = { 0 }, hash[32], head[40], mac[32], want[32];
 	uint64_t expect = 1, last = 0;
@@ -417,6 +417,16 @@ int qw_ksc_audit_verify(struct qw_ksc *k, uint64_t *n, uint64_t *bad_seq)
 	ret = 0;
 out:
 	ksc_finish(k, st);
+	return ret;
+}
+
+int qw_ksc_audit_verify(struct qw_ksc *k, uint64_t *n, uint64_t *bad_seq)
+{
+	int ret;
+
+	pthread_mutex_lock(&k->mu);
+	ret = audit_verify(k, n, bad_seq);
+	pthread_mutex_unlock(&k->mu);
 	return ret;
 }
 
@@ -546,8 +556,23 @@ struct qw_ksc *qw_ksc_open(const struct qw_ksc_opts *o, int *err)
 	if (!k)
 		goto out;
 	k->challenge_ttl_s = o->challenge_ttl_s ? o->challenge_ttl_s : 60;
+	{
+		pthread_mutexattr_t a;
+
+		if (pthread_mutexattr_init(&a))
+			goto out;
+		if (!pthread_mutexattr_settype(&a, PTHREAD_MUTEX_RECURSIVE) &&
+		    !pthread_mutex_init(&k->mu, &a))
+			k->mu_init = 1;
+		pthread_mutexattr_destroy(&a);
+		if (!k->mu_init)
+			goto out;
+	}
 	ret = open_db(o->db_path, 0, o->sync_normal, &k->db);
 	if (ret)
+		goto out;
+	ret = QW_EDB;
+	if (sqlite3_exec(k->db, KSC_AIR_SCHEMA, NULL, NULL, NULL) != SQLITE_OK)
 		goto out;
 	ret = QW_EDB;
 	if (meta_get(k, "mk_check", check, 32))
@@ -591,6 +616,8 @@ void qw_ksc_close(struct qw_ksc *k)
 	qw_rng_free(k->rng);
 	qw_entropy_free(k->ent);
 	free(k->pki_dir);
+	if (k->mu_init)
+		pthread_mutex_destroy(&k->mu);
 	qw_wipe(k, sizeof(*k));
 	free(k);
 }

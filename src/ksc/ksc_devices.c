@@ -360,6 +360,13 @@ static int erase_device_keys(struct qw_ksc *k, const char *id, int64_t *n)
 	}
 	ksc_finish(k, st);
 	st = NULL;
+	/* and the access point's carried frame pool for it (ksc_air.c) */
+	if (!ret && !ksc_prep(k, &st, "DELETE FROM air_carry WHERE device = ?")) {
+		sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+		ret = sqlite3_step(st) == SQLITE_DONE ? 0 : QW_EDB;
+	}
+	ksc_finish(k, st);
+	st = NULL;
 	/* keys generated for the device (owner) are withdrawn too: revoked,
 	 * so that not even a backup brings them back */
 	if (!ret && !ksc_prep(k, &st, "UPDATE keys SET state = 'revoked', material = NULL,"

@@ -2,6 +2,7 @@
 #ifndef QWAVE_KSC_INTERNAL_H
 #define QWAVE_KSC_INTERNAL_H
 
+#include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -42,6 +43,11 @@ struct qw_ksc {
 	char kme_label[96];
 	char *pki_dir;
 	unsigned challenge_ttl_s;
+	/* Serialises the API (qw_ksc_handle) and the air interface's steps
+	 * (ksc_air.c), which run in another thread of qwksc; recursive, so
+	 * that code holding it may call qw_ksc_handle. */
+	pthread_mutex_t mu;
+	int mu_init;
 };
 
 /* The caller of one request, resolved from the principals table. */
@@ -117,6 +123,12 @@ void ksc_qkd_stop(struct qw_ksc *k);
 int ksc_qkd_take(struct qw_ksc *k, uint8_t *out, size_t n);
 void ksc_qkd_status(struct qw_ksc *k, size_t *have, size_t *cap, int *last_err,
 		     uint64_t *dropped);
+
+/* ---- ksc_air.c ---- */
+/* The access point's carried frame pools, one row per device (created on
+ * open for databases made before it existed). */
+#define KSC_AIR_SCHEMA "CREATE TABLE IF NOT EXISTS air_carry(device TEXT PRIMARY KEY," \
+		       " sealed BLOB NOT NULL, updated INTEGER NOT NULL);"
 
 /* ---- ksc_api.c ---- */
 void ksc_reply(struct ksc_req *r, int status, json_t *obj);        /* steals obj */
