@@ -8,9 +8,11 @@
 
 #include "qwave/km.h"
 #include "qwave/kmlink.h"
+#include "qwave/routing.h"
 #include "qwave/secmem.h"
 
-static const char *const sections[] = { "node", "etsi", "metrics", "limits", "link", "sae", NULL };
+static const char *const sections[] = { "node", "etsi", "metrics", "limits", "link", "sae",
+					"routing", "relay", "policy", NULL };
 static const char *const node_keys[] = { "id", "data_dir", "log_level", "log_format", "listen",
 					 "cert", "key", "ca", "master_key_file", "status_file",
 					 "sync", "request_timeout_ms", NULL };
@@ -26,6 +28,10 @@ static const char *const link_keys[] = {
 	"bounds", "ec", "qber_threshold", "pace", "psk_file", NULL
 };
 static const char *const sae_keys[] = { "id", "node", NULL };
+static const char *const routing_keys[] = { "refresh_ms", "max_age_ms", "low_pool_bits",
+					    "heartbeat_ms", "dead_ms", NULL };
+static const char *const relay_keys[] = { "rekey_every", "batch_target", "batch_wait_ms",
+					  "timeout_ms", NULL };
 
 static int fail(struct qw_config_error *err, const struct qw_config *cfg, int line, int code,
 		const char *fmt, ...) __attribute__((format(printf, 5, 6)));
@@ -386,6 +392,164 @@ static int load_link(const struct qw_config *cfg, const struct qw_config_section
 	return 0;
 }
 
+/* The only section a name may repeat in is [link]/[sae]; these three
+ * appear at most once. */
+static const struct qw_config_section *single(const struct qw_config *cfg, const char *name,
+					      int *ret, struct qw_config_error *err)
+{
+	const struct qw_config_section *s = qw_config_find(cfg, name, NULL), *again;
+
+	*ret = 0;
+	if (s && (again = qw_config_find(cfg, name, s)))
+		*ret = fail(err, cfg, qw_config_section_line(again), QW_EINVAL,
+			    "[%s] repeated (first at line %d)", name, qw_config_section_line(s));
+	return s;
+}
+
+/* [routing] (docs/relay-routing.md, routing.h struct qw_route_opts). */
+static int load_routing(const struct qw_config *cfg, struct qw_km_conf *c,
+			struct qw_config_error *err)
+{
+	const struct qw_config_section *s;
+	uint64_t v[5];
+	int ret, line;
+
+	s = single(cfg, "routing", &ret, err);
+	if (ret || !s)
+		return ret;
+	v[0] = c->routing.refresh_ms;
+	v[1] = c->routing.max_age_ms;
+	v[2] = c->routing.low_pool_bits;
+	v[3] = c->routing.heartbeat_ms;
+	v[4] = c->routing.dead_ms;
+	if ((ret = qw_config_check_keys(s, routing_keys, err)) ||
+	    (ret = qw_config_get_uint(s, "refresh_ms", 50, 3600000, &v[0], err)) ||
+	    (ret = qw_config_get_uint(s, "max_age_ms", 100, 14400000, &v[1], err)) ||
+	    (ret = qw_config_get_uint(s, "low_pool_bits", 0, UINT64_C(1) << 62, &v[2], err)) ||
+	    (ret = qw_config_get_uint(s, "heartbeat_ms", 0, 600000, &v[3], err)) ||
+	    (ret = qw_config_get_uint(s, "dead_ms", 0, 3600000, &v[4], err)))
+		return ret;
+	/* an LSA must be refreshed before it ages out: at least two refreshes
+	 * per max_age, so one lost copy does not make a live node vanish */
+	if (v[1] < 2 * v[0]) {
+		(void)qw_config_section_get(s, "max_age_ms", &line);
+		return fail(err, cfg, line ? line : qw_config_section_line(s), QW_ERANGE,
+			    "[routing] needs max_age_ms >= 2 x refresh_ms (%llu, %llu)",
+			    (unsigned long long)v[1], (unsigned long long)v[0]);
+	}
+	/* the link is declared dead after several missed heartbeats */
+	if (v[3] && v[4] && v[4] < 2 * v[3]) {
+		(void)qw_config_section_get(s, "dead_ms", &line);
+		return fail(err, cfg, line ? line : qw_config_section_line(s), QW_ERANGE,
+			    "[routing] needs dead_ms >= 2 x heartbeat_ms (%llu, %llu), or 0 (no timeout)",
+			    (unsigned long long)v[4], (unsigned long long)v[3]);
+	}
+	if (!v[3] && v[4]) {
+		(void)qw_config_section_get(s, "dead_ms", &line);
+		return fail(err, cfg, line ? line : qw_config_section_line(s), QW_ERANGE,
+			    "[routing] dead_ms without heartbeat_ms would drop idle links: set heartbeat_ms or dead_ms = 0");
+	}
+	c->routing.refresh_ms = (uint32_t)v[0];
+	c->routing.max_age_ms = (uint32_t)v[1];
+	c->routing.low_pool_bits = v[2];
+	c->routing.heartbeat_ms = (uint32_t)v[3];
+	c->routing.dead_ms = (uint32_t)v[4];
+	return 0;
+}
+
+/* [relay] (relay.h). */
+static int load_relay(const struct qw_config *cfg, struct qw_km_conf *c,
+		      struct qw_config_error *err)
+{
+	const struct qw_config_section *s;
+	uint64_t rekey = c->relay.rekey_every, wait = c->relay.batch_wait_ms,
+		 tmo = c->relay.timeout_ms;
+	double target = c->relay.batch_target;
+	int ret;
+
+	s = single(cfg, "relay", &ret, err);
+	if (ret || !s)
+		return ret;
+	if ((ret = qw_config_check_keys(s, relay_keys, err)) ||
+	    (ret = qw_config_get_uint(s, "rekey_every", 1, 1u << 20, &rekey, err)) ||
+	    (ret = qw_config_get_double(s, "batch_target", 0, 0.999, &target, err)) ||
+	    (ret = qw_config_get_uint(s, "batch_wait_ms", 0, 10000, &wait, err)) ||
+	    (ret = qw_config_get_uint(s, "timeout_ms", 100, 600000, &tmo, err)))
+		return ret;
+	c->relay.rekey_every = (uint32_t)rekey;
+	c->relay.batch_target = target;
+	c->relay.batch_wait_ms = (uint32_t)wait;
+	c->relay.timeout_ms = (uint32_t)tmo;
+	return 0;
+}
+
+/* [policy]: default = allow|deny and any number of rule = ... lines, kept
+ * in file order (first match wins, routing.h). The only key of a node
+ * configuration that may repeat. */
+static int load_policy(const struct qw_config *cfg, struct qw_km_conf *c,
+		       struct qw_config_error *err)
+{
+	const struct qw_config_section *s;
+	struct qw_route_policy *check = NULL;
+	size_t nk, nr = 0;
+	int ret, def_line = 0;
+
+	s = single(cfg, "policy", &ret, err);
+	if (ret || !s)
+		return ret;
+	nk = qw_config_section_nkeys(s);
+	c->policy_rules = qw_calloc(nk ? nk : 1, sizeof(*c->policy_rules));
+	c->policy_rule_lines = qw_calloc(nk ? nk : 1, sizeof(*c->policy_rule_lines));
+	check = qw_route_policy_new(1);
+	if (!c->policy_rules || !c->policy_rule_lines || !check) {
+		ret = QW_ENOMEM;
+		goto out;
+	}
+	for (size_t i = 0; i < nk; i++) {
+		const char *k, *v;
+		int line;
+
+		qw_config_section_entry(s, i, &k, &v, &line);
+		if (!strcmp(k, "default")) {
+			if (def_line) {
+				ret = fail(err, cfg, line, QW_EINVAL,
+					   "key 'default' in [policy] repeated (first at line %d)",
+					   def_line);
+				goto out;
+			}
+			def_line = line;
+			if (!strcmp(v, "allow") || !strcmp(v, "deny")) {
+				c->policy_default_allow = !strcmp(v, "allow");
+				continue;
+			}
+			ret = fail(err, cfg, line, QW_EINVAL,
+				   "key 'default' in [policy]: '%.40s' is not one of allow, deny", v);
+			goto out;
+		}
+		if (strcmp(k, "rule")) {
+			ret = fail(err, cfg, line, QW_EINVAL,
+				   "unknown key '%.40s' in [policy] (default, rule)", k);
+			goto out;
+		}
+		ret = qw_route_policy_add_text(check, v);
+		if (ret) {
+			if (ret == QW_EPARSE)
+				fail(err, cfg, line, QW_EPARSE,
+				     "key 'rule' in [policy]: '%.60s' is not a rule: expected allow|deny <SAE pattern> ->|<-> <SAE pattern> (pattern: SAE ID characters and *)",
+				     v);
+			goto out;
+		}
+		c->policy_rules[nr] = v;
+		c->policy_rule_lines[nr] = line;
+		nr++;
+	}
+	c->npolicy_rules = nr;
+	ret = 0;
+out:
+	qw_route_policy_free(check);
+	return ret;
+}
+
 int qw_km_is_leader(const char *self, const char *peer)
 {
 	return strcmp(self, peer) < 0;
@@ -404,7 +568,8 @@ int qw_km_conf_load(const struct qw_config *cfg, struct qw_km_conf *c, struct qw
 	memset(c, 0, sizeof(*c));
 	if ((ret = qw_config_check_sections(cfg, sections, err)) ||
 	    (ret = load_node(cfg, c, err)) || (ret = load_limits(cfg, c, err)) ||
-	    (ret = load_listener(cfg, c, err)))
+	    (ret = load_listener(cfg, c, err)) || (ret = load_routing(cfg, c, err)) ||
+	    (ret = load_relay(cfg, c, err)) || (ret = load_policy(cfg, c, err)))
 		return ret;
 	for (s = qw_config_find(cfg, "link", NULL); s; s = qw_config_find(cfg, "link", s))
 		nl++;
@@ -443,12 +608,13 @@ int qw_km_conf_load(const struct qw_config *cfg, struct qw_km_conf *c, struct qw
 				return fail(err, cfg, a->line, QW_EEXIST,
 					    "SAE %s declared twice (first at line %d)", a->id,
 					    c->saes[i].line);
-		known = !strcmp(a->node, c->id);
-		for (size_t i = 0; i < c->nlinks && !known; i++)
-			known = !strcmp(a->node, c->links[i].peer);
+		/* an SAE at a node further away is reached by key relay over
+		 * the links (docs/relay-routing.md); a node without links can
+		 * serve only its own SAEs */
+		known = !strcmp(a->node, c->id) || c->nlinks > 0;
 		if (!known)
 			return fail(err, cfg, a->line, QW_ENOTFOUND,
-				    "[sae] %s: node %s is neither this node nor a link peer (relay over several hops comes later)",
+				    "[sae] %s: node %s is neither this node nor reachable (this node has no [link] to relay over)",
 				    a->id, a->node);
 		c->nsaes++;
 	}

@@ -12,6 +12,7 @@
 
 struct event;
 struct qw_route_path;
+struct qw_route_db;
 struct km_route;
 struct km_relay;
 struct km_relay_link;
@@ -138,6 +139,7 @@ struct km_alarm {
 	enum qw_dashboard_severity severity;
 	const char *kind;          /* static string (dashboard.h kinds) */
 	const char *peer;          /* link self-peer (conf string), or NULL: the node */
+	const char *node;          /* another node it names (km_alarm_node), or NULL */
 	char message[KM_DASH_MSG_BYTES];
 };
 
@@ -222,6 +224,10 @@ void km_alarm(struct qw_km *km, enum qw_dashboard_severity sev, const char *kind
 	      const char *peer, const char *fmt, ...) __attribute__((format(printf, 5, 6)));
 /* Look at every link now and record new alarms (also run by the watcher). */
 void km_dash_watch(struct qw_km *km);
+/* An alarm about node (another node: a string that outlives the alarm
+ * ring, e.g. interned by route_node.c), not about a link. */
+void km_alarm_node(struct qw_km *km, enum qw_dashboard_severity sev, const char *kind,
+		   const char *node, const char *fmt, ...) __attribute__((format(printf, 5, 6)));
 
 /* ---- routing (route_node.c): the QKDN controller on this node ---- */
 
@@ -241,6 +247,14 @@ int km_route_paths(struct qw_km *km, const char *dst_node, uint64_t need_bits,
 		   struct qw_route_path *paths, size_t max, size_t *n);
 /* The node's authorization policy: 0 (allow) or QW_EPERM (deny: 401). */
 int km_policy_check(struct qw_km *km, const char *master, const char *slave);
+/* Raise (on) or clear the link's authentication alarm (a MAC failure of
+ * a relay hop or the link): the link goes out in the LSAs as ALARM, so
+ * every node's relays avoid it, and the dashboard shows "mac_failure". */
+void km_route_set_alarm(struct km_peer *p, int on);
+/* Append the routing metrics (Prometheus text) to b: 0 or QW_ENOMEM. */
+int km_route_metrics(struct qw_km *km, struct qw_buf *b);
+/* The link-state database (dashboard), or NULL while stopping. */
+const struct qw_route_db *km_route_db(const struct qw_km *km);
 
 /* ---- relay (relay_node.c): keys for SAEs at non-neighbour nodes ---- */
 

@@ -510,5 +510,6 @@ int qw_km_metrics(struct qw_km *km, struct qw_buf *b)
 			ret |= pf(b, "%s{node=\"%s\",peer=\"%s\"} %.6g\n", names[k], node, p->id, v);
 		}
 	}
+	ret |= km_route_metrics(km, b);
 	return ret ? QW_ENOMEM : 0;
 }
