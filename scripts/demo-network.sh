@@ -3,8 +3,10 @@
 # this machine from a topology file, wait for the simulated link to fill the
 # key pools, fetch a key pair between two SAEs over ETSI GS QKD 014 with
 # mutual TLS - the master's half with Get key, the slave's with Get key with
-# key IDs at the other node - show that both halves are equal, and stop the
-# network. Keys are shown as fingerprints, never in clear.
+# key IDs at the other node - show that both halves are equal and the path
+# the keys took (when the two SAEs' nodes are not neighbours, the origin
+# node relays the keys hop by hop and logs the path), and stop the network.
+# Keys are shown as fingerprints, never in clear.
 #
 #   scripts/demo-network.sh [TOPOLOGY] [MASTER_SAE] [SLAVE_SAE]
 set -euo pipefail
@@ -74,4 +76,29 @@ for kid, km in m.items():
 print("both halves equal" if ok and len(m) == len(s) else "MISMATCH")
 sys.exit(0 if ok and len(m) == len(s) else 1)
 PY
+
+# The path: one QKD link between neighbours, else the relay's path as the
+# origin node logged it ("relay <id> to <node>: path a>b>c (2 hops), ...").
+neighbours=$(python3 - "$conf" "$m_node" "$s_node" <<'PY'
+import sys
+links, sec, cur = set(), None, {}
+for line in open(sys.argv[1]).read().splitlines() + ["[end]"]:
+    line = line.split(";")[0].split("#")[0].strip()
+    if line.startswith("["):
+        if sec == "link":
+            links.add(frozenset((cur.get("a"), cur.get("b"))))
+        sec, cur = line.strip("[]").strip(), {}
+    elif "=" in line:
+        k, v = (x.strip() for x in line.split("=", 1))
+        cur[k] = v
+print(1 if frozenset(sys.argv[2:4]) in links else 0)
+PY
+)
+if [ "$neighbours" = 1 ]; then
+	say "== path: $m_node -- $s_node, one QKD link (neighbours: no relay)"
+else
+	relay=$(grep -E "relay [0-9a-f-]{36} to $s_node: path " "$state/net/nodes/$m_node.log" | tail -1 || true)
+	[ -n "$relay" ] || { say "qwave: error: $m_node logged no relay to $s_node"; exit 1; }
+	say "== path (relayed, from $m_node's log): ${relay#* info  }"
+fi
 say "== stopping the network"
