@@ -4,27 +4,8 @@
 # same keys at both ends, keys hidden unless asked for, --out file modes,
 # the KME's error messages on one line, 401, TLS failures named (wrong CA,
 # wrong KME ID), usage errors (exit 2), environment fallbacks.
-set -euo pipefail
-src=${QW_SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}
-build=${QW_BUILD_DIR:-$src/build}
-QWAVE=${QWAVE:-$build/qwave}
-QWAVED=${QWAVED:-$build/qwaved}
-export QWAVED
-dir=$(mktemp -d)
-state=$dir/net
-passed=0
-cleanup() {
-	"$QWAVE" net down --state-dir "$state" >/dev/null 2>&1 || true
-	rm -rf "$dir"
-}
-trap cleanup EXIT
-fail() {
-	echo "FAIL: $*" >&2
-	for f in "$state"/nodes/*.log; do [ -f "$f" ] && { echo "== $f" >&2; tail -20 "$f" >&2; }; done
-	exit 1
-}
-ok() { passed=$((passed + 1)); }
-json() { python3 -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
+# shellcheck source=tests/integration/lib.sh
+. "$(dirname "$0")/lib.sh"
 # expect RC STDERR-PATTERN CMD...: exit code and a line on stderr
 expect() {
 	local want=$1 pat=$2 rc=0; shift 2
@@ -33,28 +14,19 @@ expect() {
 	grep -q -- "$pat" "$dir/err" || fail "$*: stderr lacks '$pat': $(cat "$dir/err")"
 }
 
-"$QWAVE" net up "$src/examples/pair.conf" --state-dir "$state" --json >"$dir/up.json" ||
-	fail "net up"
-ca=$(json 'd["ca"]' <"$dir/up.json")
-url_a=$(json '[n for n in d["nodes"] if n["id"]=="node-a"][0]["kme_url"]' <"$dir/up.json")
-url_b=$(json '[n for n in d["nodes"] if n["id"]=="node-b"][0]["kme_url"]' <"$dir/up.json")
-cert_a=$(json '[s for s in d["saes"] if s["id"]=="sae-a"][0]["cert"]' <"$dir/up.json")
-key_a=$(json '[s for s in d["saes"] if s["id"]=="sae-a"][0]["key"]' <"$dir/up.json")
-cert_b=$(json '[s for s in d["saes"] if s["id"]=="sae-b"][0]["cert"]' <"$dir/up.json")
-key_b=$(json '[s for s in d["saes"] if s["id"]=="sae-b"][0]["key"]' <"$dir/up.json")
+qw_net_up "$src/examples/pair.conf"
+url_a=$(qw_url node-a)
+url_b=$(qw_url node-b)
+cert_a=$(qw_sae sae-a cert)
+key_a=$(qw_sae sae-a key)
+cert_b=$(qw_sae sae-b cert)
+key_b=$(qw_sae sae-b key)
 A=("$QWAVE" keys)
 CA=(--kme "$url_a" --cert "$cert_a" --key "$key_a" --cacert "$ca")
 CB=(--kme "$url_b" --cert "$cert_b" --key "$key_b" --cacert "$ca")
 
 # wait (up to 5 minutes on a loaded machine) for the link to fill the pool
-n=0
-for _ in $(seq 300); do
-	n=$("$QWAVE" keys status --slave sae-b "${CA[@]}" --json 2>/dev/null |
-		json 'd["stored_key_count"]' 2>/dev/null || echo 0)
-	[ "$n" -ge 16 ] && break
-	sleep 1
-done
-[ "$n" -ge 16 ] || fail "the pool did not fill (stored_key_count $n)"
+qw_wait_keys sae-a sae-b 16 || fail "the pool did not fill"
 ok
 
 # status: human view with units, JSON with the clause 6.1 names
