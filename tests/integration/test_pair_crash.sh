@@ -9,64 +9,34 @@
 # not found (a key cut by a crash), never different material; at least 90%
 # are fetched; a second fetch of each is refused; metrics and status answer;
 # net down leaves no qwaved running.
-set -euo pipefail
-src=${QW_SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}
-build=${QW_BUILD_DIR:-$src/build}
-QWAVE=${QWAVE:-$build/qwave}
-QWAVED=${QWAVED:-$build/qwaved}
-export QWAVED
+# shellcheck source=tests/integration/lib.sh
+. "$(dirname "$0")/lib.sh"
 command -v curl >/dev/null || { echo "SKIP: curl not installed"; exit 0; }
-dir=$(mktemp -d)
-state=$dir/net
-passed=0
-extra=
 storm_pids=
-cleanup() {
+# shellcheck disable=SC2317 # called by the EXIT trap (lib.sh)
+qw_cleanup_hook() {
 	touch "$dir/stop" 2>/dev/null || true
 	for p in $storm_pids; do
 		pkill -9 -P "$p" 2>/dev/null || true
 		kill -9 "$p" 2>/dev/null || true
 	done
-	for p in $extra; do kill -9 "$p" 2>/dev/null || true; done
-	"$QWAVE" net down --state-dir "$state" >/dev/null 2>&1 || true
-	rm -rf "$dir"
 }
-trap cleanup EXIT
-fail() {
-	echo "FAIL: $*" >&2
-	for f in "$state"/nodes/*.log; do [ -f "$f" ] && { echo "== $f" >&2; tail -20 "$f" >&2; }; done
-	exit 1
-}
-ok() { passed=$((passed + 1)); }
-json() { python3 -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
-node_pid() { json "[n for n in d['nodes'] if n['id']=='$1'][0]['pid']" <"$dir/up.json"; }
-status_port() { json "d['$2']" <"$state/nodes/$1.status.json"; }
-alive() { kill -0 "$1" 2>/dev/null && ! grep -q '^[^ ]* [^ ]* [ZX]' "/proc/$1/stat" 2>/dev/null; }
+status_port() { qw_port "$1" "$2"; }
 
-"$QWAVE" net up "$src/examples/pair.conf" --state-dir "$state" --json >"$dir/up.json" ||
-	fail "net up"
-ca=$(json 'd["ca"]' <"$dir/up.json")
-url_a=$(json '[n for n in d["nodes"] if n["id"]=="node-a"][0]["kme_url"]' <"$dir/up.json")
-url_b=$(json '[n for n in d["nodes"] if n["id"]=="node-b"][0]["kme_url"]' <"$dir/up.json")
-cert_a=$(json '[s for s in d["saes"] if s["id"]=="sae-a"][0]["cert"]' <"$dir/up.json")
-key_a=$(json '[s for s in d["saes"] if s["id"]=="sae-a"][0]["key"]' <"$dir/up.json")
-cert_b=$(json '[s for s in d["saes"] if s["id"]=="sae-b"][0]["cert"]' <"$dir/up.json")
-key_b=$(json '[s for s in d["saes"] if s["id"]=="sae-b"][0]["key"]' <"$dir/up.json")
-old_a=$(node_pid node-a)
-old_b=$(node_pid node-b)
+qw_net_up "$src/examples/pair.conf"
+url_a=$(qw_url node-a)
+url_b=$(qw_url node-b)
+cert_a=$(qw_sae sae-a cert)
+key_a=$(qw_sae sae-a key)
+cert_b=$(qw_sae sae-b cert)
+key_b=$(qw_sae sae-b key)
 ok
 
 A=(curl -sS --max-time 20 --cacert "$ca" --cert "$cert_a" --key "$key_a")
 B=(curl -sS --max-time 20 --cacert "$ca" --cert "$cert_b" --key "$key_b")
 
 # wait (up to 5 minutes on a loaded machine) for the link to fill the pool
-n=0
-for _ in $(seq 300); do
-	n=$("${A[@]}" "$url_a/api/v1/keys/sae-b/status" | json 'd["stored_key_count"]' 2>/dev/null || echo 0)
-	[ "$n" -ge 64 ] && break
-	sleep 1
-done
-[ "$n" -ge 64 ] || fail "the pool did not fill (stored_key_count $n)"
+qw_wait_keys sae-a sae-b 64 || fail "the pool did not fill"
 ok
 
 # The storm: each client sends up to 300 enc_keys POSTs (1 to 4 keys)
@@ -90,28 +60,12 @@ storm() {
 	done
 }
 successes() { cat "$dir"/storm/*.codes 2>/dev/null | grep -c ' 200$' || true; }
-# restart_node ID OLD_PID: kill -9, wait until the process is gone, start
-# qwaved on the node's generated configuration as net up did (test_pair.sh),
-# record it in the pids file, wait for its status file and its KME to answer.
+# restart_node ID: kill -9, start qwaved on the node's generated
+# configuration and data directory (lib.sh), wait for its KME to answer.
 restart_node() {
-	local id=$1 old=$2 u
-	kill -9 "$old"
-	for _ in $(seq 100); do
-		alive "$old" || break
-		sleep 0.1
-	done
-	alive "$old" && fail "$id ($old) survived kill -9"
-	"$QWAVED" -c "$state/nodes/$id.conf" 2>>"$state/nodes/$id.log" </dev/null >/dev/null &
-	new_pid=$!
-	extra="$extra $new_pid"
-	sed -i "s/^$id .*/$id $new_pid/" "$state/pids"
-	for _ in $(seq 150); do
-		[ "$(json 'd["pid"]' <"$state/nodes/$id.status.json" 2>/dev/null)" = "$new_pid" ] && break
-		sleep 0.2
-	done
-	[ "$(json 'd["pid"]' <"$state/nodes/$id.status.json" 2>/dev/null)" = "$new_pid" ] ||
-		fail "$id did not restart"
-	new_url="https://127.0.0.1:$(status_port "$id" etsi_port)"
+	local id=$1 u
+	qw_restart_node "$id"
+	new_url=$(qw_url "$id")
 	if [ "$id" = node-a ]; then
 		u=("${A[@]}" "$new_url/api/v1/keys/sae-b/status")
 	else
@@ -140,14 +94,12 @@ for c in 1 2 3; do
 done
 wait_keys "at the start of the storm"
 sleep 2
-restart_node node-a "$old_a"
-new_a=$new_pid
+restart_node node-a
 url_a=$new_url
 echo "$url_a" >"$dir/url_a.tmp" && mv "$dir/url_a.tmp" "$dir/url_a"
 wait_keys "after node-a restarted"
 sleep 2
-restart_node node-b "$old_b"
-new_b=$new_pid
+restart_node node-b
 url_b=$new_url
 wait_keys "after node-b restarted"
 sleep 2
@@ -275,11 +227,6 @@ done
 	fail "node-a counted no resynchronisation after the restarts"
 ok
 
-"$QWAVE" net down --state-dir "$state" >/dev/null || fail "net down"
-for p in $new_a $new_b; do wait "$p" 2>/dev/null || true; done
-for p in $old_a $old_b $new_a $new_b; do
-	alive "$p" && fail "qwaved $p still running after net down"
-done
-extra=
+qw_net_down
 ok
 echo "pair_crash: $passed passed, 0 failed"
