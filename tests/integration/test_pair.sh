@@ -4,34 +4,14 @@
 # and dec_keys by GET and POST, the same keys at both ends, spec errors, 401
 # for the wrong SAE, no client certificate refused), metrics and the
 # dashboard, then qwave net down leaving no qwaved running.
-set -euo pipefail
-src=${QW_SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}
-build=${QW_BUILD_DIR:-$src/build}
-QWAVE=${QWAVE:-$build/qwave}
-QWAVED=${QWAVED:-$build/qwaved}
-export QWAVED
+# shellcheck source=tests/integration/lib.sh
+. "$(dirname "$0")/lib.sh"
 command -v curl >/dev/null || { echo "SKIP: curl not installed"; exit 0; }
-dir=$(mktemp -d)
-state=$dir/net
-passed=0
 extra=
-cleanup() {
-	for p in $extra; do kill -9 "$p" 2>/dev/null || true; done
-	"$QWAVE" net down --state-dir "$state" >/dev/null 2>&1 || true
-	rm -rf "$dir"
-}
-trap cleanup EXIT
-fail() {
-	echo "FAIL: $*" >&2
-	for f in "$state"/nodes/*.log; do [ -f "$f" ] && { echo "== $f" >&2; tail -20 "$f" >&2; }; done
-	exit 1
-}
-ok() { passed=$((passed + 1)); }
-json() { python3 -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
+# shellcheck disable=SC2317 # called by the EXIT trap (lib.sh)
+qw_cleanup_hook() { for p in $extra; do kill -9 "$p" 2>/dev/null || true; done; }
 
-"$QWAVE" net up "$src/examples/pair.conf" --state-dir "$state" --json >"$dir/up.json" ||
-	fail "net up"
-ca=$(json 'd["ca"]' <"$dir/up.json")
+qw_net_up "$src/examples/pair.conf"
 url_a=$(json '[n for n in d["nodes"] if n["id"]=="node-a"][0]["kme_url"]' <"$dir/up.json")
 url_b=$(json '[n for n in d["nodes"] if n["id"]=="node-b"][0]["kme_url"]' <"$dir/up.json")
 met_a=$(json '[n for n in d["nodes"] if n["id"]=="node-a"][0]["metrics_url"]' <"$dir/up.json")
@@ -226,21 +206,8 @@ ok
 
 # kill -9 node-b and restart it: the KM link resynchronises, keys delivered
 # before the crash stay delivered, new keys agree at both ends
-old_b=$(json '[n for n in d["nodes"] if n["id"]=="node-b"][0]["pid"]' <"$dir/up.json")
-kill -9 "$old_b"
-for _ in $(seq 100); do
-	grep -q '^[^ ]* [^ ]* [ZX]' "/proc/$old_b/stat" 2>/dev/null || [ ! -e "/proc/$old_b" ] && break
-	sleep 0.1
-done
-"$QWAVED" -c "$state/nodes/node-b.conf" 2>>"$state/nodes/node-b.log" </dev/null >/dev/null &
-new_b=$!
-extra=$new_b
-sed -i "s/^node-b .*/node-b $new_b/" "$state/pids"
-for _ in $(seq 100); do
-	[ "$(json 'd["pid"]' <"$state/nodes/node-b.status.json" 2>/dev/null)" = "$new_b" ] && break
-	sleep 0.2
-done
-url_b="https://127.0.0.1:$(json 'd["etsi_port"]' <"$state/nodes/node-b.status.json")"
+qw_restart_node node-b
+url_b=$(qw_url node-b)
 enc=
 for _ in $(seq 60); do
 	enc=$("${A[@]}" "$url_a/api/v1/keys/sae-b/enc_keys?number=1" 2>/dev/null || true)
@@ -271,13 +238,7 @@ done
 	fail "no QKD session completed after the restart"
 ok
 
-pids="$(json '[n for n in d["nodes"] if n["id"]=="node-a"][0]["pid"]' <"$dir/up.json") $new_b"
-"$QWAVE" net down --state-dir "$state" >/dev/null || fail "net down"
-for p in $pids; do
-	if kill -0 "$p" 2>/dev/null && ! grep -q '^[^ ]* [^ ]* Z' "/proc/$p/stat" 2>/dev/null; then
-		fail "qwaved $p still running after net down"
-	fi
-done
+qw_net_down
 grep -q "stopped" "$state/nodes/node-a.log" || fail "node-a did not stop cleanly"
 "$QWAVE" net down --state-dir "$state" >/dev/null || fail "net down is not idempotent"
 ok
