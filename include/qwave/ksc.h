@@ -182,7 +182,8 @@ QW_WUR int qw_ksc_auth_mac(const char *method, const uint8_t slot[static QW_KSC_
  *             bytes, rest zero) -> one byte, 0 when the KSC holds the same
  *             pool for the device (frames run on it), else 1 and a QWRF1
  *             preamble follows; or "QWRF1\n" || 6 x (batch ID, 36 bytes ||
- *             be64(slot)): the pre-filled slots that authenticate the frames.
+ *             be64(slot)): the pre-filled slots that authenticate the frames,
+ *             -> one byte: 0 accepted (and spent), 1 refused (closed).
  * Then the refill protocol of refill.h with carry (qw_refill_ap_carry). */
 #define QW_KSC_AIR_SLOTS (QW_REFILL_PSK_BYTES / QW_KSC_SLOT_BYTES)
 #define QW_KSC_AIR_NAME_BYTES (36 + 8)

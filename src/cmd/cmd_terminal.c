@@ -626,8 +626,14 @@ static int cmd_ap(int argc, char **argv)
 			carry_paths(o.dir, tp, cp, sizeof(cp));
 			bad = qw_refill_carry_discard(cp);
 		}
-		if (!bad && verdict)
+		if (!bad && verdict) {
+			uint8_t ok;
+
 			bad = memcmp(names, "QWRF1\n", 6) || ap_slots(st, names + 6, psk);
+			ok = bad ? 1 : 0;
+			if (write_all(fd, &ok, 1))
+				bad = 1;
+		}
 		if (bad) {
 			close(fd);
 			rc = qw_cli_fail("refill %llu: unknown device or slots, or bad preamble",
@@ -777,9 +783,18 @@ static int cmd_refill(int argc, char **argv)
 	qw_wipe(&tc, sizeof(tc));
 	if (o.ap) {
 		/* a separate access point process over TCP */
-		if (!use_carry && write_all(fd, names, sizeof(names))) {
-			rc = qw_cli_fail("access point %s: write failed", o.ap);
-			goto out;
+		if (!use_carry) {
+			uint8_t ok = 1;
+
+			if (write_all(fd, names, sizeof(names)) || read_all(fd, &ok, 1)) {
+				rc = qw_cli_fail("access point %s: preamble failed", o.ap);
+				goto out;
+			}
+			if (ok) {
+				rc = qw_cli_fail("access point %s refused the named pre-filled slots "
+						 "(spent before, or not of this device's fill)", o.ap);
+				goto out;
+			}
 		}
 		if (!o.json)
 			qw_cli_progress("probing the channel and distilling a PLKG key...");

@@ -481,12 +481,21 @@ int qw_ksc_air_serve(struct qw_ksc *k, const struct qw_frame_io *io, const char 
 		ret = spend_slots(k, peer, device, pre + MAGIC_BYTES, psk, &why);
 		if (ret == QW_EPERM)
 			refuse(k, peer, device, why, res);
+		pthread_mutex_unlock(&k->mu);
+		locked = 0;
+		verdict = ret ? 1 : 0;
+		if (ret == QW_EPERM || !ret) {
+			int wr = io_write_full(io, &verdict, 1);
+
+			ret = ret ? ret : wr;
+		}
 		if (ret)
 			goto out;
 		res->slot_bits = QW_REFILL_PSK_BYTES * 8;
+	} else {
+		pthread_mutex_unlock(&k->mu);
+		locked = 0;
 	}
-	pthread_mutex_unlock(&k->mu);
-	locked = 0;
 
 	src.k = k;
 	src.device = device;

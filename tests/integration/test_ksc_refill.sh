@@ -28,10 +28,10 @@ audit() { as aud ksc audit list --json; }
 cp -a "$D" "$W/dev-copy"
 
 # refill 1: bootstraps from 6 pre-filled slots
-T refill --dir "$D" --ap "127.0.0.1:$AIR" --bits 1024 --force --json >"$W/r1.json" ||
+T refill --dir "$D" --ap "127.0.0.1:$AIR" --bits 512 --force --json >"$W/r1.json" ||
 	die "refill 1 from the KSC: $(cat "$W/ksc.log" | tail -3)"
-[ "$(jq -r .delivered_bits "$W/r1.json")" = 1024 ] || die "refill 1 delivered"
-[ "$(jq -r .balance_bits "$W/r1.json")" = 1024 ] || die "refill 1 balance"
+[ "$(jq -r .delivered_bits "$W/r1.json")" = 512 ] || die "refill 1 delivered"
+[ "$(jq -r .balance_bits "$W/r1.json")" = 512 ] || die "refill 1 balance"
 [ "$(jq -r .slot_bits_used "$W/r1.json")" = 1536 ] || die "refill 1 slots"
 [ "$(jq -r .plkg_bits_carried "$W/r1.json")" = 1536 ] || die "refill 1 carried nothing"
 # the KSC generated the key for this device and it was distributed to it
@@ -39,24 +39,24 @@ audit >"$W/a1.json" || die "audit list"
 KEY=$(jq -r '[.records[] | select(.action == "key.distribute" and .actor == "tf-7")] | last | .object' "$W/a1.json")
 [ -n "$KEY" ] && [ "$KEY" != null ] || die "no key.distribute by tf-7 in the audit log"
 jq -e --arg k "$KEY" '.records[] | select(.action == "key.generate" and .object == $k and
-	.detail.owner == "tf-7" and .detail.size_bits == 1024 and .detail.via == "air")' \
+	.detail.owner == "tf-7" and .detail.size_bits == 512 and .detail.via == "air")' \
 	"$W/a1.json" >/dev/null || die "no key.generate of $KEY for tf-7"
 jq -e '.records[] | select(.action == "air.slots" and .object == "tf-7" and
 	(.detail.slots | length) == 6)' "$W/a1.json" >/dev/null || die "no air.slots record"
 as op ksc key show --id "$KEY" --json >"$W/k1.json" || die "key show"
 [ "$(jq -r .state "$W/k1.json")" = distributed ] || die "key state $(jq -r .state "$W/k1.json")"
 [ "$(jq -r .owner "$W/k1.json")" = tf-7 ] || die "key owner"
-[ "$(jq -r .size_bits "$W/k1.json")" = 1024 ] || die "key size"
-grep -q "air .*refill for 'tf-7': key $KEY, 1024 bits delivered" "$W/ksc.log" || die "KSC log line"
+[ "$(jq -r .size_bits "$W/k1.json")" = 512 ] || die "key size"
+grep -q "air .*refill for 'tf-7': key $KEY, 512 bits delivered" "$W/ksc.log" || die "KSC log line"
 # the KSC's view of the device: 6 slots fewer outstanding
 [ "$(as op ksc device show --id tf-7 --json | jq -r .outstanding_bits)" = $((8192 - 1536)) ] ||
 	die "the KSC did not advance the device's slots"
 
 # refill 2: on the pool carried from refill 1, with a fresh PLKG key
-T refill --dir "$D" --ap "127.0.0.1:$AIR" --bits 512 --force --json >"$W/r2.json" ||
+T refill --dir "$D" --ap "127.0.0.1:$AIR" --bits 256 --force --json >"$W/r2.json" ||
 	die "refill 2 from the KSC"
-[ "$(jq -r .delivered_bits "$W/r2.json")" = 512 ] || die "refill 2 delivered"
-[ "$(jq -r .balance_bits "$W/r2.json")" = $((1024 + 512)) ] || die "refill 2 balance"
+[ "$(jq -r .delivered_bits "$W/r2.json")" = 256 ] || die "refill 2 delivered"
+[ "$(jq -r .balance_bits "$W/r2.json")" = $((512 + 256)) ] || die "refill 2 balance"
 [ "$(jq -r .slot_bits_used "$W/r2.json")" = 0 ] || die "refill 2 spent slots"
 f1=$(jq -r .plkg_key_sm3_prefix "$W/r1.json"); f2=$(jq -r .plkg_key_sm3_prefix "$W/r2.json")
 [ ${#f1} = 16 ] && [ "$f1" != "$f2" ] || die "PLKG key fingerprints: '$f1' '$f2'"
@@ -66,6 +66,7 @@ f1=$(jq -r .plkg_key_sm3_prefix "$W/r1.json"); f2=$(jq -r .plkg_key_sm3_prefix "
 # replay: the medium copied before refill 1 names the same 6 slots again
 T refill --dir "$W/dev-copy" --ap "127.0.0.1:$AIR" --bits 1024 --force --json >"$W/r3.json" 2>"$W/r3.err" &&
 	die "replayed slots accepted"
+grep -q "refused the named pre-filled slots" "$W/r3.err" || die "replay: $(cat "$W/r3.err")"
 [ "$(T balance --dir "$W/dev-copy" --json | jq -r .balance_bits)" = 0 ] || die "replay added keys"
 audit >"$W/a2.json" || die "audit list 2"
 jq -e '.records[] | select(.action == "air.refuse" and .object == "tf-7" and
