@@ -102,51 +102,59 @@ static void aad_key(struct qw_st_aad *a, const struct qw_sb_key *k)
 
 /* ---- keys ---- */
 
+/* Key material is taken from the pool in groups of up to this many bytes:
+ * one pool read (block list, chunk re-seal, counters) per group instead of
+ * one per key. The pool is one bit stream, so the keys get exactly the bits
+ * that key-by-key takes would give them, and both ends of a link stay in
+ * step whatever group size either uses. */
+#define KEY_GROUP_BYTES 4096u
+
 static int key_create_locked(struct qw_store *s, const struct qw_store_key_req *req,
 			     size_t count, struct qw_uuid *ids, struct qw_store_pos *at,
-			     uint8_t *km)
+			     uint8_t *km, size_t kmcap)
 {
-	size_t kb = req->size_bits / 8;
-	int64_t t = qw_st_now();
-	int ret = 0;
+	size_t kb = req->size_bits / 8, per = kmcap / kb;
+	struct qw_sb_key k;
+	struct qw_st_aad a;
+	int ret;
 
-	for (size_t i = 0; i < count && !ret; i++) {
-		struct qw_sb_key k;
-		struct qw_st_aad a;
+	memset(&k, 0, sizeof(k));
+	memcpy(k.peer, req->peer, strlen(req->peer) + 1);
+	k.size_bits = req->size_bits;
+	k.state = req->master_sae ? QW_STORE_RESERVED : QW_STORE_AVAILABLE;
+	if (req->master_sae)
+		memcpy(k.master, req->master_sae, strlen(req->master_sae) + 1);
+	k.created = qw_st_now();
+	k.expires = req->expires;
+	if ((ret = join_slaves(req->slave_saes, req->n_slaves, k.slaves, sizeof(k.slaves))))
+		return ret;
+	for (size_t i = 0; i < count && !ret;) {
+		size_t g = count - i < per ? count - i : per;
 
-		memset(&k, 0, sizeof(k));
-		ret = qw_st_pool_take_locked(s, req->peer, req->size_bits, i == 0 ? req->expect : NULL,
-				       km, i == 0 ? at : NULL, 1);
-		if (ret)
-			break;
-		if (req->key_ids)
-			k.id = req->key_ids[i];
-		else if ((ret = qw_uuid_generate(&k.id)))
-			break;
-		memcpy(k.peer, req->peer, strlen(req->peer) + 1);
-		k.size_bits = req->size_bits;
-		k.state = req->master_sae ? QW_STORE_RESERVED : QW_STORE_AVAILABLE;
-		if (req->master_sae)
-			memcpy(k.master, req->master_sae, strlen(req->master_sae) + 1);
-		if ((ret = join_slaves(req->slave_saes, req->n_slaves, k.slaves, sizeof(k.slaves))))
-			break;
-		k.created = t;
-		k.expires = req->expires;
-		aad_key(&a, &k);
-		ret = qw_st_seal(s, &a, km, kb, &k.blob, &k.bloblen);
-		if (!ret)
-			ret = s->be->key_insert(s->db, &k);
-		key_row_clear(&k);
-		ids[i] = k.id;
+		ret = qw_st_pool_take_locked(s, req->peer, (uint64_t)g * req->size_bits,
+					     i == 0 ? req->expect : NULL, km, i == 0 ? at : NULL, 1);
+		for (size_t j = 0; j < g && !ret; j++, i++) {
+			if (req->key_ids)
+				k.id = req->key_ids[i];
+			else if ((ret = qw_uuid_generate(&k.id)))
+				break;
+			aad_key(&a, &k);
+			ret = qw_st_seal(s, &a, km + j * kb, kb, &k.blob, &k.bloblen);
+			if (!ret)
+				ret = s->be->key_insert(s->db, &k);
+			key_row_clear(&k);
+			ids[i] = k.id;
+		}
 	}
-	qw_wipe(km, kb);
+	qw_wipe(km, kmcap);
 	return ret;
 }
 
 int qw_store_key_create(struct qw_store *s, const struct qw_store_key_req *req, size_t count,
 			struct qw_uuid *ids, struct qw_store_pos *at)
 {
-	uint8_t *km;
+	uint8_t stack[KEY_GROUP_BYTES], *km = stack;
+	size_t kb, cap;
 	int ret;
 
 	QW_REQUIRE(s && req && (ids || !count) && (req->slave_saes || !req->n_slaves));
@@ -161,12 +169,18 @@ int qw_store_key_create(struct qw_store *s, const struct qw_store_key_req *req, 
 	for (size_t i = 0; i < req->n_slaves; i++)
 		if (!qw_st_valid_name(req->slave_saes[i]))
 			return QW_EINVAL;
-	km = qw_secure_alloc(req->size_bits / 8);
-	if (!km)
+	/* Keys up to KEY_GROUP_BYTES are cut through a wiped stack buffer;
+	 * a larger key gets a locked one of its own size. */
+	kb = req->size_bits / 8;
+	cap = kb <= sizeof(stack) ? sizeof(stack) / kb * kb : kb;
+	if (kb > sizeof(stack) && !(km = qw_secure_alloc(kb)))
 		return QW_ENOMEM;
 	if ((ret = qw_st_tx_begin(s)) == 0)
-		ret = qw_st_tx_end(s, key_create_locked(s, req, count, ids, at, km));
-	qw_secure_free(km, req->size_bits / 8);
+		ret = qw_st_tx_end(s, key_create_locked(s, req, count, ids, at, km, cap));
+	if (km != stack)
+		qw_secure_free(km, kb);
+	else
+		qw_wipe(stack, sizeof(stack));
 	if (ret)
 		memset(ids, 0, count * sizeof(*ids));
 	return ret;

@@ -481,6 +481,77 @@ static void test_deliver_many(void **state)
 	qw_store_close(s);
 }
 
+/* A create of many keys (material taken from the pool in groups) gives
+ * every key exactly the pool bits a plain take at the same position gives:
+ * across group boundaries, block boundaries at odd bit offsets, key sizes
+ * that do not divide the group, and keys larger than a group. */
+static void test_create_many(void **state)
+{
+	static const struct { uint32_t size_bits; size_t count; } cases[] = {
+		{ 256, 300 }, { 24, 1500 }, { 40000, 3 }, { 8, 1 },
+	};
+	static const uint64_t block_bits[] = { 30001, 26999, 77777, 120000, 40003 };
+	struct fx *f = *state;
+	struct qw_store *a = open_store(f->db, f->mk), *b = open_store(f->db2, f->mk);
+	struct qw_store_key_req req = {
+		.peer = "bob", .master_sae = "A", .slave_saes = slaves_b, .n_slaves = 1,
+	};
+	uint8_t *blk = malloc(120000 / 8 + 1), *want = malloc(20000), *got = malloc(20000);
+	struct qw_uuid *ids = calloc(1500, sizeof(*ids));
+	uint64_t left_a = 0, left_b = 0;
+
+	assert_non_null(blk);
+	assert_non_null(want);
+	assert_non_null(got);
+	assert_non_null(ids);
+	for (size_t i = 0; i < sizeof(block_bits) / sizeof(block_bits[0]); i++) {
+		size_t nb = (size_t)((block_bits[i] + 7) / 8);
+
+		assert_int_equal(qw_rng_bytes(f->rng, blk, nb), 0);
+		if (block_bits[i] % 8)
+			blk[nb - 1] &= (uint8_t)(0xff00u >> (block_bits[i] % 8));
+		assert_int_equal(qw_store_pool_append(a, "bob", i + 1, blk, block_bits[i]), 0);
+		assert_int_equal(qw_store_pool_append(b, "bob", i + 1, blk, block_bits[i]), 0);
+	}
+	/* a first cut off the byte grid, so later keys start at odd offsets */
+	req.size_bits = 8;
+	assert_int_equal(qw_store_key_create(a, &req, 1, ids, NULL), 0);
+	assert_int_equal(qw_store_pool_take(b, "bob", 8, NULL, want, 1, NULL), 0);
+	for (size_t c = 0; c < sizeof(cases) / sizeof(cases[0]); c++) {
+		size_t kb = cases[c].size_bits / 8, total = kb * cases[c].count, len = 0;
+		struct qw_store_pos at_a, at_b;
+
+		req.size_bits = cases[c].size_bits;
+		assert_true(total <= 20000);
+		assert_int_equal(qw_store_key_create(a, &req, cases[c].count, ids, &at_a), 0);
+		assert_int_equal(qw_store_pool_take(b, "bob", (uint64_t)total * 8, NULL, want, total,
+						    &at_b), 0);
+		assert_int_equal(at_a.block_id, at_b.block_id);
+		assert_int_equal(at_a.bit, at_b.bit);
+		assert_int_equal(qw_store_key_deliver_many(a, ids, cases[c].count, "sae-B", got, total,
+							   &len, NULL), 0);
+		assert_int_equal(len, total);
+		assert_memory_equal(got, want, total);
+		for (size_t i = 1; i < cases[c].count; i++)
+			assert_int_not_equal(qw_uuid_compare(&ids[i - 1], &ids[i]), 0);
+	}
+	/* a cut the pool cannot cover takes nothing */
+	assert_int_equal(qw_store_pool_available(a, "bob", &left_a), 0);
+	assert_int_equal(qw_store_pool_available(b, "bob", &left_b), 0);
+	assert_int_equal(left_a, left_b);
+	req.size_bits = 256;
+	assert_int_equal(qw_store_key_create(a, &req, (size_t)(left_a / 256 + 1), ids, NULL),
+			 QW_EAGAIN);
+	assert_int_equal(qw_store_pool_available(a, "bob", &left_b), 0);
+	assert_int_equal(left_a, left_b);
+	free(blk);
+	free(want);
+	free(got);
+	free(ids);
+	qw_store_close(a);
+	qw_store_close(b);
+}
+
 struct list_ctx {
 	int n;
 	enum qw_store_key_state want;
@@ -1034,6 +1105,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_pool_roundtrip, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_key_states, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_deliver_many, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_create_many, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_key_list, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_two_ends, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_encrypted_at_rest, setup, teardown),
