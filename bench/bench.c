@@ -9,6 +9,7 @@ int qw_bench_store(int argc, char **argv);
 int qw_bench_ldpc(int argc, char **argv);
 int qw_bench_etsi014(int argc, char **argv);
 int qw_bench_ksc(int argc, char **argv);
+int qw_bench_relay(int argc, char **argv);
 
 static const struct qw_cli_cmd benches[] = {
 	{ "crypto", qw_bench_crypto, "ZUC-128, 128-EEA3, SM4 AEAD, AES-256-GCM vs AES-128-CTR throughput" },
@@ -20,6 +21,7 @@ static const struct qw_cli_cmd benches[] = {
 	{ "qkdsim", qw_bench_qkdsim, "optics simulator: pulses simulated per second, ratio to real time" },
 	{ "etsi014", qw_bench_etsi014, "ETSI 014 Get key requests/s and latency over mutual TLS, vs nginx" },
 	{ "ksc", qw_bench_ksc, "Key Service Center: session keys/s and crypto requests/s over mutual TLS" },
+	{ "relay", qw_bench_relay, "key relay over a 6-node chain: Get key latency, keys/s, link-key efficiency at 1, 3, 5 hops" },
 	{ NULL, NULL, NULL },
 };
 

@@ -511,5 +511,6 @@ int qw_km_metrics(struct qw_km *km, struct qw_buf *b)
 		}
 	}
 	ret |= km_route_metrics(km, b);
+	ret |= km_relay_metrics(km, b);
 	return ret ? QW_ENOMEM : 0;
 }
