@@ -119,8 +119,9 @@ struct qw_km_conf {
 };
 
 /* Validate cfg as a node configuration into *c (zeroed first). Sections:
- * [node] [etsi] [metrics] [limits] [link]* [sae]*; every key is listed in
- * docs/operations.md. 0, or QW_EINVAL/QW_EPARSE/QW_ERANGE/QW_ENOTFOUND
+ * [node] [etsi] [metrics] [limits] [link]* [sae]* [routing] [relay]
+ * [policy] (its `rule` key repeats: one rule per line, in order); every
+ * key is listed in docs/operations.md. 0, or QW_EINVAL/QW_EPARSE/QW_ERANGE/QW_ENOTFOUND
  * with err->msg "file:line: ..." for the first problem; QW_ENOMEM. Release
  * with qw_km_conf_clear (also after an error). */
 QW_WUR int qw_km_conf_load(const struct qw_config *cfg, struct qw_km_conf *c,
@@ -140,6 +141,8 @@ QW_WUR int qw_km_parse_addr(const char *s, char host[64], uint16_t *port);
  *                                        address, psk_file, distance_km
  *   [sae]  id = .. node = ..             the node an SAE is attached to
  *   [limits]                             copied into every node
+ *   [routing] [relay] [policy]           copied into every node (checked
+ *                                        as a node configuration would)
  * Strings point into the struct qw_config, which must outlive it. */
 struct qw_km_topo_link {
 	const char *a, *b;
@@ -262,12 +265,14 @@ QW_WUR int qw_km_metrics(struct qw_km *km, struct qw_buf *out);
 
 struct qw_dashboard_state;
 /* The dashboard state (dashboard.h; a qw_dashboard_state_fn, arg the
- * struct qw_km) as this node sees it: itself and its neighbours (a
- * neighbour is "up" while its KM link is), each link with its KM-link
- * state, the last session's QBER and key rate, the QBER alarm and this
- * end's pool (the far end's is unknown until link-state flooding is wired
- * in), the last 100 alarms (link down, QBER above the threshold, pool
- * exhausted) and the relay counters (docs/dashboard.md, "As wired today"). A 1 s watcher on the loop raises
+ * struct qw_km) as this node sees it: the whole network of its link-state
+ * database - every node an LSA names ("up" when a relay path from here
+ * reaches it; a neighbour also while its KM link is up) and every link
+ * with each end's pool as that end reports it, QBER, key rate and alarm
+ * flag; its own links with the local detail (length, KM-link state, the
+ * last session's QBER and key rate, the QBER alarm) - the last 100 alarms
+ * (link down, QBER above the threshold, pool exhausted, MAC failure, node
+ * unreachable) and the relay counters (docs/dashboard.md). A 1 s watcher on the loop raises
  * the alarms from link transitions. Pointers go into km, valid until the
  * next call or qw_km_free. Loop thread. 0 or QW_ENOMEM. */
 int qw_km_dashboard_state(void *km, struct qw_dashboard_state *st);

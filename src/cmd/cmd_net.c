@@ -190,21 +190,33 @@ static const char *other_end(const struct qw_km_topo_link *l, const char *id)
 	return !strcmp(l->a, id) ? l->b : !strcmp(l->b, id) ? l->a : NULL;
 }
 
-static int is_neighbour(const struct qw_km_topo *t, const char *me, const char *n)
+static int has_links(const struct qw_km_topo *t, const char *me)
 {
-	if (!strcmp(me, n))
-		return 1;
-	for (size_t i = 0; i < t->nlinks; i++) {
-		const char *o = other_end(&t->links[i], me);
-		if (o && !strcmp(o, n))
+	for (size_t i = 0; i < t->nlinks; i++)
+		if (other_end(&t->links[i], me))
 			return 1;
-	}
 	return 0;
 }
 
-static char *node_conf(const char *dir, const struct qw_km_topo *t, const struct net_node *nodes,
-		       size_t i)
+/* Copy a topology section into a node configuration as it is (the
+ * [policy] rule lines repeat, in order). */
+static int copy_section(char **b, size_t *len, const struct qw_config_section *sec)
 {
+	int bad = append(b, len, "[%s]\n", qw_config_section_name(sec));
+
+	for (size_t k = 0; k < qw_config_section_nkeys(sec); k++) {
+		const char *key, *val;
+		int line;
+		qw_config_section_entry(sec, k, &key, &val, &line);
+		bad |= append(b, len, "%s = %s\n", key, val);
+	}
+	return bad;
+}
+
+static char *node_conf(const char *dir, const struct qw_config *cfg, const struct qw_km_topo *t,
+		       const struct net_node *nodes, size_t i)
+{
+	static const char *const node_wide[] = { "routing", "relay", "policy", NULL };
 	const char *me = nodes[i].id;
 	char *b = NULL;
 	size_t len = 0;
@@ -217,14 +229,14 @@ static char *node_conf(const char *dir, const struct qw_km_topo *t, const struct
 		      "; kill -9 safe (WAL); use full where power loss must not re-deliver\nsync = normal\n"
 		      "[etsi]\nlisten = 127.0.0.1:0\n[metrics]\nlisten = 127.0.0.1:0\n",
 		      me, dir, me, nodes[i].km_port, dir, me, dir, me, dir, dir, me);
-	if (t->limits) {
-		bad |= append(&b, &len, "[limits]\n");
-		for (size_t k = 0; k < qw_config_section_nkeys(t->limits); k++) {
-			const char *key, *val;
-			int line;
-			qw_config_section_entry(t->limits, k, &key, &val, &line);
-			bad |= append(&b, &len, "%s = %s\n", key, val);
-		}
+	if (t->limits)
+		bad |= copy_section(&b, &len, t->limits);
+	/* the routing timers, relay batching and authorization policy of the
+	 * whole network (qw_km_topo_load checked them as a node would) */
+	for (size_t k = 0; node_wide[k]; k++) {
+		const struct qw_config_section *sec = qw_config_find(cfg, node_wide[k], NULL);
+		if (sec)
+			bad |= copy_section(&b, &len, sec);
 	}
 	for (size_t l = 0; l < t->nlinks; l++) {
 		const struct qw_km_topo_link *lk = &t->links[l];
@@ -247,8 +259,10 @@ static char *node_conf(const char *dir, const struct qw_km_topo *t, const struct
 				bad |= append(&b, &len, "%s = %s\n", key, val);
 		}
 	}
+	/* every SAE with its node: one further away is reached by key relay
+	 * (a node without links serves only its own) */
 	for (size_t s = 0; s < t->nsaes; s++)
-		if (is_neighbour(t, me, t->saes[s].node))
+		if (!strcmp(me, t->saes[s].node) || has_links(t, me))
 			bad |= append(&b, &len, "[sae]\nid = %s\nnode = %s\n", t->saes[s].id,
 				      t->saes[s].node);
 	if (bad) {
@@ -507,7 +521,7 @@ static int net_up(int argc, char **argv)
 		}
 	}
 	for (size_t i = 0; i < t.nnodes; i++) {
-		char *text = node_conf(dir, &t, nodes, i);
+		char *text = node_conf(dir, cfg, &t, nodes, i);
 		pathf(path, sizeof(path), "%s/nodes/%s.conf", dir, nodes[i].id);
 		if (!text || write_text(path, text, 0600)) {
 			free(text);

@@ -361,18 +361,34 @@ static json_t *merge_alarms(struct st_node *nodes, size_t n)
 	return out;
 }
 
-static json_t *node_json(const struct st_node *nd)
+/* A node as every answering node's link-state view shows it: reachable
+ * when at least one of them routes to it (its LSA held and usable links
+ * lead there), and the alarm kinds any of them attach to it (node_down
+ * comes from the others, since a dead node reports nothing). */
+static json_t *node_json(const struct st_node *nodes, size_t n, const struct st_node *nd)
 {
-	json_t *o = json_object(), *alarms = json_array();
+	json_t *o = json_object(), *alarms = json_array(), *from = json_array();
+	size_t seen = 0, reach = 0;
 	char url[64];
 
-	if (nd->report) {
+	for (size_t i = 0; i < n; i++) {
 		size_t k;
 		json_t *v;
-		json_array_foreach(json_object_get(nd->report, "nodes"), k, v)
-			if (json_is_string(json_object_get(v, "id")) &&
-			    !strcmp(json_string_value(json_object_get(v, "id")), nd->id))
-				add_unique_strings(alarms, json_object_get(v, "alarms"));
+		if (!nodes[i].report)
+			continue;
+		json_array_foreach(json_object_get(nodes[i].report, "nodes"), k, v) {
+			if (!json_is_string(json_object_get(v, "id")) ||
+			    strcmp(json_string_value(json_object_get(v, "id")), nd->id))
+				continue;
+			add_unique_strings(alarms, json_object_get(v, "alarms"));
+			if (&nodes[i] == nd)
+				continue;
+			seen++;
+			if (json_is_true(json_object_get(v, "up"))) {
+				reach++;
+				json_array_append_new(from, json_string(nodes[i].id));
+			}
+		}
 	}
 	strf(url, sizeof(url), "https://127.0.0.1:%ld", nd->metrics_port);
 	json_object_set_new(o, "id", json_string(nd->id));
@@ -382,6 +398,10 @@ static json_t *node_json(const struct st_node *nd)
 	json_object_set_new(o, "manager_url", nd->metrics_port ? json_string(url) : json_null());
 	json_object_set_new(o, "error", nd->up ? json_null() : json_string(nd->error));
 	json_object_set_new(o, "alarms", alarms);
+	/* null: no other node's view mentions it (a single node, or none
+	 * answered) */
+	json_object_set_new(o, "reachable", seen ? json_boolean(reach > 0) : json_null());
+	json_object_set_new(o, "reachable_from", from);
 	return o;
 }
 
@@ -406,7 +426,8 @@ static void print_human(const char *dir, json_t *nodes, json_t *links, json_t *a
 		lup += json_is_true(json_object_get(v, "up"));
 	printf("network in %s: %zu node(s), %zu up; %zu link(s), %zu up\n\n", dir,
 	       json_array_size(nodes), nup, json_array_size(links), lup);
-	printf("%-16s %-5s %-8s %s\n", "node", "state", "pid", "manager (dashboard) / why down");
+	printf("%-16s %-5s %-11s %-8s %s\n", "node", "state", "routing", "pid",
+	       "manager (dashboard) / why down");
 	json_array_foreach(nodes, k, v) {
 		json_t *pid = json_object_get(v, "pid");
 		int up = json_is_true(json_object_get(v, "up"));
@@ -415,8 +436,10 @@ static void print_human(const char *dir, json_t *nodes, json_t *links, json_t *a
 		     json_is_integer(pid) && json_is_true(json_object_get(v, "pid_alive")) ? "" : "-");
 		if (!*pids)
 			strf(pids, sizeof(pids), "%lld", (long long)json_integer_value(pid));
-		printf("%-16s %-5s %-8s %s\n", json_string_value(json_object_get(v, "id")),
-		       up ? "up" : "DOWN", pids,
+		json_t *reach = json_object_get(v, "reachable");
+		printf("%-16s %-5s %-11s %-8s %s\n", json_string_value(json_object_get(v, "id")),
+		       up ? "up" : "DOWN",
+		       json_is_true(reach) ? "reachable" : json_is_false(reach) ? "UNREACHABLE" : "-", pids,
 		       up ? json_string_value(json_object_get(v, "manager_url"))
 			  : json_string_value(json_object_get(v, "error")));
 	}
@@ -461,15 +484,17 @@ static void help(void)
 	printf("usage: qwave net status [--state-dir D] [--json]\n"
 	       "\n"
 	       "Show the network 'qwave net up' started in D (default ./%s): every node\n"
-	       "(up when its process lives and its manager listener answers), every link\n"
-	       "(state, length in km, QBER in %%, secret key rate in bit/s, the key pool at\n"
-	       "each end in kbit) and the newest %d alarms, merged from each node's\n"
+	       "(up when its process lives and its manager listener answers; reachable when\n"
+	       "another node's link-state database routes to it), every link the nodes' LSAs\n"
+	       "describe (state, length in km, QBER in %%, secret key rate in bit/s, the key\n"
+	       "pool at each end in kbit) and the newest %d alarms, merged from each node's\n"
 	       "GET /api/network (mutual TLS with the node's certificate of the network CA).\n"
 	       "A node that does not answer is shown down; the exit status is still 0.\n"
 	       "\n"
 	       "  --state-dir D  state directory (default ./%s)\n"
 	       "  --json         {\"state_dir\", \"nodes\": [{\"id\", \"up\", \"pid\", \"pid_alive\",\n"
-	       "                 \"manager_url\", \"error\", \"alarms\"}], \"links\": [{\"a\", \"b\",\n"
+	       "                 \"manager_url\", \"error\", \"alarms\", \"reachable\",\n"
+	       "                 \"reachable_from\"}], \"links\": [{\"a\", \"b\",\n"
 	       "                 \"length_km\", \"up\", \"qber\", \"qber_alarm\", \"key_rate_bps\",\n"
 	       "                 \"pool_bits\": {\"a\", \"b\"}, \"alarms\", \"reported_by\"}],\n"
 	       "                 \"alarms\": [{\"ts\", \"severity\", \"kind\", \"node\", \"link\",\n"
@@ -536,7 +561,7 @@ int qw_cmd_net_status(int argc, char **argv)
 	}
 	jn = json_array();
 	for (size_t i = 0; i < n; i++)
-		json_array_append_new(jn, node_json(&nodes[i]));
+		json_array_append_new(jn, node_json(nodes, n, &nodes[i]));
 	jl = merge_links(nodes, n);
 	ja = merge_alarms(nodes, n);
 	if (!jn || !jl || !ja) {

@@ -96,9 +96,68 @@ static int check_overrides(const struct qw_config *cfg, const struct qw_km_topo_
 	return ret;
 }
 
+/* [routing], [relay] and [policy] are copied into every node's
+ * configuration: check them as a node would, naming the topology's lines. */
+static const char *const node_wide[] = { "routing", "relay", "policy", NULL };
+
+static int check_node_wide(const struct qw_config *cfg, struct qw_config_error *err)
+{
+	char text[16384];
+	int lines[512];
+	size_t off, nl = 0;
+	struct qw_config *c = NULL;
+	struct qw_km_conf kc;
+	struct qw_config_error e;
+	int ret;
+
+	off = (size_t)snprintf(text, sizeof(text), "[node]\nid = x\ndata_dir = x\n");
+	lines[nl++] = 0;
+	lines[nl++] = 0;
+	lines[nl++] = 0;
+	for (size_t k = 0; node_wide[k]; k++) {
+		const struct qw_config_section *s = qw_config_find(cfg, node_wide[k], NULL), *again;
+
+		if (!s)
+			continue;
+		if ((again = qw_config_find(cfg, node_wide[k], s)))
+			return fail(err, cfg, qw_config_section_line(again), QW_EINVAL, "section repeated: ",
+				    node_wide[k]);
+		off += (size_t)snprintf(text + off, off < sizeof(text) ? sizeof(text) - off : 0, "[%s]\n",
+					node_wide[k]);
+		if (nl < 512)
+			lines[nl++] = qw_config_section_line(s);
+		for (size_t i = 0; i < qw_config_section_nkeys(s); i++) {
+			const char *key, *v;
+			int line;
+
+			qw_config_section_entry(s, i, &key, &v, &line);
+			off += (size_t)snprintf(text + off, off < sizeof(text) ? sizeof(text) - off : 0,
+						"%s = %s\n", key, v);
+			if (nl < 512)
+				lines[nl++] = line;
+		}
+	}
+	if (off >= sizeof(text) || nl >= 512)
+		return fail(err, cfg, 0, QW_ERANGE, "[routing], [relay] and [policy] too long", NULL);
+	ret = qw_config_parse_string(text, "-", &c, &e);
+	if (!ret)
+		ret = qw_km_conf_load(c, &kc, &e);
+	if (ret) {
+		/* e.line is the throw-away file's line: map it back */
+		const char *what = strstr(e.msg, ": ");
+		int line = e.line > 0 && (size_t)e.line <= nl ? lines[e.line - 1] : 0;
+
+		fail(err, cfg, line, ret, "", what ? what + 2 : e.msg);
+	}
+	qw_km_conf_clear(&kc);
+	qw_config_free(c);
+	return ret;
+}
+
 int qw_km_topo_load(const struct qw_config *cfg, struct qw_km_topo *t, struct qw_config_error *err)
 {
-	static const char *const sections[] = { "node", "link", "sae", "limits", NULL };
+	static const char *const sections[] = { "node", "link", "sae", "limits", "routing", "relay",
+						"policy", NULL };
 	static const char *const node_keys[] = { "id", NULL };
 	static const char *const sae_keys[] = { "id", "node", NULL };
 	const char *link_keys[64];
@@ -170,7 +229,7 @@ int qw_km_topo_load(const struct qw_config *cfg, struct qw_km_topo *t, struct qw
 		t->nsaes++;
 	}
 	t->limits = qw_config_find(cfg, "limits", NULL);
-	return 0;
+	return check_node_wide(cfg, err);
 }
 
 void qw_km_topo_clear(struct qw_km_topo *t)

@@ -12,6 +12,7 @@
 #include <cmocka.h>
 
 #include "qwave/config.h"
+#include "qwave/km.h"
 
 static const char good[] =
 	"# qwave node configuration\n"          /* 1 */
@@ -358,6 +359,157 @@ static void test_load_file(void **state)
 	assert_non_null(strstr(err.msg, "cannot open"));
 }
 
+/* ---- the node configuration's [routing], [relay] and [policy] --------- */
+
+#define NODE_HEAD "[node]\nid = a\ndata_dir = x\n" /* lines 1-3 */
+
+static void expect_node_error(const char *text, int code, const char *msg)
+{
+	struct qw_config *cfg = NULL;
+	struct qw_config_error e = { "", -1 };
+	struct qw_km_conf c;
+
+	assert_int_equal(qw_config_parse_string(text, "n.conf", &cfg, &e), 0);
+	assert_int_equal(qw_km_conf_load(cfg, &c, &e), code);
+	if (!strstr(e.msg, msg))
+		fail_msg("expected '%s' in '%s'", msg, e.msg);
+	qw_km_conf_clear(&c);
+	qw_config_free(cfg);
+}
+
+static void test_routing_sections(void **state)
+{
+	struct qw_config *cfg = NULL;
+	struct qw_config_error e;
+	struct qw_km_conf c;
+
+	(void)state;
+	/* defaults (docs/relay-routing.md): refresh 1 s, age 4 s, heartbeat
+	 * 500 ms, dead after 1.5 s, relay timeout = request timeout */
+	assert_int_equal(qw_config_parse_string(NODE_HEAD "request_timeout_ms = 3000\n", "n.conf",
+						&cfg, &e), 0);
+	assert_int_equal(qw_km_conf_load(cfg, &c, &e), 0);
+	assert_int_equal(c.routing.refresh_ms, 1000);
+	assert_int_equal(c.routing.max_age_ms, 4000);
+	assert_int_equal(c.routing.heartbeat_ms, 500);
+	assert_int_equal(c.routing.dead_ms, 1500);
+	assert_int_equal(c.relay.rekey_every, 256);
+	assert_true(c.relay.batch_target == 0.95);
+	assert_int_equal(c.relay.batch_wait_ms, 20);
+	assert_int_equal(c.relay.timeout_ms, 3000);
+	assert_int_equal(c.policy_default_allow, 1);
+	assert_int_equal(c.npolicy_rules, 0);
+	qw_km_conf_clear(&c);
+	qw_config_free(cfg);
+
+	assert_int_equal(qw_config_parse_string(
+		NODE_HEAD
+		"[routing]\nrefresh_ms = 200\nmax_age_ms = 900\nlow_pool_bits = 4096\n"   /* 4-7 */
+		"heartbeat_ms = 100\ndead_ms = 300\n"                                       /* 8-9 */
+		"[relay]\nrekey_every = 16\nbatch_target = 0.9\nbatch_wait_ms = 5\n"      /* 10-13 */
+		"timeout_ms = 1500\n"                                                      /* 14 */
+		"[policy]\nrule = deny bank-*.test -> *\ndefault = deny\n"                 /* 15-17 */
+		"rule = allow bank-* <-> bank-*\nrule = allow meter-* -> ksc\n",           /* 18-19 */
+		"n.conf", &cfg, &e), 0);
+	assert_int_equal(qw_km_conf_load(cfg, &c, &e), 0);
+	assert_int_equal(c.routing.refresh_ms, 200);
+	assert_int_equal(c.routing.max_age_ms, 900);
+	assert_int_equal(c.routing.low_pool_bits, 4096);
+	assert_int_equal(c.routing.heartbeat_ms, 100);
+	assert_int_equal(c.routing.dead_ms, 300);
+	assert_int_equal(c.relay.rekey_every, 16);
+	assert_true(c.relay.batch_target == 0.9);
+	assert_int_equal(c.relay.batch_wait_ms, 5);
+	assert_int_equal(c.relay.timeout_ms, 1500);
+	assert_int_equal(c.policy_default_allow, 0);
+	/* rules in file order, with their lines */
+	assert_int_equal(c.npolicy_rules, 3);
+	assert_string_equal(c.policy_rules[0], "deny bank-*.test -> *");
+	assert_int_equal(c.policy_rule_lines[0], 16);
+	assert_string_equal(c.policy_rules[2], "allow meter-* -> ksc");
+	assert_int_equal(c.policy_rule_lines[2], 19);
+	qw_km_conf_clear(&c);
+	qw_config_free(cfg);
+
+	/* heartbeat off entirely */
+	assert_int_equal(qw_config_parse_string(NODE_HEAD "[routing]\nheartbeat_ms = 0\ndead_ms = 0\n",
+						"n.conf", &cfg, &e), 0);
+	assert_int_equal(qw_km_conf_load(cfg, &c, &e), 0);
+	assert_int_equal(c.routing.dead_ms, 0);
+	qw_km_conf_clear(&c);
+	qw_config_free(cfg);
+
+	expect_node_error(NODE_HEAD "[routing]\nrefresh_ms = 1000\nmax_age_ms = 1500\n", QW_ERANGE,
+			  "n.conf:6: [routing] needs max_age_ms >= 2 x refresh_ms");
+	expect_node_error(NODE_HEAD "[routing]\nrefresh_ms = 5000\n", QW_ERANGE,
+			  "n.conf:4: [routing] needs max_age_ms >= 2 x refresh_ms");
+	expect_node_error(NODE_HEAD "[routing]\nheartbeat_ms = 500\ndead_ms = 600\n", QW_ERANGE,
+			  "n.conf:6: [routing] needs dead_ms >= 2 x heartbeat_ms");
+	expect_node_error(NODE_HEAD "[routing]\nheartbeat_ms = 0\n", QW_ERANGE,
+			  "n.conf:4: [routing] dead_ms without heartbeat_ms");
+	expect_node_error(NODE_HEAD "[routing]\nrefresh_ms = 10\n", QW_ERANGE,
+			  "n.conf:5: key 'refresh_ms' in [routing]");
+	expect_node_error(NODE_HEAD "[routing]\nrefresh = 10\n", QW_EINVAL,
+			  "n.conf:5: unknown key 'refresh' in [routing]");
+	expect_node_error(NODE_HEAD "[routing]\n[routing]\n", QW_EINVAL,
+			  "n.conf:5: [routing] repeated (first at line 4)");
+	expect_node_error(NODE_HEAD "[relay]\nbatch_target = 1.5\n", QW_ERANGE,
+			  "n.conf:5: key 'batch_target' in [relay]");
+	expect_node_error(NODE_HEAD "[relay]\nrekey_every = 0\n", QW_ERANGE,
+			  "n.conf:5: key 'rekey_every' in [relay]");
+	expect_node_error(NODE_HEAD "[relay]\ntimeout_ms = fast\n", QW_EPARSE,
+			  "n.conf:5: key 'timeout_ms' in [relay]");
+	expect_node_error(NODE_HEAD "[policy]\ndefault = maybe\n", QW_EINVAL,
+			  "n.conf:5: key 'default' in [policy]: 'maybe' is not one of allow, deny");
+	expect_node_error(NODE_HEAD "[policy]\ndefault = deny\ndefault = allow\n", QW_EINVAL,
+			  "n.conf:6: key 'default' in [policy] repeated (first at line 5)");
+	expect_node_error(NODE_HEAD "[policy]\nrule = allow a -> b\nrule = allow a => b\n", QW_EPARSE,
+			  "n.conf:6: key 'rule' in [policy]: 'allow a => b' is not a rule");
+	expect_node_error(NODE_HEAD "[policy]\nrule = permit a -> b\n", QW_EPARSE,
+			  "n.conf:5: key 'rule' in [policy]");
+	expect_node_error(NODE_HEAD "[policy]\nrule = allow a/b -> c\n", QW_EPARSE,
+			  "n.conf:5: key 'rule' in [policy]");
+	expect_node_error(NODE_HEAD "[policy]\nrules = allow a -> b\n", QW_EINVAL,
+			  "n.conf:5: unknown key 'rules' in [policy]");
+	expect_node_error(NODE_HEAD "[policy]\n[policy]\n", QW_EINVAL,
+			  "n.conf:5: [policy] repeated (first at line 4)");
+	/* an SAE at a node further away needs a link to relay over */
+	expect_node_error(NODE_HEAD "[sae]\nid = s\nnode = far\n", QW_ENOTFOUND,
+			  "n.conf:4: [sae] s: node far is neither this node nor reachable");
+}
+
+/* A topology's [routing], [relay] and [policy] are checked as a node's,
+ * with the topology file's lines in the messages. */
+static void expect_topo(const char *text, int code, const char *msg)
+{
+	struct qw_config *cfg = NULL;
+	struct qw_config_error e = { "", -1 };
+	struct qw_km_topo t;
+
+	assert_int_equal(qw_config_parse_string(text, "net.conf", &cfg, &e), 0);
+	assert_int_equal(qw_km_topo_load(cfg, &t, &e), code);
+	if (msg && !strstr(e.msg, msg))
+		fail_msg("expected '%s' in '%s'", msg, e.msg);
+	qw_km_topo_clear(&t);
+	qw_config_free(cfg);
+}
+
+static void test_topology_node_wide(void **state)
+{
+	(void)state;
+	expect_topo("[node]\nid = a\n[routing]\nrefresh_ms = 500\n[relay]\nbatch_wait_ms = 10\n"
+		    "[policy]\ndefault = deny\nrule = allow a* <-> b*\nrule = allow x -> y\n",
+		    0, NULL);
+	expect_topo("[node]\nid = a\n[policy]\nrule = allow a* <-> b*\nrule = allow x => y\n",
+		    QW_EPARSE, "net.conf:5: key 'rule' in [policy]: 'allow x => y' is not a rule");
+	expect_topo("[node]\nid = a\n[relay]\nbatch_wait_ms = 10\n[routing]\n\nrefresh_ms = 3000\n",
+		    QW_ERANGE, "net.conf:5: [routing] needs max_age_ms >= 2 x refresh_ms");
+	expect_topo("[node]\nid = a\n[routing]\nrefresh = 3\n", QW_EINVAL,
+		    "net.conf:4: unknown key 'refresh' in [routing]");
+	expect_topo("[node]\nid = a\n[routing]\n[routing]\n", QW_EINVAL,
+		    "net.conf:4: section repeated: routing");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -368,6 +520,8 @@ int main(void)
 		cmocka_unit_test(test_typed_getters),
 		cmocka_unit_test(test_unknown_keys),
 		cmocka_unit_test(test_load_file),
+		cmocka_unit_test(test_routing_sections),
+		cmocka_unit_test(test_topology_node_wide),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

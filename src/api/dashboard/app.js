@@ -62,11 +62,15 @@
     return l.up ? 'up' : 'down';
   }
 
-  /* Nodes on a circle, the first at the top, clockwise. */
+  /* Nodes on a circle in ID order, the first at the top, clockwise: the
+   * node serves the whole network from its link-state database, so every
+   * node's page draws the same picture (a ring named in order stays a
+   * ring, a chain an open polygon). */
   function layout(nodes) {
     const pos = {};
     const n = nodes.length;
-    nodes.forEach(function (node, i) {
+    const sorted = nodes.slice().sort(function (x, y) { return x.id < y.id ? -1 : x.id > y.id ? 1 : 0; });
+    sorted.forEach(function (node, i) {
       const a = -Math.PI / 2 + (n ? 2 * Math.PI * i / n : 0);
       pos[node.id] = n === 1 ? { x: CX, y: CY } : { x: CX + R * Math.cos(a), y: CY + R * Math.sin(a) };
     });
