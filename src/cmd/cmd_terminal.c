@@ -7,11 +7,12 @@
  * medium key. A refill authenticates its frames with the pool the previous
  * refill carried forward from its PLKG key (DIR/carry.sealed), or, for the
  * first refill and after any failure, with unused pre-filled slots (marked
- * used before the refill starts, so never reused) and runs
- * the terminal end of the protocol; the access-point end runs in this
- * process over a socketpair, standing in for the AP with the KSC behind it:
- * it holds the same slots (as the KSC holds the fill) and its keys come
- * from the OS DRBG in place of the KSC's QKD key pool. */
+ * used before the refill starts, so never reused) and runs the terminal end
+ * of the protocol. The access point is normally the Key Service Center
+ * (--ap to qwksc's [air] port: ksc_air.c); for demos and tests without a
+ * KSC a stand-in runs in this process over a socketpair, or as `qwave
+ * terminal ap`: it holds the same slots (read from the medium) and its keys
+ * come from the OS DRBG in place of the KSC's keys. */
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -62,24 +63,27 @@ static int help(const char *cmd)
 		       "balance. Prints their SM3 fingerprint; --out writes them (hex, mode 0600).\n");
 	else if (!strcmp(cmd, "ap"))
 		printf("usage: qwave terminal ap --listen PORT --air-seed N --dir DIR [--count N]\n\n"
-		       "An access point on 127.0.0.1:PORT (0: any; the port is printed) serving --count\n"
-		       "refills (0: forever). The n-th refill probes simulated channel realisation\n"
-		       "N + n - 1; the terminal passes the same --air-seed. The terminal names its\n"
-		       "pre-filled slots; this stand-in for the KSC reads them from the terminal's\n"
-		       "medium DIR (the KSC would open its sealed copy of the fill). Keys come from\n"
-		       "the OS DRBG standing in for the KSC's QKD pool.\n");
+		       "A STAND-IN access point for tests and demos without a Key Service Center (the\n"
+		       "real one is qwksc with an [air] listener). On 127.0.0.1:PORT (0: any; the port\n"
+		       "is printed) it serves --count refills (0: forever) to the one device whose\n"
+		       "medium is DIR. The n-th refill probes simulated channel realisation N + n - 1;\n"
+		       "the terminal passes the same --air-seed. It reads the named pre-filled slots\n"
+		       "from the terminal's medium file (it cannot tell whether they were used) and\n"
+		       "draws keys from the OS DRBG in place of the KSC's keys.\n");
 	else
 		printf("usage: qwave terminal refill --dir DIR [--threshold BITS] [--bits BITS]\n"
-		       "                             [--ap HOST:PORT --air-seed N] [--force] [--json]\n\n"
+		       "                             [--ap HOST:PORT [--air-seed N]] [--force] [--json]\n\n"
 		       "When the balance is below --threshold (default 8192 bits) or with --force, ask\n"
 		       "for --bits (default 4096, a multiple of 256, at most 65536) over the air:\n"
 		       "probing and PLKG distillation (BCH) with the access point, then the keys\n"
 		       "one-time-pad encrypted under the fresh PLKG key with a Wegman-Carter MAC.\n"
 		       "Frames are authenticated with the pool the last refill carried forward from\n"
-		       "its PLKG key (DIR/carry.sealed), else with %u unused pre-filled slots. Without\n"
-		       "--ap the access point is simulated in this process (keys from the OS DRBG\n"
-		       "standing in for the KSC's QKD pool); with --ap it is 'qwave terminal ap' over\n"
-		       "TCP, and --air-seed names the simulated channel realisation both probe.\n",
+		       "its PLKG key (DIR/carry.sealed), else with %u unused pre-filled slots.\n"
+		       "--ap HOST:PORT: the access point over TCP, normally the Key Service Center's\n"
+		       "air port (qwksc [air] listen; data_dir/status.json air_port), which delivers\n"
+		       "its own keys for this device; --air-seed names the simulated channel\n"
+		       "realisation both probe (default: random, sent in the hello). Without --ap a\n"
+		       "stand-in access point runs in this process (keys from the OS DRBG).\n",
 		       (unsigned)(QW_REFILL_PSK_BYTES / QW_KSC_SLOT_BYTES));
 	return QW_EXIT_OK;
 }
@@ -904,7 +908,7 @@ int qw_cmd_terminal(int argc, char **argv)
 		{ "refill", cmd_refill, "refill the key balance over the air (PLKG + OTP)" },
 		{ "balance", cmd_balance, "refilled and pre-filled key bits held" },
 		{ "use", cmd_use, "take keys from the balance" },
-		{ "ap", cmd_ap, "an access point serving refills over TCP (simulated air)" },
+		{ "ap", cmd_ap, "a stand-in access point for tests without a KSC (TCP)" },
 		{ NULL, NULL, NULL },
 	};
 	return qw_cli_dispatch("terminal", "a mobile terminal's key balance and over-the-air refill",

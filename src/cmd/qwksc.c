@@ -80,7 +80,8 @@ static void usage(FILE *f)
 		   "audit, authentication, session keys and crypto services over a REST API\n"
 		   "(HTTPS, mutual TLS). docs/ksc.md describes the configuration and the API.\n"
 		   "\n"
-		   "  -c, --config FILE  configuration ([ksc] section, examples/ksc.conf)\n"
+		   "  -c, --config FILE  configuration ([ksc], optional [air] for over-the-air\n"
+		   "                     refill; examples/ksc.conf)\n"
 		   "  --check            validate the configuration and exit\n"
 		   "  init --admin ID    create the master key and the database; ID (the CN of\n"
 		   "                     its client certificate) becomes the first super admin\n");
