@@ -39,7 +39,11 @@ struct net_node {
 	const char *id;
 	uint16_t km_port, etsi_port, metrics_port;
 	pid_t pid;
+	off_t log_off;             /* its log's size when this start began */
 };
+
+/* Starts of the whole network when a node finds its KM port taken. */
+#define NET_PORT_ATTEMPTS 3
 
 /* snprintf for paths; a truncated path is caught where the file is used. */
 static void pathf(char *out, size_t n, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -270,6 +274,27 @@ static char *node_conf(const char *dir, const struct qw_config *cfg, const struc
 		return NULL;
 	}
 	return b;
+}
+
+/* 1 when node n (exited during start-up) failed to listen on its KM port:
+ * another program took the port between free_port() and the node's bind.
+ * qwaved logs "node network on 127.0.0.1:PORT: input/output error". */
+static int km_port_taken(const char *dir, const struct net_node *n)
+{
+	char path[PATH_MAX], want[64], line[512];
+	FILE *f;
+	int hit = 0;
+
+	pathf(path, sizeof(path), "%s/nodes/%s.log", dir, n->id);
+	pathf(want, sizeof(want), "node network on 127.0.0.1:%u: ", n->km_port);
+	f = fopen(path, "r");
+	if (!f)
+		return 0;
+	if (fseeko(f, n->log_off, SEEK_SET) == 0)
+		while (!hit && fgets(line, sizeof(line), f))
+			hit = strstr(line, want) && strstr(line, qw_strerror(QW_EIO));
+	fclose(f);
+	return hit;
 }
 
 static int read_status(const char *path, struct net_node *n)
@@ -513,68 +538,92 @@ static int net_up(int argc, char **argv)
 	nodes = qw_calloc(t.nnodes, sizeof(*nodes));
 	if (mkdir_p(path, 0700) || !nodes)
 		goto out;
-	for (size_t i = 0; i < t.nnodes; i++) {
-		nodes[i].id = t.nodes[i];
-		if (free_port(&nodes[i].km_port)) {
-			qw_cli_fail("no free loopback port");
-			goto out;
-		}
-	}
-	for (size_t i = 0; i < t.nnodes; i++) {
-		char *text = node_conf(dir, cfg, &t, nodes, i);
-		pathf(path, sizeof(path), "%s/nodes/%s.conf", dir, nodes[i].id);
-		if (!text || write_text(path, text, 0600)) {
-			free(text);
-			qw_cli_fail("cannot write %s", path);
-			goto out;
-		}
-		free(text);
-		pathf(path, sizeof(path), "%s/nodes/%s.status.json", dir, nodes[i].id);
-		unlink(path);
-	}
 	qwaved_path(qwaved, sizeof(qwaved));
 	if (access(qwaved, X_OK)) {
 		qw_cli_fail("cannot run %s (set QWAVED to the qwaved binary)", qwaved);
 		goto out;
 	}
-	for (size_t i = 0; i < t.nnodes; i++) {
-		char conf[PATH_MAX], log[PATH_MAX];
-		pathf(conf, sizeof(conf), "%s/nodes/%s.conf", dir, nodes[i].id);
-		pathf(log, sizeof(log), "%s/nodes/%s.log", dir, nodes[i].id);
-		nodes[i].pid = spawn(qwaved, conf, log);
-		if (nodes[i].pid < 0 ||
-		    append(&pidtext, &pidlen, "%s %ld\n", nodes[i].id, (long)nodes[i].pid)) {
-			qw_cli_fail("cannot start qwaved: %s", strerror(errno));
-			goto fail_stop;
+	/* The KM ports must be in the peers' configurations before any node
+	 * starts, so they are picked here (free_port) and can be taken by
+	 * another program before the node binds: then the whole network
+	 * starts again on fresh ports (the peers know the old one). */
+	for (int attempt = 1;; attempt++) {
+		const struct net_node *lost = NULL;
+
+		for (size_t i = 0; i < t.nnodes; i++) {
+			nodes[i].id = t.nodes[i];
+			if (free_port(&nodes[i].km_port)) {
+				qw_cli_fail("no free loopback port");
+				goto out;
+			}
 		}
-		pathf(path, sizeof(path), "%s/pids", dir);
-		if (write_text(path, pidtext, 0600)) {
-			qw_cli_fail("cannot write %s", path);
-			goto fail_stop;
+		for (size_t i = 0; i < t.nnodes; i++) {
+			char *text = node_conf(dir, cfg, &t, nodes, i);
+			pathf(path, sizeof(path), "%s/nodes/%s.conf", dir, nodes[i].id);
+			if (!text || write_text(path, text, 0600)) {
+				free(text);
+				qw_cli_fail("cannot write %s", path);
+				goto out;
+			}
+			free(text);
+			pathf(path, sizeof(path), "%s/nodes/%s.status.json", dir, nodes[i].id);
+			unlink(path);
 		}
-	}
-	t0 = time(NULL);
-	for (size_t i = 0; i < t.nnodes; i++) {
-		char st[PATH_MAX];
-		pathf(st, sizeof(st), "%s/nodes/%s.status.json", dir, nodes[i].id);
-		for (;;) {
-			struct timespec ts = { 0, 50000000 };
-			int status;
-			if (!read_status(st, &nodes[i]) && tcp_answers(nodes[i].etsi_port))
-				break;
-			if (waitpid(nodes[i].pid, &status, WNOHANG) == nodes[i].pid) {
-				qw_cli_fail("node %s exited during start-up: see %s/nodes/%s.log", nodes[i].id,
-					    dir, nodes[i].id);
+		free(pidtext);
+		pidtext = NULL;
+		pidlen = 0;
+		for (size_t i = 0; i < t.nnodes; i++) {
+			char conf[PATH_MAX], log[PATH_MAX];
+			struct stat sb;
+			pathf(conf, sizeof(conf), "%s/nodes/%s.conf", dir, nodes[i].id);
+			pathf(log, sizeof(log), "%s/nodes/%s.log", dir, nodes[i].id);
+			nodes[i].log_off = stat(log, &sb) ? 0 : sb.st_size;
+			nodes[i].pid = spawn(qwaved, conf, log);
+			if (nodes[i].pid < 0 ||
+			    append(&pidtext, &pidlen, "%s %ld\n", nodes[i].id, (long)nodes[i].pid)) {
+				qw_cli_fail("cannot start qwaved: %s", strerror(errno));
 				goto fail_stop;
 			}
-			if (time(NULL) - t0 > NET_START_TIMEOUT_S) {
-				qw_cli_fail("node %s did not answer within %d s: see %s/nodes/%s.log",
-					    nodes[i].id, NET_START_TIMEOUT_S, dir, nodes[i].id);
+			pathf(path, sizeof(path), "%s/pids", dir);
+			if (write_text(path, pidtext, 0600)) {
+				qw_cli_fail("cannot write %s", path);
 				goto fail_stop;
 			}
-			qw_cli_progress("starting node %s", nodes[i].id);
-			nanosleep(&ts, NULL);
 		}
+		t0 = time(NULL);
+		for (size_t i = 0; i < t.nnodes && !lost; i++) {
+			char st[PATH_MAX];
+			pathf(st, sizeof(st), "%s/nodes/%s.status.json", dir, nodes[i].id);
+			for (;;) {
+				struct timespec ts = { 0, 50000000 };
+				int status;
+				if (!read_status(st, &nodes[i]) && tcp_answers(nodes[i].etsi_port))
+					break;
+				if (waitpid(nodes[i].pid, &status, WNOHANG) == nodes[i].pid) {
+					if (attempt < NET_PORT_ATTEMPTS && km_port_taken(dir, &nodes[i])) {
+						lost = &nodes[i];
+						break;
+					}
+					qw_cli_fail("node %s exited during start-up: see %s/nodes/%s.log",
+						    nodes[i].id, dir, nodes[i].id);
+					goto fail_stop;
+				}
+				if (time(NULL) - t0 > NET_START_TIMEOUT_S) {
+					qw_cli_fail("node %s did not answer within %d s: see %s/nodes/%s.log",
+						    nodes[i].id, NET_START_TIMEOUT_S, dir, nodes[i].id);
+					goto fail_stop;
+				}
+				qw_cli_progress("starting node %s", nodes[i].id);
+				nanosleep(&ts, NULL);
+			}
+		}
+		if (!lost)
+			break;
+		qw_cli_progress_done();
+		fprintf(stderr,
+			"qwave: node %s: its KM port %u was taken by another program meanwhile: starting the network again on fresh ports\n",
+			lost->id, lost->km_port);
+		(void)stop_all(dir, 1);
 	}
 	qw_cli_progress_done();
 	if (json) {
