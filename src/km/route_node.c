@@ -470,7 +470,9 @@ static void note_path(struct km_route *r, const char *dst, const struct qw_route
 	}
 	if (strcmp(e->path, text)) {
 		r->path_changes++;
-		qw_log(QW_LOG_INFO, "routing: best path to %s now %s (was %s)", dst,
+		/* debug: with pools draining, equal-length paths trade places
+		 * often; qwave_route_path_changes_total counts them */
+		qw_log(QW_LOG_DEBUG, "routing: best path to %s now %s (was %s)", dst,
 		       *text ? text : "none", *e->path ? e->path : "none");
 		snprintf(e->path, sizeof(e->path), "%s", text);
 	}
