@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <jansson.h>
 
@@ -615,10 +616,64 @@ int qw_etsi014_check_limits(struct qw_etsi014_request *r, const struct qw_kme_st
 
 /* ---- handlers ---- */
 
+/* Get key needs the KME's limits (clause 6.1) to check a request, and a
+ * Status also counts the stored keys, which costs the key manager a store
+ * query. Limits are configuration: Get key reuses the answer of the last
+ * successful Status for the same SAE pair for up to LIMITS_TTL_S seconds.
+ * Permission, routing and the limits themselves are checked again by
+ * get_keys on every request; only the 400 texts could come from the cache. */
+#define LIMITS_CACHED 8
+#define LIMITS_TTL_S 1.0
+
+struct limits {
+	char caller[QW_KME_ID_MAX + 1], slave[QW_KME_ID_MAX + 1];
+	struct qw_kme_status st;
+	double t; /* 0: empty */
+};
+
 struct qw_etsi014 {
 	const struct qw_kme_ops *ops;
 	void *ctx;
+	struct limits cache[LIMITS_CACHED];
+	size_t next;
 };
+
+static double mono_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* The KME's status for caller -> slave, from the cache when fresh. */
+static int limits_of(struct qw_etsi014 *e, const char *caller, const char *slave,
+		     struct qw_kme_status *st)
+{
+	double now = mono_s();
+	struct limits *c;
+	int ret;
+
+	for (size_t i = 0; i < LIMITS_CACHED; i++) {
+		c = &e->cache[i];
+		if (c->t > 0 && now - c->t < LIMITS_TTL_S && !strcmp(c->caller, caller) &&
+		    !strcmp(c->slave, slave)) {
+			*st = c->st;
+			return 0;
+		}
+	}
+	memset(st, 0, sizeof(*st));
+	ret = e->ops->status(e->ctx, caller, slave, st);
+	if (ret || strlen(caller) >= sizeof(c->caller) || strlen(slave) >= sizeof(c->slave))
+		return ret;
+	c = &e->cache[e->next];
+	e->next = (e->next + 1) % LIMITS_CACHED;
+	memcpy(c->caller, caller, strlen(caller) + 1);
+	memcpy(c->slave, slave, strlen(slave) + 1);
+	c->st = *st;
+	c->t = now;
+	return 0;
+}
 
 /* One Get key / Get key with key IDs in flight. */
 struct flight {
@@ -866,8 +921,7 @@ static void do_enc_keys(struct qw_etsi014 *e, struct qw_https_req *req, const ch
 	struct flight *f;
 	int ret;
 
-	memset(&st, 0, sizeof(st));
-	ret = e->ops->status(e->ctx, caller, r->sae_id, &st);
+	ret = limits_of(e, caller, r->sae_id, &st);
 	if (ret) {
 		reply_kme_error(req, ret, QW_ETSI014_ENC_KEYS);
 		qw_etsi014_request_clear(r);

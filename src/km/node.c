@@ -334,10 +334,14 @@ void km_req_deliver(struct km_req *r)
 	struct qw_km *km = r->km;
 	size_t bytes = r->k.size_bits / 8, total = bytes * r->k.count, outlen = 0;
 	struct qw_kme_key *keys = NULL;
-	uint8_t *out = NULL;
+	/* A batch of small keys passes through a wiped stack buffer; a larger
+	 * one gets a locked buffer (an mlock per batch costs more than the
+	 * rest of the copy). */
+	uint8_t stack[4096], *out = total <= sizeof(stack) ? stack : NULL;
 	int ret = QW_ENOMEM;
 
-	out = qw_secure_alloc(total);
+	if (!out)
+		out = qw_secure_alloc(total);
 	keys = qw_calloc(r->k.count, sizeof(*keys));
 	if (!out || !keys)
 		goto fail;
@@ -358,7 +362,10 @@ void km_req_deliver(struct km_req *r)
 		keys[i].size_bits = r->k.size_bits;
 		qw_uuid_format(&r->k.ids[i], keys[i].key_id);
 	}
-	qw_secure_free(out, total);
+	if (out == stack)
+		qw_wipe(stack, total);
+	else
+		qw_secure_free(out, total);
 	r->p->keys_master += r->k.count;
 	km->keys_delivered += r->k.count;
 	km_req_finish(r, 0, keys, r->k.count);
@@ -368,7 +375,10 @@ fail:
 	 * RESERVED for the master, so erase them rather than strand them */
 	if (ret != QW_ENOMEM || out)
 		km_erase_ids(km, r->k.ids, r->k.count);
-	qw_secure_free(out, total);
+	if (out == stack)
+		qw_wipe(stack, total);
+	else
+		qw_secure_free(out, total);
 	free(keys);
 	qw_log(QW_LOG_WARN, "delivering %u key(s) to %s failed: %s", r->k.count, r->k.master,
 	       qw_strerror(ret));

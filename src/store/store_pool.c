@@ -1,6 +1,7 @@
 /* Key store pools: raw link-key material per peer, sealed in chunks,
  * consumed from the front with exact accounting, resynchronised with the
  * peer's view (docs/store.md). */
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -234,13 +235,16 @@ int qw_store_pool_available(struct qw_store *s, const char *peer, uint64_t *bits
 
 	QW_REQUIRE(s && peer && bits);
 	*bits = 0;
-	if ((ret = qw_st_tx_begin(s)))
-		return ret;
+	/* One SELECT reads a consistent snapshot by itself: no write
+	 * transaction (BEGIN IMMEDIATE takes the database's write lock, and
+	 * the ETSI 014 front end reads this figure for every Get key). */
+	pthread_mutex_lock(&s->lock);
 	ret = s->be->block_list(s->db, peer, &bl, &nb);
+	pthread_mutex_unlock(&s->lock);
 	for (size_t i = 0; !ret && i < nb; i++)
 		*bits += bl[i].nbits - bl[i].used;
 	free(bl);
-	return qw_st_tx_end(s, ret);
+	return ret;
 }
 
 int qw_store_pool_cursor(struct qw_store *s, const char *peer, struct qw_store_pos *pos)
