@@ -5,8 +5,8 @@
  * that a link cut cleanly reroutes, that a node that freezes (a dead
  * process whose sockets stay open) is noticed by the heartbeat, routed
  * around and aged out with a node_down alarm, the routing metrics, the
- * whole-network dashboard state, and the authorization policy from the
- * configuration. */
+ * whole-network dashboard state, a link alarm, a restarted node, and the
+ * authorization policy from the configuration. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -486,11 +486,40 @@ static void test_policy(void **state)
 	assert_int_equal(f->n[1].conf.routing.dead_ms, 400);
 }
 
+/* A node restarts (new key manager, same store): its first LSA's sequence
+ * number is its Unix time in ms, above everything its previous life
+ * flooded, so the others take the new LSA at once. */
+static void test_restart(void **state)
+{
+	struct fx *f = *state;
+	struct node *d = &f->n[3];
+	uint64_t old_seq;
+	int err;
+
+	for (int l = 0; l < NL; l++)
+		connect_link(f, l);
+	run_until(f, converged, 5000);
+	old_seq = qw_route_db_find(km_route_db(f->n[0].km), "n-d")->seq;
+	qw_km_free(d->km);
+	for (int k = 0; k < 10; k++)
+		event_base_loop(d->base, EVLOOP_NONBLOCK);
+	d->km = qw_km_new(d->base, &d->conf, d->store, &err);
+	assert_non_null(d->km);
+	connect_link(f, 2);
+	connect_link(f, 3);
+	run_until(f, all_links_up, 5000);
+	run_until(f, converged, 5000);
+	for (int i = 0; i < NN; i++)
+		assert_true(qw_route_db_find(km_route_db(f->n[i].km), "n-d")->seq > old_seq);
+	path_is(f, 0, 2, 0, "n-a n-d n-c", 200000);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_ring, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_link_alarm, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_restart, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_policy, setup, teardown),
 	};
 
