@@ -459,7 +459,7 @@ static void batch_attempt(struct rl_batch *b)
 {
 	struct km_relay *R = b->R;
 	struct qw_km *km = R->km;
-	int last_err = QW_EAGAIN;
+	int last_err = QW_EAGAIN, attempted = b->pi > 0;
 
 	for (; b->pi < b->npaths; b->pi++) {
 		const struct qw_route_path *path = &b->paths[b->pi];
@@ -481,6 +481,7 @@ static void batch_attempt(struct rl_batch *b)
 		ret = QW_ENOMEM;
 		if (!(e = entry_new(R, &rid)))
 			goto fail;
+		attempted = 1;
 		e->b = b;
 		e->nextp = p;
 		e->idx = 0;
@@ -550,9 +551,13 @@ fail:
 			qw_log(QW_LOG_WARN, "relay %s to %s via %s could not start: %s", id, b->dst,
 			       path->nodes[1], qw_strerror(ret));
 			entry_free(R, e);
+			km->relays.failed++;
 		}
 	}
-	km->relays.failed++;
+	/* every path tried (each failed attempt counted where it failed;
+	 * a batch that could start none counts once) */
+	if (!attempted)
+		km->relays.failed++;
 	batch_fail(b, last_err == QW_ENOMEM ? QW_ENOMEM : QW_EAGAIN);
 }
 

@@ -413,6 +413,8 @@ static void relay_round_trip(struct fx *f, int from, int to, uint32_t number, ui
 	qw_kme_keys_free(dec.keys, dec.n);
 }
 
+static int metric_has(struct qw_km *km, const char *line);
+
 static void test_forward_chain(void **state)
 {
 	struct fx *f = chain_new(5, -1);
@@ -431,6 +433,27 @@ static void test_forward_chain(void **state)
 	relay_round_trip(f, 0, 4, 3, 512);
 	assert_link_bits(f, s, 1536 + 128);
 	assert_in_step(f);
+	/* the same accounting in the metrics, at both ends of every link;
+	 * the origin's relayed key bits make eta visible */
+	for (int i = 0; i + 1 < f->N; i++) {
+		char line[160];
+
+		snprintf(line, sizeof(line), "qwave_relay_link_bits_total{node=\"%s\",peer=\"%s\"} %d\n",
+			 f->n[i].id, f->n[i + 1].id, 2560 + 256 + 1536 + 128);
+		assert_true(metric_has(f->n[i].km, line));
+		snprintf(line, sizeof(line), "qwave_relay_link_bits_total{node=\"%s\",peer=\"%s\"} %d\n",
+			 f->n[i + 1].id, f->n[i].id, 2560 + 256 + 1536 + 128);
+		assert_true(metric_has(f->n[i + 1].km, line));
+	}
+	assert_true(metric_has(f->n[0].km, "qwave_relay_key_bits_total{node=\"node-0\"} 4096\n"));
+	assert_true(metric_has(f->n[0].km, "qwave_relay_total{node=\"node-0\",event=\"sent\"} 2\n"));
+	for (int i = 1; i < 4; i++) {
+		char line[128];
+
+		snprintf(line, sizeof(line), "qwave_relay_total{node=\"node-%d\",event=\"forwarded\"} 2\n", i);
+		assert_true(metric_has(f->n[i].km, line));
+	}
+	assert_true(metric_has(f->n[4].km, "qwave_relay_total{node=\"node-4\",event=\"received\"} 2\n"));
 	chain_free(f);
 }
 
