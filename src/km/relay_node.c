@@ -677,6 +677,8 @@ static void batch_send(struct rl_batch *b)
 		batch_fail(b, QW_EAGAIN);
 		return;
 	}
+	qw_log(QW_LOG_DEBUG, "relay to %s: %zu path(s) with %" PRIu64 " key bits", b->dst, b->npaths,
+	       b->payload_bits);
 	b->pi = 0;
 	batch_attempt(b);
 }

@@ -29,6 +29,7 @@
 #include "qwave/dashboard.h"
 #include "qwave/km.h"
 #include "qwave/kmlink.h"
+#include "qwave/log.h"
 #include "qwave/relay.h"
 #include "qwave/rng.h"
 #include "qwave/store.h"
@@ -63,6 +64,7 @@ struct fx {
 	uint64_t next_block[MAXN];
 	struct mitm mitm;
 	int mitm_link;
+	int ring;                  /* extra link node-0 - node-(N-1) */
 };
 
 struct result {
@@ -197,7 +199,15 @@ static int pools_filled(void *arg)
 	return 1;
 }
 
-static struct fx *chain_new(int N, int mitm_link)
+static int ring_up(void *arg)
+{
+	struct fx *f = arg;
+
+	return qw_km_link_up(f->n[0].km, f->n[f->N - 1].id) &&
+	       qw_km_link_up(f->n[f->N - 1].km, f->n[0].id);
+}
+
+static struct fx *net_new(int N, int mitm_link, int ring)
 {
 	struct fx *f = calloc(1, sizeof(*f));
 	uint8_t mk[QW_STORE_MASTER_KEY_BYTES];
@@ -206,6 +216,7 @@ static struct fx *chain_new(int N, int mitm_link)
 	assert_non_null(f);
 	f->N = N;
 	f->mitm_link = mitm_link;
+	f->ring = ring;
 	strcpy(f->dir, "/tmp/qw_relaynode_XXXXXX");
 	assert_non_null(mkdtemp(f->dir));
 	f->rng = qw_rng_new_system();
@@ -233,6 +244,13 @@ static struct fx *chain_new(int N, int mitm_link)
 			off += (size_t)snprintf(text + off, sizeof(text) - off,
 						"[link]\npeer = node-%d\naddress = 127.0.0.1:%d\npsk_file = psk\n",
 						i + 1, 1001 + i);
+		if (ring && i == 0)
+			off += (size_t)snprintf(text + off, sizeof(text) - off,
+						"[link]\npeer = node-%d\naddress = 127.0.0.1:%d\npsk_file = psk\n",
+						N - 1, 1000 + N - 1);
+		if (ring && i == N - 1)
+			off += (size_t)snprintf(text + off, sizeof(text) - off,
+						"[link]\npeer = node-0\npsk_file = psk\n");
 		for (int j = 0; j < N; j++)
 			off += (size_t)snprintf(text + off, sizeof(text) - off,
 						"[sae]\nid = sae-%d\nnode = node-%d\n", j, j);
@@ -255,12 +273,32 @@ static struct fx *chain_new(int N, int mitm_link)
 	for (int i = 0; i + 1 < N; i++)
 		connect_link(f, i);
 	run_until(f, all_up, f);
+	if (ring) {
+		struct bufferevent *a[2];
+		uint8_t *bits = malloc(BLOCK_BITS / 8);
+
+		pair(f, a);
+		assert_int_equal(qw_km_attach(f->n[0].km, f->n[N - 1].id, a[0]), 0);
+		assert_int_equal(qw_km_attach(f->n[N - 1].km, f->n[0].id, a[1]), 0);
+		run_until(f, ring_up, f);
+		/* one block only: the ring's paths are narrower than the chain's */
+		assert_non_null(bits);
+		assert_int_equal(qw_rng_bytes(f->rng, bits, BLOCK_BITS / 8), 0);
+		assert_int_equal(qw_km_submit_block(f->n[0].km, f->n[N - 1].id, 1, bits, BLOCK_BITS), 0);
+		assert_int_equal(qw_km_submit_block(f->n[N - 1].km, f->n[0].id, 1, bits, BLOCK_BITS), 0);
+		free(bits);
+	}
 	for (int i = 0; i + 1 < N; i++) {
 		fill_link(f, i, BLOCK_BITS);
 		fill_link(f, i, BLOCK_BITS);
 	}
 	run_until(f, pools_filled, f);
 	return f;
+}
+
+static struct fx *chain_new(int N, int mitm_link)
+{
+	return net_new(N, mitm_link, 0);
 }
 
 static void rm_db(const char *db)
@@ -747,6 +785,9 @@ static void test_no_path(void **state)
 
 	(void)state;
 	wait_route(f, 0, 2);
+	/* the man in the middle hangs up: both nodes see the end of stream */
+	bufferevent_flush(f->mitm.l, EV_WRITE, BEV_FINISHED);
+	bufferevent_flush(f->mitm.r, EV_WRITE, BEV_FINISHED);
 	bufferevent_free(f->mitm.l);
 	bufferevent_free(f->mitm.r);
 	f->mitm.l = f->mitm.r = NULL;
@@ -762,6 +803,65 @@ static void test_no_path(void **state)
 	chain_free(f);
 }
 
+/* node-0's link-state database shows all four links of the ring up with
+ * key at both ends (the ring link's pool arrived after the first LSAs) */
+static int ring_known(void *arg)
+{
+	struct fx *f = arg;
+	struct qw_dashboard_state st;
+	int n = 0;
+
+	memset(&st, 0, sizeof(st));
+	assert_int_equal(qw_km_dashboard_state(f->n[0].km, &st), 0);
+	for (size_t i = 0; i < st.nlinks; i++)
+		n += st.links[i].up && st.links[i].pool_bits_a != QW_DASHBOARD_UNKNOWN &&
+		     st.links[i].pool_bits_b != QW_DASHBOARD_UNKNOWN &&
+		     st.links[i].pool_bits_a > 10000 && st.links[i].pool_bits_b > 10000;
+	return n == 4;
+}
+
+/* A ring 0-1-2-3-0: the relay 0 -> 2 first takes 0-1-2 (the wider
+ * path); a man in the middle on 1-2 makes it fail authentication, and the
+ * origin answers the SAE from the next path, 0-3-2, with new keys. */
+static void test_next_path(void **state)
+{
+	struct fx *f = net_new(4, 1, 1);
+	struct result r, d;
+	struct qw_store_pos a, b;
+	uint64_t ring0 = 0, ring3 = 0;
+
+	(void)state;
+	wait_route(f, 0, 2);
+	run_until(f, ring_known, f);
+	assert_int_equal(qw_store_pool_available(f->n[0].store, "node-3", &ring0), 0);
+	f->mitm.armed = 1;
+	f->mitm.from = f->mitm.l;
+	get_keys(f, 0, 2, 10, 256, &r);
+	run_until(f, is_done, &r);
+	assert_int_equal(f->mitm.tampered, 1);
+	assert_int_equal(r.err, 0);
+	assert_int_equal(r.n, 10);
+	assert_true(has_alarm(f->n[2].km, "mac_failure"));
+	/* the keys of the failed attempt are erased at the origin */
+	assert_int_equal(keys_of(f, 0, 2, QW_STORE_ERASED), 10);
+	assert_int_equal(keys_of(f, 0, 2, QW_STORE_DELIVERED), 10);
+	dec_keys(f, 0, 2, &r, &d);
+	assert_int_equal(d.err, 0);
+	for (size_t k = 0; k < r.n; k++)
+		assert_memory_equal(d.keys[k].key, r.keys[k].key, 32);
+	qw_kme_keys_free(d.keys, d.n);
+	qw_kme_keys_free(r.keys, r.n);
+	/* the second path consumed formula (1) on the ring link, in step */
+	assert_int_equal(qw_store_pool_available(f->n[0].store, "node-3", &ring3), 0);
+	assert_int_equal(ring0 - ring3, 2560 + 256);
+	assert_int_equal(qw_store_pool_cursor(f->n[0].store, "node-3", &a), 0);
+	assert_int_equal(qw_store_pool_cursor(f->n[3].store, "node-0", &b), 0);
+	assert_int_equal(a.block_id, b.block_id);
+	assert_int_equal(a.bit, b.bit);
+	assert_in_step(f);
+	chain_free(f);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -772,6 +872,7 @@ int main(void)
 		cmocka_unit_test(test_mixed_with_neighbour_keys),
 		cmocka_unit_test(test_follower_block_late),
 		cmocka_unit_test(test_no_path),
+		cmocka_unit_test(test_next_path),
 	};
 
 	ops = qw_km_kme_ops();
