@@ -409,6 +409,9 @@ int qw_bench_relay(int argc, char **argv)
 		} else if (!strcmp(a, "--json")) {
 			json = 1;
 			continue;
+		} else if (strcmp(a, "--requests") && strcmp(a, "--concurrency") && strcmp(a, "--keys") &&
+			   strcmp(a, "--bits") && strcmp(a, "--dir")) {
+			return qw_cli_usage_error("bench relay", "unknown option '%s'", a);
 		} else if (!val) {
 			return qw_cli_usage_error("bench relay", "%s needs a value", a);
 		} else if (!strcmp(a, "--requests")) {
@@ -427,8 +430,6 @@ int qw_bench_relay(int argc, char **argv)
 			if (strlen(val) > 400)
 				return qw_cli_usage_error("bench relay", "--dir too long");
 			dir = val;
-		} else {
-			return qw_cli_usage_error("bench relay", "unknown option '%s'", a);
 		}
 		i++;
 	}
