@@ -224,8 +224,24 @@ struct qw_km_link_report {
 	uint64_t secret_bits;      /* total */
 	uint64_t sessions, blocks_delivered, blocks_dropped;
 	uint64_t alarms;           /* QBER alarms */
+	/* 1 from a session whose blocks hit the QBER alarm until a session
+	 * completes below the threshold: the link is under attack (or
+	 * broken) and routing should avoid it */
+	int qber_alarm;
+	/* sessions that failed authentication on the classical channel
+	 * (QW_EAUTH: a tag or the key-confirmation transcript did not
+	 * verify): tampering, or keys out of step */
+	uint64_t auth_failures;
 };
 void qw_km_link_report(struct qw_km *km, const char *peer, const struct qw_km_link_report *r);
+
+/* Eavesdropper drill (docs/operations.md): intercept-resend on a fraction
+ * f in [0, 1] of the pulses of the simulated QKD link to peer, from its
+ * next session on (0 switches the attack off). Only the end that runs the
+ * optics simulation (the link's Alice, qw_km_is_leader) can do it. Loop
+ * thread. 0, QW_ENOTFOUND (no QKD link to peer), QW_ESTATE (the peer's
+ * end simulates the link), QW_EINVAL (f outside [0, 1]). */
+QW_WUR int qw_km_drill_eve(struct qw_km *km, const char *peer, double f);
 
 /* Requests whose callback has not run yet. */
 size_t qw_km_pending(struct qw_km *km);

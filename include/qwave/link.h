@@ -182,6 +182,12 @@ QW_WUR int qw_link_run(struct qw_link *l);
 
 void qw_link_get_stats(struct qw_link *l, struct qw_link_stats *st);
 
+/* The endpoint's authenticated connection (borrowed, lives as long as l),
+ * for a caller's own frames on stream 0 before qw_link_run (e.g. a key
+ * confirmation handshake) or after it returned 0 (a commit step; the run
+ * reads nothing past the peer's FIN). Never while qw_link_run runs. */
+struct qw_frame_conn *qw_link_conn(struct qw_link *l);
+
 /* Wipes and frees; NULL accepted. */
 void qw_link_free(struct qw_link *l);
 

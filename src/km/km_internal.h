@@ -122,6 +122,7 @@ struct km_peer {
 	int inflight;              /* batches sent, not completed */
 	int64_t last_rx_ms;        /* last frame received (heartbeat, route_node.c) */
 	struct km_relay_link *relay; /* relay_node.c per-link state, or NULL */
+	struct km_qkd *qkd;        /* qkd.c: the link's QKD endpoint (drill), or NULL */
 };
 
 struct km_status_count {

@@ -445,6 +445,12 @@ void qw_link_get_stats(struct qw_link *l, struct qw_link_stats *st)
 	}
 }
 
+struct qw_frame_conn *qw_link_conn(struct qw_link *l)
+{
+	QW_REQUIRE(l != NULL);
+	return l->conn;
+}
+
 void qw_link_free(struct qw_link *l)
 {
 	if (!l)
