@@ -90,6 +90,11 @@ struct qw_refill_params {
 	 * block_bits / 4 for a large request). */
 	uint64_t max_probes;
 	int recv_timeout_ms;         /* pad wait of the frame connection */
+	/* Optional (NULL: never): polled between probe rounds; nonzero ends
+	 * the refill with QW_EABORT (reason "stopped"), e.g. a daemon
+	 * shutting down while a terminal's refill is being probed. */
+	int (*should_stop)(void *arg);
+	void *stop_arg;
 };
 
 /* Defaults: plkg defaults with the BCH reconciler (one message and one

@@ -297,6 +297,11 @@ static void peer_name(const struct sockaddr_storage *ss, char *out, size_t cap)
 	snprintf(out, cap, "%s:%u", h, port);
 }
 
+static int air_should_stop(void *arg)
+{
+	return atomic_load(&((struct air *)arg)->stop);
+}
+
 static void *air_main(void *arg)
 {
 	struct air *a = arg;
@@ -304,6 +309,8 @@ static void *air_main(void *arg)
 
 	qw_refill_params_default(&p);
 	p.recv_timeout_ms = (int)a->timeout_s * 1000;
+	p.should_stop = air_should_stop;
+	p.stop_arg = a;
 	while (!atomic_load(&a->stop)) {
 		struct sockaddr_storage ss;
 		socklen_t sl = sizeof(ss);

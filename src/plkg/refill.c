@@ -245,6 +245,11 @@ static int probe_block(struct side *s, struct qw_key_block **blk)
 					    s->role == QW_ROLE_ALICE ? other : mine, NULL, NULL };
 		int r;
 
+		if (s->p->should_stop && s->p->should_stop(s->p->stop_arg)) {
+			set_reason(s->res, "stopped");
+			ret = QW_EABORT;
+			goto out;
+		}
 		qw_plkg_probe_next(ch, &pr);
 		qw_wipe(other, pp->chan.n_sc * sizeof(*other));
 		s->res->probes++;

@@ -327,6 +327,38 @@ static void test_two_refills_use_different_keys(void **state)
 	free(ap);
 }
 
+static int stop_now(void *arg)
+{
+	return *(const int *)arg;
+}
+
+/* A refill asked to stop (a daemon shutting down) ends before probing on,
+ * with nothing taken from the key source and nothing delivered. */
+static void test_stopped_refill_delivers_nothing(void **state)
+{
+	struct qw_refill_params p;
+	struct qw_refill_result tres;
+	struct ap_arg *ap = calloc(1, sizeof(*ap));
+	uint8_t *keys = NULL;
+	size_t n = 0;
+	int stop = 1;
+
+	(void)state;
+	assert_non_null(ap);
+	qw_refill_params_default(&p);
+	p.air_seed = 23;
+	p.should_stop = stop_now;
+	p.stop_arg = &stop;
+	assert_int_equal(run_refill(&p, 4, 0, ap, &keys, &n, &tres), QW_EABORT);
+	assert_int_equal(ap->ret, QW_EABORT);
+	assert_string_equal(ap->res.reason, "stopped");
+	assert_int_equal(ap->res.probes, 0);
+	assert_int_equal(ap->res.delivered_bits, 0);
+	assert_int_equal(ap->src.n, 0);
+	assert_null(keys);
+	free(ap);
+}
+
 static void test_tampered_delivery_adds_nothing(void **state)
 {
 	struct qw_refill_params p;
@@ -612,6 +644,7 @@ int main(void)
 		cmocka_unit_test(test_two_refills_use_different_keys),
 		cmocka_unit_test(test_tampered_delivery_adds_nothing),
 		cmocka_unit_test(test_refill_from_ksc),
+		cmocka_unit_test(test_stopped_refill_delivers_nothing),
 		cmocka_unit_test(test_carried_pool_chains_refills),
 		cmocka_unit_test(test_carry_file),
 	};
