@@ -13,6 +13,10 @@
 #include <string.h>
 #include <time.h>
 
+#include <sys/ioctl.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
 #include <event2/event.h>
 
 #include "km_internal.h"
@@ -27,7 +31,9 @@
 struct route_peer {
 	int64_t last_tx_ms;        /* our last LSA or PING on it */
 	struct bufferevent *seen_bev; /* connection the silence clock belongs to */
-	int64_t seen_ms;           /* when that connection was first seen */
+	int64_t seen_ms;           /* when that connection was first seen, or
+				    * last showed bytes arriving (below) */
+	size_t in_len;             /* its input buffer at the last look */
 	int mac_alarm;             /* km_route_set_alarm */
 };
 
@@ -248,6 +254,19 @@ static void heartbeat(struct qw_km *km, int64_t now, int stalled)
 			 * starts now */
 			rp->seen_bev = p->bev;
 			rp->seen_ms = now;
+		}
+		/* bytes arriving count as life even before a frame is whole
+		 * (a large RELAY in transit) or read (our loop was busy): data
+		 * in the kernel's socket buffer, or the input buffer grown */
+		{
+			size_t in = evbuffer_get_length(bufferevent_get_input(p->bev));
+			evutil_socket_t fd = bufferevent_getfd(p->bev);
+			int nb = 0;
+
+			if (in != rp->in_len ||
+			    (fd >= 0 && ioctl(fd, FIONREAD, &nb) == 0 && nb > 0))
+				rp->seen_ms = now;
+			rp->in_len = in;
 		}
 		last = p->last_rx_ms > rp->seen_ms ? p->last_rx_ms : rp->seen_ms;
 		if (c->routing.dead_ms && now - last > (int64_t)c->routing.dead_ms) {
