@@ -264,6 +264,20 @@ QW_WUR int qw_store_key_deliver_many(struct qw_store *s,
 				     const char *sae, uint8_t *out, size_t cap,
 				     size_t *outlen,
 				     struct qw_store_key_info *infos);
+/* qw_store_key_deliver_many(ids, n, sae, ...) and then
+ * qw_store_key_create(req, count, new_ids, at) in ONE transaction (one
+ * commit, one fsync under FULL), for a node that delivers one batch of keys
+ * and cuts the next. The delivery is the primary operation: it fails or
+ * succeeds exactly as qw_store_key_deliver_many (on failure nothing is
+ * delivered or cut). When the cut alone fails (QW_EAGAIN, QW_ESTATE,
+ * QW_EINVAL...), the delivery is still committed, nothing is cut, new_ids
+ * is zeroed and *create_err gets the cut's error; otherwise *create_err is
+ * 0. (store_key.c) */
+QW_WUR int qw_store_key_deliver_create(struct qw_store *s, const struct qw_uuid *ids,
+				       size_t n, const char *sae, uint8_t *out, size_t cap,
+				       size_t *outlen, const struct qw_store_key_req *req,
+				       size_t count, struct qw_uuid *new_ids,
+				       struct qw_store_pos *at, int *create_err);
 /* Metadata of a key, any state. 0, QW_ENOTFOUND, QW_EDB. */
 QW_WUR int qw_store_key_info(struct qw_store *s, const struct qw_uuid *id,
 			     struct qw_store_key_info *info);

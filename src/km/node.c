@@ -329,26 +329,88 @@ void km_req_finish(struct km_req *r, int err, struct qw_kme_key *keys, size_t n)
 	km_kick(p);
 }
 
+/* Leader: the oldest batch still collecting requests for p, or NULL. */
+static struct km_req *next_open(struct km_peer *p)
+{
+	for (struct km_req *q = p->reqs; q; q = q->next)
+		if (!q->sent)
+			return q;
+	return NULL;
+}
+
+/* Leader: announce batch nb, whose keys (ids, cut at pos) the store has
+ * just committed, as kme_impl.c's batch_send does after its own cut. */
+static void announce_cut(struct km_req *nb, struct qw_uuid *ids, const struct qw_store_pos *pos)
+{
+	struct km_peer *p = nb->p;
+	struct qw_kmlink_msg m;
+	int ret;
+
+	nb->sent = 1;
+	p->inflight++;
+	p->batches++;
+	nb->seq = p->next_seq++ | KM_SEQ_LEADER;
+	nb->k.ids = ids;
+	nb->cut_here = 1;
+	memset(&m, 0, sizeof(m));
+	m.type = QW_KMLINK_KEYS_NEW;
+	m.seq = nb->seq;
+	m.u.keys = nb->k;
+	m.u.keys.pos = *pos;
+	ret = km_send(p, &m);
+	if (ret) {
+		km_erase_ids(nb->km, ids, nb->k.count);
+		km_req_finish(nb, ret == QW_ECLOSED ? QW_EAGAIN : ret, NULL, 0);
+	}
+}
+
 void km_req_deliver(struct km_req *r)
 {
 	struct qw_km *km = r->km;
+	struct km_peer *p = r->p;
 	size_t bytes = r->k.size_bits / 8, total = bytes * r->k.count, outlen = 0;
 	struct qw_kme_key *keys = NULL;
 	/* A batch of small keys passes through a wiped stack buffer; a larger
 	 * one gets a locked buffer (an mlock per batch costs more than the
 	 * rest of the copy). */
 	uint8_t stack[4096], *out = total <= sizeof(stack) ? stack : NULL;
-	int ret = QW_ENOMEM;
+	/* Leader: the next batch is cut in the delivery's transaction (one
+	 * commit, one fsync, instead of two); it is announced after that
+	 * commit, exactly as a cut of its own would be. */
+	struct km_req *nb = p->leader && p->up ? next_open(p) : NULL;
+	const char *slaves[QW_STORE_SLAVES_MAX];
+	struct qw_store_key_req rq = { 0 };
+	struct qw_uuid *nids = NULL;
+	struct qw_store_pos npos = { 0 };
+	int ret = QW_ENOMEM, cerr = 0;
 
 	if (!out)
 		out = qw_secure_alloc(total);
 	keys = qw_calloc(r->k.count, sizeof(*keys));
 	if (!out || !keys)
 		goto fail;
-	ret = qw_store_key_deliver_many(km->store, r->k.ids, r->k.count, r->k.master, out, total,
-					&outlen, NULL);
-	if (ret)
+	if (nb && (nids = qw_calloc(nb->k.count, sizeof(*nids)))) {
+		for (uint32_t i = 0; i < nb->k.n_slaves; i++)
+			slaves[i] = nb->k.slaves[i];
+		rq.peer = p->id;
+		rq.size_bits = nb->k.size_bits;
+		rq.master_sae = nb->k.master;
+		rq.slave_saes = slaves;
+		rq.n_slaves = nb->k.n_slaves;
+		ret = qw_store_key_deliver_create(km->store, r->k.ids, r->k.count, r->k.master, out,
+						  total, &outlen, &rq, nb->k.count, nids, &npos, &cerr);
+	} else {
+		ret = qw_store_key_deliver_many(km->store, r->k.ids, r->k.count, r->k.master, out,
+						total, &outlen, NULL);
+	}
+	if (ret) {
+		free(nids);
 		goto fail;
+	}
+	if (nids && !cerr)
+		announce_cut(nb, nids, &npos); /* owns nids now */
+	else
+		free(nids); /* nb is cut on its own when r completes */
 	ret = QW_ENOMEM;
 	for (uint32_t i = 0; i < r->k.count; i++) {
 		keys[i].key = malloc(bytes);
@@ -356,7 +418,7 @@ void km_req_deliver(struct km_req *r)
 			km_keys_lost(km, r->k.master, r->k.ids, NULL, r->k.count);
 			qw_kme_keys_free(keys, i);
 			keys = NULL;
-			goto fail;
+			goto fail_delivered;
 		}
 		memcpy(keys[i].key, out + (size_t)i * bytes, bytes);
 		keys[i].size_bits = r->k.size_bits;
@@ -366,7 +428,7 @@ void km_req_deliver(struct km_req *r)
 		qw_wipe(stack, total);
 	else
 		qw_secure_free(out, total);
-	r->p->keys_master += r->k.count;
+	p->keys_master += r->k.count;
 	km->keys_delivered += r->k.count;
 	km_req_finish(r, 0, keys, r->k.count);
 	return;
@@ -375,6 +437,7 @@ fail:
 	 * RESERVED for the master, so erase them rather than strand them */
 	if (ret != QW_ENOMEM || out)
 		km_erase_ids(km, r->k.ids, r->k.count);
+fail_delivered:
 	if (out == stack)
 		qw_wipe(stack, total);
 	else

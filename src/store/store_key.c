@@ -150,14 +150,8 @@ static int key_create_locked(struct qw_store *s, const struct qw_store_key_req *
 	return ret;
 }
 
-int qw_store_key_create(struct qw_store *s, const struct qw_store_key_req *req, size_t count,
-			struct qw_uuid *ids, struct qw_store_pos *at)
+static int create_check(const struct qw_store_key_req *req, size_t count)
 {
-	uint8_t stack[KEY_GROUP_BYTES], *km = stack;
-	size_t kb, cap;
-	int ret;
-
-	QW_REQUIRE(s && req && (ids || !count) && (req->slave_saes || !req->n_slaves));
 	if (!qw_st_valid_name(req->peer) || req->size_bits == 0 || req->size_bits % 8 ||
 	    req->size_bits > QW_STORE_KEY_MAX_BITS || count == 0 || req->expires < 0)
 		return QW_EINVAL;
@@ -169,18 +163,46 @@ int qw_store_key_create(struct qw_store *s, const struct qw_store_key_req *req, 
 	for (size_t i = 0; i < req->n_slaves; i++)
 		if (!qw_st_valid_name(req->slave_saes[i]))
 			return QW_EINVAL;
-	/* Keys up to KEY_GROUP_BYTES are cut through a wiped stack buffer;
-	 * a larger key gets a locked one of its own size. */
-	kb = req->size_bits / 8;
-	cap = kb <= sizeof(stack) ? sizeof(stack) / kb * kb : kb;
-	if (kb > sizeof(stack) && !(km = qw_secure_alloc(kb)))
+	return 0;
+}
+
+/* Keys up to KEY_GROUP_BYTES are cut through the caller's wiped stack
+ * buffer; a larger key gets a locked one of its own size. */
+static uint8_t *create_buf(const struct qw_store_key_req *req, uint8_t *stack, size_t *cap)
+{
+	size_t kb = req->size_bits / 8;
+
+	if (kb <= KEY_GROUP_BYTES) {
+		*cap = KEY_GROUP_BYTES / kb * kb;
+		return stack;
+	}
+	*cap = kb;
+	return qw_secure_alloc(kb);
+}
+
+static void create_buf_free(const struct qw_store_key_req *req, uint8_t *km, uint8_t *stack)
+{
+	if (km != stack)
+		qw_secure_free(km, req->size_bits / 8);
+	else
+		qw_wipe(stack, KEY_GROUP_BYTES);
+}
+
+int qw_store_key_create(struct qw_store *s, const struct qw_store_key_req *req, size_t count,
+			struct qw_uuid *ids, struct qw_store_pos *at)
+{
+	uint8_t stack[KEY_GROUP_BYTES], *km;
+	size_t cap;
+	int ret;
+
+	QW_REQUIRE(s && req && (ids || !count) && (req->slave_saes || !req->n_slaves));
+	if ((ret = create_check(req, count)))
+		return ret;
+	if (!(km = create_buf(req, stack, &cap)))
 		return QW_ENOMEM;
 	if ((ret = qw_st_tx_begin(s)) == 0)
 		ret = qw_st_tx_end(s, key_create_locked(s, req, count, ids, at, km, cap));
-	if (km != stack)
-		qw_secure_free(km, kb);
-	else
-		qw_wipe(stack, sizeof(stack));
+	create_buf_free(req, km, stack);
 	if (ret)
 		memset(ids, 0, count * sizeof(*ids));
 	return ret;
@@ -289,6 +311,24 @@ int qw_store_key_deliver(struct qw_store *s, const struct qw_uuid *id, const cha
 	return ret;
 }
 
+/* Inside a transaction: deliver n keys, material back to back in out. */
+static int deliver_many_locked(struct qw_store *s, const struct qw_uuid *ids, size_t n,
+			       const char *sae, uint8_t *out, size_t cap, size_t *off,
+			       struct qw_store_key_info *infos, struct qw_store_key_info *one)
+{
+	int ret = 0;
+
+	*off = 0;
+	for (size_t i = 0; i < n && !ret; i++) {
+		struct qw_store_key_info *ki = infos ? &infos[i] : one;
+
+		ret = key_deliver_locked(s, &ids[i], sae, out ? out + *off : NULL, cap - *off, ki);
+		if (!ret)
+			*off += ki->size_bits / 8;
+	}
+	return ret;
+}
+
 int qw_store_key_deliver_many(struct qw_store *s, const struct qw_uuid *ids, size_t n,
 			      const char *sae, uint8_t *out, size_t cap, size_t *outlen,
 			      struct qw_store_key_info *infos)
@@ -308,13 +348,7 @@ int qw_store_key_deliver_many(struct qw_store *s, const struct qw_uuid *ids, siz
 		free(info);
 		return ret;
 	}
-	for (size_t i = 0; i < n && !ret; i++) {
-		struct qw_store_key_info *ki = infos ? &infos[i] : info;
-
-		ret = key_deliver_locked(s, &ids[i], sae, out ? out + off : NULL, cap - off, ki);
-		if (!ret)
-			off += ki->size_bits / 8;
-	}
+	ret = deliver_many_locked(s, ids, n, sae, out, cap, &off, infos, info);
 	ret = qw_st_tx_end(s, ret);
 	if (info)
 		qw_wipe(info, sizeof(*info));
@@ -326,6 +360,57 @@ int qw_store_key_deliver_many(struct qw_store *s, const struct qw_uuid *ids, siz
 	}
 	*outlen = off;
 	return 0;
+}
+
+int qw_store_key_deliver_create(struct qw_store *s, const struct qw_uuid *ids, size_t n,
+				const char *sae, uint8_t *out, size_t cap, size_t *outlen,
+				const struct qw_store_key_req *req, size_t count,
+				struct qw_uuid *new_ids, struct qw_store_pos *at, int *create_err)
+{
+	struct qw_store_key_info *info;
+	uint8_t stack[KEY_GROUP_BYTES], *km = NULL;
+	size_t off = 0, kmcap = 0;
+	int ret, cret;
+
+	QW_REQUIRE(s && (ids || !n) && sae && (out || !cap) && outlen && req && create_err &&
+		   (new_ids || !count) && (req->slave_saes || !req->n_slaves));
+	*outlen = 0;
+	*create_err = 0;
+	cret = create_check(req, count);
+	if (!cret && !(km = create_buf(req, stack, &kmcap)))
+		cret = QW_ENOMEM;
+	if (cret) {
+		/* the delivery alone */
+		memset(new_ids, 0, count * sizeof(*new_ids));
+		*create_err = cret;
+		return qw_store_key_deliver_many(s, ids, n, sae, out, cap, outlen, NULL);
+	}
+	if (!(info = malloc(sizeof(*info)))) {
+		create_buf_free(req, km, stack);
+		return QW_ENOMEM;
+	}
+	if ((ret = qw_st_tx_begin(s)) == 0) {
+		ret = deliver_many_locked(s, ids, n, sae, out, cap, &off, NULL, info);
+		if (!ret)
+			cret = key_create_locked(s, req, count, new_ids, at, km, kmcap);
+		/* a failed cut must not take the delivery down with it: roll
+		 * both back and deliver alone below */
+		ret = qw_st_tx_end(s, ret ? ret : cret);
+	}
+	qw_wipe(info, sizeof(*info));
+	free(info);
+	create_buf_free(req, km, stack);
+	if (!ret) {
+		*outlen = off;
+		return 0;
+	}
+	memset(new_ids, 0, count * sizeof(*new_ids));
+	if (out)
+		qw_wipe(out, cap);
+	if (!cret)
+		return ret; /* the delivery (or the commit) failed: nothing done */
+	*create_err = cret;
+	return qw_store_key_deliver_many(s, ids, n, sae, out, cap, outlen, NULL);
 }
 
 int qw_store_key_info(struct qw_store *s, const struct qw_uuid *id, struct qw_store_key_info *info)

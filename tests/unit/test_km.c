@@ -462,6 +462,46 @@ static void test_group_commit(void **state)
 	qw_kme_keys_free(dec.keys, dec.n);
 }
 
+/* The leader cuts the next batch in the transaction that delivers the one
+ * ahead of it. When the pool cannot cover that cut, the delivery still
+ * completes, the next batch fails with 503 on its own, and the pools stay
+ * in step for the requests after it. */
+static void test_cut_with_delivery(void **state)
+{
+	struct fx *f = *state;
+	struct result r[2], again, dec;
+	struct qw_kme_get_key_req rq = { .master_sae = "sae-a", .slave_sae = "sae-b", .size_bits = 1024 };
+
+	add_block(f, 2048, -1);
+	connect_nodes(f);
+	run_until(f, both_up, f);
+	memset(r, 0, sizeof(r));
+	for (int i = 0; i < 2; i++) {
+		rq.number = (uint32_t)(i + 1);
+		r[i].slave_store = f->n[1].store;
+		qw_km_kme_ops()->get_keys(f->n[0].km, &rq, on_keys, &r[i]);
+	}
+	run_until(f, is_done, &r[0]);
+	run_until(f, is_done, &r[1]);
+	assert_int_equal(r[0].err, 0);
+	assert_int_equal(r[0].n, 1);
+	assert_int_equal(r[0].slave_had, 1);
+	assert_int_equal(r[1].err, QW_EAGAIN);
+	assert_int_equal(pool(f, 0), 1024);
+	assert_int_equal(pool(f, 1), 1024);
+	add_block(f, 4096, -1);
+	get_keys(f, 0, "sae-a", "sae-b", 3, 1024, &again);
+	assert_int_equal(again.err, 0);
+	assert_int_equal(again.slave_had, 3);
+	dec_keys(f, 1, "sae-b", "sae-a", &again, &dec);
+	assert_int_equal(dec.err, 0);
+	assert_same_keys(&again, &dec);
+	assert_int_equal(pool(f, 0), pool(f, 1));
+	qw_kme_keys_free(r[0].keys, r[0].n);
+	qw_kme_keys_free(again.keys, again.n);
+	qw_kme_keys_free(dec.keys, dec.n);
+}
+
 /* Blocks from link threads land in the pool; a request while the link is
  * down fails at once (503) rather than hang. */
 static void test_blocks_and_down(void **state)
@@ -913,6 +953,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_resync, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_blocks_and_down, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_group_commit, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_cut_with_delivery, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_late_answer, setup, teardown),
 	};
 

@@ -552,6 +552,64 @@ static void test_create_many(void **state)
 	qw_store_close(b);
 }
 
+/* Deliver one batch and cut the next in one transaction; a cut that
+ * fails leaves the delivery committed and the pool untouched, and a
+ * delivery that fails leaves both undone. */
+static void test_deliver_create(void **state)
+{
+	struct fx *f = *state;
+	struct qw_store *s = open_store(f->db, f->mk);
+	uint8_t pool[128], out[64];
+	struct qw_uuid ids[4], next[4], zero[4];
+	struct qw_store_key_req req = {
+		.peer = "bob", .size_bits = 128, .master_sae = "A",
+		.slave_saes = slaves_b, .n_slaves = 1,
+	};
+	struct qw_store_key_info info;
+	struct qw_store_pos at, cur;
+	uint64_t left = 0;
+	size_t len = 0;
+	int cerr = 99;
+
+	memset(zero, 0, sizeof(zero));
+	fill_pool(f, s, "bob", 1, pool, sizeof(pool)); /* 8 keys of 128 bits */
+	assert_int_equal(qw_store_key_create(s, &req, 2, ids, NULL), 0);
+	assert_int_equal(qw_store_pool_cursor(s, "bob", &cur), 0);
+	assert_int_equal(qw_store_key_deliver_create(s, ids, 2, "A", out, sizeof(out), &len, &req,
+						     4, next, &at, &cerr), 0);
+	assert_int_equal(cerr, 0);
+	assert_int_equal(len, 32);
+	assert_memory_equal(out, pool, 32);
+	assert_int_equal(at.block_id, cur.block_id);
+	assert_int_equal(at.bit, cur.bit);
+	for (int i = 0; i < 4; i++) {
+		assert_int_equal(qw_store_key_info(s, &next[i], &info), 0);
+		assert_int_equal(info.state, QW_STORE_RESERVED);
+	}
+	/* the cut cannot be covered (2 keys left, 3 asked): delivered alone */
+	assert_int_equal(qw_store_key_deliver_create(s, next, 2, "A", out, sizeof(out), &len, &req,
+						     3, ids, &at, &cerr), 0);
+	assert_int_equal(cerr, QW_EAGAIN);
+	assert_int_equal(len, 32);
+	assert_memory_equal(out, pool + 32, 32);
+	assert_memory_equal(ids, zero, 3 * sizeof(ids[0]));
+	assert_int_equal(qw_store_key_info(s, &next[1], &info), 0);
+	assert_int_equal(info.state, QW_STORE_DELIVERED);
+	assert_int_equal(qw_store_pool_available(s, "bob", &left), 0);
+	assert_int_equal(left, 256);
+	/* a delivery that fails (already delivered) cuts nothing */
+	assert_int_equal(qw_store_key_deliver_create(s, next + 1, 2, "A", out, sizeof(out), &len,
+						     &req, 1, ids, &at, &cerr), QW_ESTATE);
+	assert_int_equal(len, 0);
+	assert_int_equal(qw_store_key_info(s, &next[2], &info), 0);
+	assert_int_equal(info.state, QW_STORE_RESERVED);
+	assert_int_equal(qw_store_pool_available(s, "bob", &left), 0);
+	assert_int_equal(left, 256);
+	assert_int_equal(qw_store_key_deliver(s, &next[3], "sae-B", out, sizeof(out), NULL), 0);
+	assert_memory_equal(out, pool + 80, 16);
+	qw_store_close(s);
+}
+
 struct list_ctx {
 	int n;
 	enum qw_store_key_state want;
@@ -1106,6 +1164,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_key_states, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_deliver_many, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_create_many, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_deliver_create, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_key_list, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_two_ends, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_encrypted_at_rest, setup, teardown),
