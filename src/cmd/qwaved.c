@@ -149,6 +149,97 @@ static void on_metrics(void *arg, struct qw_https_req *req)
 	qw_buf_free(&b);
 }
 
+/* A query parameter's value (raw, no percent-decoding: the drill's
+ * values are node IDs and numbers), copied to out; 0 or -1. */
+static int query_get(const char *q, const char *name, char *out, size_t n)
+{
+	size_t len = strlen(name);
+
+	while (q && *q) {
+		const char *amp = strchr(q, '&');
+		size_t seg = amp ? (size_t)(amp - q) : strlen(q);
+
+		if (seg > len && !strncmp(q, name, len) && q[len] == '=') {
+			if (seg - len - 1 >= n)
+				return -1;
+			memcpy(out, q + len + 1, seg - len - 1);
+			out[seg - len - 1] = '\0';
+			return 0;
+		}
+		q = amp ? amp + 1 : NULL;
+	}
+	return -1;
+}
+
+/* POST /drill/eve?peer=ID&fraction=F: the eavesdropper drill
+ * (docs/operations.md, "Eavesdropper drill"): intercept-resend on a
+ * fraction F of the pulses of the simulated QKD link to ID, from its next
+ * session on; F = 0 ends it. Routed only on a loopback manager listener and
+ * accepted only from a client holding this node's own certificate (what
+ * qwave net attack uses): the attack is a drill, never a remote control. */
+static void on_drill_eve(void *arg, struct qw_https_req *req)
+{
+	struct qwaved *d = arg;
+	const char *q = qw_https_req_query(req), *who = qw_https_req_peer_id(req);
+	char peer[128], fs[32], *end;
+	double f;
+	int ret;
+
+	if (!who || strcmp(who, d->conf.id)) {
+		qw_https_reply_error(req, 403, "the drill needs this node's own certificate");
+		return;
+	}
+	if (query_get(q, "peer", peer, sizeof(peer)) || query_get(q, "fraction", fs, sizeof(fs))) {
+		qw_https_reply_error(req, 400, "expected ?peer=ID&fraction=F");
+		return;
+	}
+	errno = 0;
+	f = strtod(fs, &end);
+	if (errno || end == fs || *end || !(f >= 0.0 && f <= 1.0)) {
+		qw_https_reply_error(req, 400, "fraction must be a number in [0, 1]");
+		return;
+	}
+	for (const char *c = peer; *c; c++) {
+		if (!((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9') ||
+		      *c == '-' || *c == '_' || *c == '.')) {
+			qw_https_reply_error(req, 400, "bad peer ID");
+			return;
+		}
+	}
+	ret = qw_km_drill_eve(d->km, peer, f);
+	if (ret == QW_ENOTFOUND) {
+		qw_https_reply_error(req, 404, "no simulated QKD link to that peer");
+		return;
+	}
+	if (ret == QW_ESTATE) {
+		qw_https_reply_error(req, 409, "the peer's end simulates this link: send the drill there");
+		return;
+	}
+	if (ret) {
+		qw_https_reply_error(req, 500, qw_strerror(ret));
+		return;
+	}
+	qw_log(QW_LOG_WARN, "DRILL: eavesdropper (intercept-resend) on %.1f%% of the pulses of the QKD link to %s from its next session%s",
+	       100 * f, peer, f > 0 ? "" : " (attack off)");
+	qw_https_req_note(req, "drill eve %s %.3f", peer, f);
+	{
+		char body[200];
+		int n = snprintf(body, sizeof(body), "{\"peer\": \"%s\", \"fraction\": %.6g}", peer, f);
+		qw_https_reply(req, 200, body, (size_t)n);
+	}
+}
+
+/* 1 when the manager listener is bound to the loopback interface. */
+static int loopback_addr(const char *addr)
+{
+	char host[64];
+	uint16_t port;
+
+	if (qw_km_parse_addr(addr, host, &port))
+		return 0;
+	return !strcmp(host, "127.0.0.1") || !strcmp(host, "localhost") || !strcmp(host, "::1");
+}
+
 static int listen_https(struct qwaved *d, const char *addr, struct qw_https_server **out)
 {
 	const struct qw_km_conf *c = &d->conf;
@@ -312,6 +403,10 @@ int main(int argc, char **argv)
 			goto out;
 		/* the manager's dashboard (docs/dashboard.md) on the same
 		 * mutually authenticated listener */
+		/* the eavesdropper drill, on a loopback listener only */
+		if (loopback_addr(d.conf.metrics_listen) &&
+		    qw_https_route(d.metrics_srv, QW_HTTP_POST, "/drill/eve", on_drill_eve, &d))
+			goto out;
 		d.dash = qw_dashboard_new(d.metrics_srv, qw_km_dashboard_state, d.km, &r);
 		if (!d.dash) {
 			qw_log(QW_LOG_ERROR, "dashboard: %s", qw_strerror(r));
