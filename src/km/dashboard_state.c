@@ -100,6 +100,12 @@ static void watch_peer(struct qw_km *km, struct km_peer *p)
 	}
 	p->dash_alarms = r.alarms;
 	p->dash_sessions = r.sessions;
+	if (r.auth_failures > p->dash_auth_failures)
+		/* qkd.c logs each one (ALARM QKD link ...) */
+		km_alarm(km, QW_DASHBOARD_CRITICAL, "mac_failure", p->id,
+			 "QKD session authentication failed on the classical channel to %s in %" PRIu64 " session(s) (tampering, or keys out of step)",
+			 p->id, r.auth_failures - p->dash_auth_failures);
+	p->dash_auth_failures = r.auth_failures;
 	if (qw_store_pool_available(km->store, p->id, &bits))
 		return;
 	/* exhausted: not even one key of the default size left, after the
@@ -291,7 +297,7 @@ int qw_km_dashboard_state(void *arg, struct qw_dashboard_state *st)
 		/* no session yet: unknown, not 0 */
 		l->qber = r.sessions && r.qber >= 0 && r.qber <= 1 ? r.qber : NAN;
 		l->key_rate_bps = r.sessions || r.blocks_delivered ? r.key_rate_bps : NAN;
-		l->qber_alarm = p->dash_qber_alarm;
+		l->qber_alarm = p->dash_qber_alarm || r.qber_alarm;
 		l->pool_bits_a = qw_store_pool_available(km->store, p->id, &bits) ? QW_DASHBOARD_UNKNOWN
 										     : bits;
 		/* the far end's pool as its last LSA reported it */

@@ -116,6 +116,7 @@ struct km_peer {
 	 * look saw, so that an alarm is raised once per transition */
 	int dash_was_up, dash_pool_ok, dash_qber_alarm;
 	uint64_t dash_alarms, dash_sessions, dash_resyncs;
+	uint64_t dash_auth_failures; /* QKD sessions that failed authentication */
 	/* counters (loop thread) */
 	uint64_t keys_master, keys_slave, keys_cut, resyncs, resync_dropped_keys;
 	uint64_t requests_failed, blocks_appended, blocks_refused, batches;

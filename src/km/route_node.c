@@ -143,10 +143,10 @@ static void own_links(struct qw_km *km, struct qw_route_link *links, size_t *n)
 		memset(k, 0, sizeof(*k));
 		snprintf(k->peer, sizeof(k->peer), "%s", p->id);
 		k->flags = p->up ? QW_ROUTE_LINK_UP : 0;
-		/* QBER alarm: the dashboard watcher's per-transition flag
-		 * (raised on a block above the threshold, cleared by a clean
-		 * session); MAC failure: km_route_set_alarm */
-		if (p->dash_qber_alarm || r->peer[i].mac_alarm)
+		/* QBER alarm: the QKD link's (a session hit the threshold,
+		 * until a clean one) or the dashboard watcher's per-transition
+		 * flag; MAC failure: km_route_set_alarm */
+		if (rep.qber_alarm || p->dash_qber_alarm || r->peer[i].mac_alarm)
 			k->flags |= QW_ROUTE_LINK_ALARM;
 		if (qw_store_pool_available(km->store, p->id, &bits) == 0)
 			k->pool_bits = bits;

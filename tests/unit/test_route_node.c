@@ -468,6 +468,55 @@ static void test_link_alarm(void **state)
 	run_until(f, ab_back, 5000);
 }
 
+/* The QKD link's QBER alarm (a session above the threshold: an
+ * eavesdropper) goes out in the LSA the same way, and a session that failed
+ * authentication on the classical channel is a mac_failure alarm on the
+ * dashboard. */
+static void test_qber_alarm(void **state)
+{
+	struct fx *f = *state;
+	struct qw_km_link_report rep;
+	struct qw_dashboard_state st;
+	int found = 0;
+
+	for (int l = 0; l < NL; l++)
+		connect_link(f, l);
+	run_until(f, converged, 5000);
+	memset(&rep, 0, sizeof(rep));
+	rep.sessions = 1;
+	rep.qber = 0.2;
+	rep.qber_alarm = 1;
+	rep.auth_failures = 1;
+	qw_km_link_report(f->n[0].km, "n-b", &rep);
+	run_until(f, ab_avoided, 5000);
+	memset(&st, 0, sizeof(st));
+	assert_int_equal(qw_km_dashboard_state(f->n[0].km, &st), 0);
+	for (size_t i = 0; i < st.nalarms; i++)
+		found |= !strcmp(st.alarms[i].kind, "mac_failure") && st.alarms[i].link_b &&
+			 !strcmp(st.alarms[i].link_b, "n-b");
+	assert_true(found);
+	for (size_t i = 0; i < st.nlinks; i++)
+		if (!strcmp(st.links[i].a, "n-a") && !strcmp(st.links[i].b, "n-b"))
+			assert_true(st.links[i].qber_alarm);
+	/* the other nodes' views carry it from the LSA */
+	memset(&st, 0, sizeof(st));
+	assert_int_equal(qw_km_dashboard_state(f->n[2].km, &st), 0);
+	found = 0;
+	for (size_t i = 0; i < st.nlinks; i++)
+		if ((!strcmp(st.links[i].a, "n-a") && !strcmp(st.links[i].b, "n-b")) ||
+		    (!strcmp(st.links[i].a, "n-b") && !strcmp(st.links[i].b, "n-a"))) {
+			found = 1;
+			assert_true(st.links[i].qber_alarm);
+			assert_true(st.links[i].qber > 0.19 && st.links[i].qber < 0.21);
+		}
+	assert_true(found);
+	rep.qber_alarm = 0;
+	rep.sessions = 2;
+	rep.qber = 0.03;
+	qw_km_link_report(f->n[0].km, "n-b", &rep);
+	run_until(f, ab_back, 5000);
+}
+
 static void test_policy(void **state)
 {
 	struct fx *f = *state;
@@ -520,6 +569,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_ring, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_link_alarm, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_restart, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_qber_alarm, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_policy, setup, teardown),
 	};
 
