@@ -15,6 +15,7 @@ Every node's KME URL is read from its status file before each connection:
 the ETSI port changes when the test restarts the node."""
 import base64
 import collections
+import concurrent.futures
 import http.client
 import json
 import os
@@ -35,6 +36,10 @@ TIMEOUT = 8
 MIN_REQUESTS = int(os.environ.get("QW_CHAOS_MIN_REQUESTS", "1000"))
 MIN_KEYS = int(os.environ.get("QW_CHAOS_MIN_KEYS", "500"))
 MIN_SHARE = float(os.environ.get("QW_CHAOS_MIN_SHARE", "0.9"))
+# enc_keys requests per second, all clients together (at most): thousands
+# in a storm of half a minute, without so many keys that asking again for
+# each one after the storm takes longer than the storm
+RATE = float(os.environ.get("QW_CHAOS_RATE", "80"))
 
 lock = threading.Lock()
 codes = collections.Counter()       # ("enc"|"dec", code) -> count
@@ -110,8 +115,12 @@ def record_dec(ids, status, data):
 def storm(master, slave, deadline, seed):
     rng = random.Random(seed)
     mc, sc = Client(master), Client(slave)
+    interval = len(pairs) / RATE
+    next_t = time.monotonic()
     while time.monotonic() < deadline and not os.path.exists(stop_file):
-        n = rng.randint(1, 3)
+        next_t = max(next_t + interval, time.monotonic())  # no bursts to catch up
+        time.sleep(next_t - time.monotonic() if next_t > time.monotonic() else 0)
+        n = rng.randint(1, 2)
         status, data = mc.post("/api/v1/keys/%s/enc_keys" % slave, {"number": n})
         with lock:
             codes[("enc", status)] += 1
@@ -166,36 +175,44 @@ def main():
     t_storm = time.monotonic()
 
     # After the storm (the test has restarted every node it killed): fetch
-    # what the slaves did not get, one key at a time so that a key cut by
-    # a crash does not hide the others.
-    limit = time.monotonic() + 30
-    clients = {}
-    missing = []
-    for kid in sorted(pending):
+    # what the slaves did not get, then ask dec_keys again for every key:
+    # it must be refused (delivered once). One request per key (a batch is
+    # refused as a whole when one key is missing, which would hide a key
+    # still there), spread over 4 threads with their own connections.
+    missing, again, errors = [], [], []
+    local = threading.local()
+
+    def ask(kid, limit):
         _, master, slave = enc_keys[kid]
-        c = clients.setdefault(slave, Client(slave))
+        if not hasattr(local, "clients"):
+            local.clients = {}
+        c = local.clients.setdefault(slave, Client(slave))
         status, data = dec_until_answered(c, master, [kid], limit)
         if status == 200:
             record_dec([kid], status, data)
-        elif status == 400 and b"not found" in data:
-            missing.append(kid)
-        else:
-            fail("dec_keys of %s after the storm: %s %s" % (kid, status, (data or b"")[:200]))
+            return "delivered"
+        if status == 400 and b"not found" in data:
+            return "not found"
+        with lock:
+            errors.append("dec_keys of %s: %s %s" % (kid, status, (data or b"")[:200]))
+        return "error"
 
-    # Delivered once: every key is refused now, one request per key (a
-    # batch is refused as a whole when one key is missing, which would hide
-    # a key still there).
+    def run(kids, seconds):
+        limit = time.monotonic() + seconds
+        with concurrent.futures.ThreadPoolExecutor(4) as ex:
+            return list(zip(kids, ex.map(lambda k: ask(k, limit), kids)))
+
+    for kid, r in run(sorted(pending), 30):
+        if r == "not found":
+            missing.append(kid)
+    if errors:
+        fail("after the storm: " + errors[0])
     t_fetched = time.monotonic()
-    again = []
-    for kid in sorted(enc_keys):
-        _, master, slave = enc_keys[kid]
-        c = clients.setdefault(slave, Client(slave))
-        status, data = dec_until_answered(c, master, [kid], limit + 30)
-        if status == 200:
-            record_dec([kid], status, data)
+    for kid, r in run(sorted(enc_keys), 60):
+        if r == "delivered":
             again.append(kid)
-        elif status != 400 or b"not found" not in data:
-            fail("second dec_keys of %s: %s %s" % (kid, status, (data or b"")[:200]))
+    if errors:
+        fail("second dec_keys: " + errors[0])
 
     enc_n = sum(v for (op, _), v in codes.items() if op == "enc")
     dec_n = sum(v for (op, _), v in codes.items() if op == "dec")

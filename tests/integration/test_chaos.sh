@@ -19,8 +19,10 @@ STORM_S=${QW_CHAOS_SECONDS:-25}
 t_start=$SECONDS
 
 conf=$src/examples/metro-ring.conf
+name=metro-ring.conf
 if [ ! -f "$conf" ]; then
 	conf=$dir/chain3.conf
+	name="a chain of three nodes"
 	cat >"$conf" <<'EOF'
 [node]
 id = node-1
@@ -64,7 +66,7 @@ far=$(awk '$2 == 0 { print $1 }' "$dir/pairs")
 [ -n "$near" ] || fail "no SAE pair at neighbour nodes in $conf"
 pairs=$near
 [ "$relay" = 1 ] && pairs="$pairs $far"
-echo "chaos: $(basename "$conf"), $(qw_nodes | wc -l) nodes, pairs: $(echo "$pairs" | xargs)" \
+echo "chaos: $name, $(qw_nodes | wc -l) nodes, pairs: $(echo "$pairs" | xargs)" \
 	"$([ "$relay" = 1 ] || echo "(no relay yet: non-neighbour pairs left out)")"
 
 # every neighbour pair's pool has keys before the storm (up to 120 s on a
@@ -76,19 +78,21 @@ ok
 t_filled=$SECONDS
 
 # shellcheck disable=SC2086 # one argument per pair
-python3 "$src/tests/integration/chaos.py" "$dir/up.json" "$state" "$dir/out" "$dir/stop" \
-	"$((STORM_S + 30))" $pairs >"$dir/chaos.out" 2>"$dir/chaos.err" &
+python3 "$src/tests/integration/chaos.py" "$dir/up.json" "$state" "$dir/chaos" "$dir/stop" \
+	"$((STORM_S + 300))" $pairs >"$dir/chaos.out" 2>"$dir/chaos.err" &
 client=$!
 # shellcheck disable=SC2317 # called by the EXIT trap (lib.sh)
 qw_cleanup_hook() { touch "$dir/stop"; kill "$client" 2>/dev/null; }
 
-# the chaos: every 3 to 5 s a random node (sometimes two) is killed, stays
-# down 0.5 to 2 s and restarts; requests go on meanwhile
+# the chaos: a random node (sometimes two) is killed, stays down 0 to 2 s
+# and restarts, then 1 to 3 s of requests with every node up; for
+# STORM_S seconds, and at least three times however slow the machine
 kills=0
+rounds=0
 mapfile -t nodes < <(qw_nodes)
 storm_end=$((SECONDS + STORM_S))
 sleep 2
-while [ "$SECONDS" -lt $((storm_end - 3)) ]; do
+while [ "$SECONDS" -lt $((storm_end - 3)) ] || [ $rounds -lt 3 ]; do
 	victims=${nodes[RANDOM % ${#nodes[@]}]}
 	if [ $((RANDOM % 4)) = 0 ]; then
 		other=${nodes[RANDOM % ${#nodes[@]}]}
@@ -98,10 +102,11 @@ while [ "$SECONDS" -lt $((storm_end - 3)) ]; do
 		qw_kill_node "$v"
 		kills=$((kills + 1))
 	done
-	sleep "$((RANDOM % 4 / 2)).$((RANDOM % 10))"
+	rounds=$((rounds + 1))
+	sleep "$((RANDOM % 2)).$((RANDOM % 10))"
 	for v in $victims; do qw_start_node "$v"; done
 	echo "chaos: $((SECONDS - t_filled)) s: killed and restarted $victims" >&2
-	sleep "$((3 + RANDOM % 3))"
+	sleep "$((1 + RANDOM % 3))"
 done
 touch "$dir/stop"
 t_stormed=$SECONDS
@@ -110,7 +115,6 @@ wait "$client" || rc=$?
 qw_cleanup_hook() { :; }
 cat "$dir/chaos.out"
 [ "$rc" = 0 ] || fail "chaos.py: $(sed 's/^FAIL: //' "$dir/chaos.err")"
-[ "$kills" -ge 3 ] || fail "only $kills kills"
 ok
 
 qw_net_down
