@@ -37,38 +37,64 @@ ok() { passed=$((passed + 1)); }
 json() { python3 -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
 alive() { [ -e "/proc/$1" ] && ! grep -q '^[^ ]* [^ ]* [ZX]' "/proc/$1/stat" 2>/dev/null; }
 
-# metric NAME of node ID in state dir S (first sample whose labels match
-# LABELS, default the node's own); empty when the node does not answer
-metric() {
-	local s=$1 id=$2 name=$3 labels=${4:-} port
-	port=$(json 'd["metrics_port"]' <"$s/nodes/$id.status.json") || return 0
-	curl -s --max-time 5 --cert "$s/pki/node-$id.crt" --key "$s/pki/node-$id.key" \
-		--cacert "$s/pki/ca.crt" "https://127.0.0.1:$port/metrics" |
-		awk -v n="$name" -v l="$labels" 'index($0, n "{") == 1 && index($0, l) { print $NF; exit }' || true
+declare -A PORT
+# the manager ports of the nodes of state dir S (after net up)
+read_ports() {
+	local s=$1 line
+	while read -r line; do
+		PORT[$s/${line% *}]=${line#* }
+	done < <(python3 - "$s" <<'EOP'
+import json, os, sys
+d = os.path.join(sys.argv[1], "nodes")
+for f in sorted(os.listdir(d)):
+    if f.endswith(".status.json"):
+        print(f[:-len(".status.json")], json.load(open(os.path.join(d, f)))["metrics_port"])
+EOP
+)
 }
 
-# wait up to $1 tenths of a second for the command "$2..." to succeed
+# GET /metrics of node ID in state dir S (empty when it does not answer)
+scrape() {
+	local s=$1 id=$2
+	curl -s --max-time 5 --cert "$s/pki/node-$id.crt" --key "$s/pki/node-$id.key" \
+		--cacert "$s/pki/ca.crt" "https://127.0.0.1:${PORT[$s/$id]}/metrics" || true
+}
+
+# the value of metric NAME in a scrape on stdin (first sample whose labels
+# contain LABELS, default any)
+pick() {
+	awk -v n="$1" -v l="${2:-}" 'index($0, n "{") == 1 && index($0, l) { print $NF; exit }'
+}
+
+# metric NAME of node ID in state dir S (LABELS as pick)
+metric() {
+	scrape "$1" "$2" | pick "$3" "${4:-}"
+}
+
+# wait up to $1 seconds (wall clock) for the command "$2..." to succeed
 wait_for() {
-	local n=$1
+	local end=$((SECONDS + $1))
 	shift
-	for _ in $(seq "$n"); do
+	while :; do
 		"$@" && return 0
+		[ "$SECONDS" -lt "$end" ] || return 1
 		sleep 0.1
 	done
-	return 1
 }
 
 db_full() { # state dir, node count, nodes...
-	local s=$1 want=$2 id
+	local s=$1 want=$2 id m
 	shift 2
 	for id in "$@"; do
-		[ "$(metric "$s" "$id" qwave_route_db_lsas)" = "$want" ] || return 1
-		[ "$(metric "$s" "$id" qwave_route_nodes_reachable)" = "$((want - 1))" ] || return 1
+		m=$(scrape "$s" "$id")
+		[ "$(pick qwave_route_db_lsas <<<"$m")" = "$want" ] || return 1
+		[ "$(pick qwave_route_nodes_reachable <<<"$m")" = "$((want - 1))" ] || return 1
 	done
 }
 
 "$QWAVE" net up "$src/examples/metro-ring.conf" --state-dir "$state" --json >"$dir/up.json" ||
 	fail "net up metro-ring"
+read_ports "$state"
 pid() { json "[n for n in d['nodes'] if n['id']=='$1'][0]['pid']" <"$dir/up.json"; }
 pid_b=$(pid node-b)
 
@@ -83,7 +109,7 @@ done
 ok
 
 # flooding: every database holds the 4 nodes, each node reaches the 3 others
-wait_for 300 db_full "$state" 4 node-a node-b node-c node-d ||
+wait_for 30 db_full "$state" 4 node-a node-b node-c node-d ||
 	fail "databases not full after 30 s: a=$(metric "$state" node-a qwave_route_db_lsas) b=$(metric "$state" node-b qwave_route_db_lsas) c=$(metric "$state" node-c qwave_route_db_lsas) d=$(metric "$state" node-d qwave_route_db_lsas)"
 ok
 
@@ -94,7 +120,7 @@ b_links_down() {
 	[ "$(metric "$state" node-a qwave_km_link_up 'peer="node-b"')" = 0 ] &&
 		[ "$(metric "$state" node-c qwave_km_link_up 'peer="node-b"')" = 0 ]
 }
-wait_for 100 b_links_down || fail "node-a/node-c still see the link to the hung node-b after 10 s"
+wait_for 10 b_links_down || fail "node-a/node-c still see the link to the hung node-b after 10 s"
 [ "$(metric "$state" node-a qwave_km_heartbeat_drops_total)" -ge 1 ] || fail "node-a: no heartbeat drop counted"
 # the others still reach each other, not node-b
 [ "$(metric "$state" node-d qwave_route_nodes_reachable)" = 2 ] || fail "node-d: reachable != 2"
@@ -104,12 +130,12 @@ ok
 kill -9 "$pid_b"
 kill -CONT "$pid_b" 2>/dev/null || true
 stopped=""
-wait_for 50 bash -c "! [ -e /proc/$pid_b ] || grep -q '^[^ ]* [^ ]* [ZX]' /proc/$pid_b/stat" || fail "node-b survived kill -9"
+wait_for 5 bash -c "! [ -e /proc/$pid_b ] || grep -q '^[^ ]* [^ ]* [ZX]' /proc/$pid_b/stat" || fail "node-b survived kill -9"
 b_gone() {
 	[ "$(metric "$state" node-a qwave_route_db_lsas)" = 3 ] &&
 		[ "$(metric "$state" node-d qwave_route_db_lsas)" = 3 ]
 }
-wait_for 100 b_gone || fail "node-b's LSA still held after 10 s"
+wait_for 10 b_gone || fail "node-b's LSA still held after 10 s"
 "$QWAVE" net status --state-dir "$state" --json >"$dir/st.json" || fail "net status --json"
 python3 - "$dir/st.json" <<'EOP' || fail "status JSON after kill: $(cat "$dir/st.json")"
 import json, sys
@@ -144,8 +170,9 @@ ok
 # a chain of six: the ends learn each other over five hops
 "$QWAVE" net up "$src/examples/chain6.conf" --state-dir "$state6" --json >"$dir/up6.json" ||
 	fail "net up chain6"
+read_ports "$state6"
 grep -q '^rule = allow sae-first <-> sae-last' "$state6/nodes/n3.conf" || fail "chain6: policy not copied"
-wait_for 300 db_full "$state6" 6 n1 n2 n3 n4 n5 n6 || fail "chain6: databases not full after 30 s"
+wait_for 30 db_full "$state6" 6 n1 n2 n3 n4 n5 n6 || fail "chain6: databases not full after 30 s"
 "$QWAVE" net down --state-dir "$state6" >/dev/null || fail "net down chain6"
 for p in $(json '" ".join(str(n["pid"]) for n in d["nodes"])' <"$dir/up6.json"); do
 	alive "$p" && fail "qwaved $p still running after net down"
