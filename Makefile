@@ -26,13 +26,15 @@ build-san: deps
 	@cmake --build $(SAN_BUILD) -j$(JOBS)
 
 # The main job: the crypto core's checks, a simulated 50 km QKD link with
-# finite-key distillation, then a two-node network delivering a key pair
-# between two applications over ETSI GS QKD 014.
+# finite-key distillation, then the metro ring (four trusted nodes, five
+# QKD links) delivering a key pair over ETSI GS QKD 014 between two
+# applications whose nodes share no link: the keys are relayed hop by hop
+# and the path they took is shown.
 run: build
 	@$(BUILD)/qwave demo
 	@echo; $(BUILD)/qwave sim link --distance 50 --pulses 1e9
 	@echo
-	@QWAVE=$(CURDIR)/$(BUILD)/qwave scripts/demo-network.sh examples/pair.conf sae-a sae-b
+	@QWAVE=$(CURDIR)/$(BUILD)/qwave scripts/demo-network.sh examples/metro-ring.conf sae-2 sae-4
 
 test-unit: build
 	@ctest --test-dir $(BUILD) -L unit --output-on-failure -j$(JOBS)

@@ -42,12 +42,12 @@ s_node=$(sae "$slave" node)
 as_master=(--kme "$(kme "$m_node")" --cacert "$ca" --cert "$(sae "$master" cert)" --key "$(sae "$master" key)")
 as_slave=(--kme "$(kme "$s_node")" --cacert "$ca" --cert "$(sae "$slave" cert)" --key "$(sae "$slave" key)")
 
-say "== waiting for the QKD link to fill the pool ($master at $m_node -> $slave at $s_node)"
+say "== waiting for the QKD links to fill the pools ($master at $m_node -> $slave at $s_node)"
 count=0
 for i in $(seq 300); do
 	if "$QWAVE" keys status --slave "$slave" "${as_master[@]}" --json >"$state/status.json" 2>/dev/null; then
 		count=$(field "$state/status.json" 'd["stored_key_count"]')
-		[ "$count" -ge 1 ] && break
+		[ "$count" -ge 4 ] && break
 	fi
 	[ $((i % 10)) -eq 0 ] && say "   ... ${i} s, stored_key_count $count"
 	sleep 1
