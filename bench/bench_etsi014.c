@@ -1011,10 +1011,11 @@ int qw_bench_etsi014(int argc, char **argv)
 
 		json_object_set_new(o, "body_bytes", json_integer((json_int_t)q.body_len));
 		json_object_set_new(o, "keys_delivered", json_integer((json_int_t)run.keys));
-		json_object_set_new(o, "keys_at_slave", json_integer((json_int_t)run.slave_keys));
-		if (!use_memory)
+		if (!use_memory) {
+			json_object_set_new(o, "keys_at_slave", json_integer((json_int_t)run.slave_keys));
 			json_object_set_new(o, "keys_per_batch",
 					    json_real(run.batches ? (double)run.keys / (double)run.batches : 0));
+		}
 		json_object_set_new(o, "server_cpu_us_per_request",
 				    json_real(run.keys ? run.server_cpu_s * 1e6 / (double)run.keys : 0));
 		json_object_set_new(o, "client_cpu_us_per_request", json_real(q.client_cpu_us));
@@ -1041,10 +1042,11 @@ int qw_bench_etsi014(int argc, char **argv)
 			       n.rps, n.p50, n.p99, (unsigned long long)n.errors, q.rps / n.rps);
 		else
 			printf("  nginx: %s\n", why);
-		printf("  response body %zu bytes, %llu keys delivered (%llu committed at the slave)\n",
-		       q.body_len, (unsigned long long)run.keys, (unsigned long long)run.slave_keys);
+		printf("  response body %zu bytes, %llu keys delivered\n", q.body_len,
+		       (unsigned long long)run.keys);
 		if (!use_memory)
-			printf("  %.1f keys per KM-link batch (group commit)\n",
+			printf("  %llu keys committed at the slave's node, %.1f keys per KM-link batch\n",
+			       (unsigned long long)run.slave_keys,
 			       run.batches ? (double)run.keys / (double)run.batches : 0);
 		printf("  CPU per request: qwave server thread(s) %.1f us, load generator %.1f us\n",
 		       run.keys ? run.server_cpu_s * 1e6 / (double)run.keys : 0, q.client_cpu_us);
