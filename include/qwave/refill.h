@@ -13,7 +13,12 @@
  *      refill carried forward from its PLKG key; pads are never reused (the
  *      frame sequence number is the pad index) and a refill needs
  *      QW_REFILL_PSK_BYTES;
- *   2. HELLO (terminal -> AP, stream 0): the key bits the terminal asks for;
+ *   2. HELLO (terminal -> AP, stream 0): the key bits the terminal asks for
+ *      (be64), [1: carry the next pool], [flags: 1 = a still terminal: the
+ *      AP uses the random-weights remedy (plkg.h) and, once its first window
+ *      is full, sends that window's sample covariance (MSG_COV, n_sc x n_sc
+ *      complex as big-endian binary64 pairs) before either end quantizes;
+ *      the terminal asks with p->plkg.remedy = QW_PLKG_REMEDY_RANDOM_WEIGHTS];
  *   3. probing: each end simulates ITS OWN channel estimates of the same
  *      reciprocal channel realisation (air_seed: the simulation stands for
  *      the physics; the AP reads only its estimates of Bob's pilots, the
@@ -138,6 +143,7 @@ struct qw_refill_result {
 	uint64_t delivered_bits;  /* quantum key bits delivered (0 on failure) */
 	uint64_t pad_bits_used;   /* frame pad bits consumed, both directions */
 	uint64_t carried_bits;    /* PLKG key bits carried as the next pool */
+	int remedy;               /* a still terminal: the random-weights remedy ran */
 	/* SM3 of the PLKG key (equal at both ends; lets tests see that two
 	 * refills used different keys without handling the key). */
 	uint8_t plkg_fingerprint[32];

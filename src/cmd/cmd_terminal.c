@@ -38,7 +38,7 @@
 struct topts {
 	const char *cmd, *dir, *out, *ap, *listen;
 	uint64_t bits, threshold, air_seed, count;
-	int json, force, have_bits, have_seed;
+	int json, force, have_bits, have_seed, still;
 };
 
 /* Before the framed connection of a TCP refill (ksc.h "the air
@@ -72,7 +72,8 @@ static int help(const char *cmd)
 		       "draws keys from the OS DRBG in place of the KSC's keys.\n");
 	else
 		printf("usage: qwave terminal refill --dir DIR [--threshold BITS] [--bits BITS]\n"
-		       "                             [--ap HOST:PORT [--air-seed N]] [--force] [--json]\n\n"
+		       "                             [--ap HOST:PORT [--air-seed N]] [--static]\n"
+		       "                             [--force] [--json]\n\n"
 		       "When the balance is below --threshold (default 8192 bits) or with --force, ask\n"
 		       "for --bits (default 4096, a multiple of 256, at most 65536) over the air:\n"
 		       "probing and PLKG distillation (BCH) with the access point, then the keys\n"
@@ -83,7 +84,10 @@ static int help(const char *cmd)
 		       "air port (qwksc [air] listen; data_dir/status.json air_port), which delivers\n"
 		       "its own keys for this device; --air-seed names the simulated channel\n"
 		       "realisation both probe (default: random, sent in the hello). Without --ap a\n"
-		       "stand-in access point runs in this process (keys from the OS DRBG).\n",
+		       "stand-in access point runs in this process (keys from the OS DRBG).\n"
+		       "--static: the terminal does not move; it asks the access point for the\n"
+		       "random-weights remedy (docs/plkg.md section 8), whose first-window\n"
+		       "covariance it receives in an authenticated frame.\n",
 		       (unsigned)(QW_REFILL_PSK_BYTES / QW_KSC_SLOT_BYTES));
 	return QW_EXIT_OK;
 }
@@ -103,6 +107,8 @@ static int parse(struct topts *o, int argc, char **argv)
 			o->json = 1;
 		} else if (!strcmp(a, "--force")) {
 			o->force = 1;
+		} else if (!strcmp(a, "--static")) {
+			o->still = 1;
 		} else if (!strcmp(a, "--dir") && v) {
 			o->dir = v, i++;
 		} else if (!strcmp(a, "--out") && v) {
@@ -725,6 +731,12 @@ static int cmd_refill(int argc, char **argv)
 		p.air_seed = o.air_seed;
 	else if (qw_random_bytes(&p.air_seed, sizeof(p.air_seed)))
 		p.air_seed = 1;
+	if (o.still) {
+		/* a terminal that does not move: the AP's random-weights remedy
+		 * (docs/plkg.md section 8), asked for in the HELLO */
+		p.plkg.chan.speed_kmh = 0;
+		p.plkg.remedy = QW_PLKG_REMEDY_RANDOM_WEIGHTS;
+	}
 	if (o.ap) {
 		uint8_t hello[QW_KSC_AIR_HELLO_BYTES], known = 1;
 		const char *me = json_string_value(json_object_get(st, "id"));
@@ -850,8 +862,9 @@ done:
 	if (qw_hex_encode(fp, sizeof(fp), res.plkg_fingerprint, 8))
 		fp[0] = '\0';
 	if (o.json)
-		qw_cli_print_json(json_pack("{s:s, s:f, s:b, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, "
-					    "s:s, s:I, s:I, s:I}", "plkg_key_sm3_prefix", fp,
+		qw_cli_print_json(json_pack("{s:b, s:s, s:f, s:b, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, "
+					    "s:s, s:I, s:I, s:I}", "remedy", res.remedy,
+					    "plkg_key_sm3_prefix", fp,
 					    "air_time_s",
 					    (double)res.probes / p.plkg.chan.probe_rate_hz,
 					    "refilled", 1, "frames_sent", (json_int_t)res.frames_sent,

@@ -129,7 +129,7 @@ static int load_conf(struct qw_config *cfg, struct conf *c, struct qw_config_err
 	c->qrng_h = 7.0;
 	c->max_body = QW_KSC_DEFAULT_MAX_BODY;
 	c->air_max_bits = 65536;
-	c->air_timeout = 30;
+	c->air_timeout = 120;
 	if (qw_config_check_sections(cfg, sections, e))
 		return QW_EINVAL;
 	s = qw_config_find(cfg, "air", NULL);

@@ -354,10 +354,11 @@ static int record(struct qw_ksc *k, const struct air_src *s, int ok,
 		if (sqlite3_step(st) != SQLITE_DONE || sqlite3_changes(k->db) != 1)
 			goto out;
 		if (ok)
-			d = json_pack("{s:s, s:s, s:I, s:I, s:I, s:s}", "via", "air", "device",
+			d = json_pack("{s:s, s:s, s:I, s:I, s:I, s:s, s:b}", "via", "air", "device",
 				      s->device, "bits", (json_int_t)s->bits, "plkg_key_bits",
 				      (json_int_t)r->plkg_bits, "probes", (json_int_t)r->probes,
-				      "frame_pool", res->carried ? "carried" : "pre-filled slots");
+				      "frame_pool", res->carried ? "carried" : "pre-filled slots",
+				      "remedy", r->remedy);
 		else
 			d = json_pack("{s:s, s:s}", "via", "air", "reason",
 				      r->reason[0] ? r->reason : "refill failed");

@@ -4,6 +4,7 @@
 
 #include <complex.h>
 #include <errno.h>
+#include <math.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,7 +28,13 @@ enum {
 	MSG_HELLO = 0x52460001,
 	MSG_DELIVER = 0x52460002,
 	MSG_ACK = 0x52460003,
+	MSG_COV = 0x52460004,
 };
+
+/* HELLO flags byte (10th byte): the terminal is still; the AP then uses
+ * the random-weights remedy (docs/plkg.md section 8) and sends its first
+ * window's sample covariance (MSG_COV) before either end quantizes. */
+#define HELLO_STATIC 0x01
 
 /* The one PLKG block of a refill (stream 0 is the refill's own messages). */
 #define BLOCK_ID 1
@@ -212,6 +219,147 @@ static void set_reason(struct qw_refill_result *r, const char *s)
 	snprintf(r->reason, sizeof(r->reason), "%s", s);
 }
 
+/* ---- the quasi-static remedy over the air (docs/plkg.md 6.4 and 8) ------
+ * The AP's n_elements antenna elements, each a channel realisation of its
+ * own, are combined every probe round with fresh random complex weights
+ * w_e ~ CN(0, 1/N), held for the round's two TDD pilots. In this
+ * simulation both ends draw the same weights from air_seed: the weights
+ * are the AP's secret, but the terminal experiences them through the
+ * channel, which is what the simulation stands for. Each end computes only
+ * its own estimate (the AP: of the terminal's pilot, tdd_delay_s later),
+ * with its own noise. */
+struct remedy {
+	struct qw_plkg_channel **ch;
+	unsigned n;
+	struct qw_rng *w_rng, *noise_rng;
+	double complex *w, *tmp;
+	double sigma2;
+};
+
+static void remedy_free(struct remedy *r)
+{
+	for (unsigned e = 0; r->ch && e < r->n; e++)
+		qw_plkg_channel_free(r->ch[e]);
+	free(r->ch);
+	qw_rng_free(r->w_rng);
+	qw_rng_free(r->noise_rng);
+	if (r->w)
+		qw_wipe(r->w, r->n * sizeof(*r->w));
+	free(r->w);
+	free(r->tmp);
+	memset(r, 0, sizeof(*r));
+}
+
+static int remedy_new(struct remedy *r, const struct qw_refill_params *p, enum qw_role role)
+{
+	const struct qw_plkg_config *c = &p->plkg.chan;
+	int ret;
+
+	memset(r, 0, sizeof(*r));
+	r->n = p->plkg.n_elements ? p->plkg.n_elements : 1;
+	r->ch = calloc(r->n, sizeof(*r->ch));
+	r->w = malloc(r->n * sizeof(*r->w));
+	r->tmp = malloc(c->n_sc * sizeof(*r->tmp));
+	r->w_rng = qw_rng_new_seeded(p->air_seed ^ 0x5752454d45445931ull);
+	r->noise_rng = qw_rng_new_seeded(p->air_seed ^ (role == QW_ROLE_ALICE ?
+							0x414c494345000001ull :
+							0x424f420000000002ull));
+	if (!r->ch || !r->w || !r->tmp || !r->w_rng || !r->noise_rng)
+		return QW_ENOMEM;
+	for (unsigned e = 0; e < r->n; e++)
+		if ((ret = qw_plkg_channel_new(&r->ch[e], c, p->air_seed + 0x9e3779b97f4a7c15ull * e)))
+			return ret;
+	r->sigma2 = qw_plkg_ls_error_var(c, c->snr_db);
+	return 0;
+}
+
+static double complex cgauss(struct qw_rng *r, double var)
+{
+	double sd = sqrt(var / 2.0);
+	double re = sd * qw_rng_gaussian(r);
+
+	return re + I * (sd * qw_rng_gaussian(r));
+}
+
+static void remedy_probe(struct remedy *r, const struct qw_plkg_config *c, enum qw_role role,
+			 uint64_t n, double complex *mine)
+{
+	double t = (double)n / c->probe_rate_hz + (role == QW_ROLE_ALICE ? c->tdd_delay_s : 0);
+
+	for (unsigned e = 0; e < r->n; e++)
+		r->w[e] = cgauss(r->w_rng, 1.0 / r->n);
+	memset(mine, 0, c->n_sc * sizeof(*mine));
+	for (unsigned e = 0; e < r->n; e++) {
+		qw_plkg_channel_freq(r->ch[e], QW_PLKG_LINK_AB, t, r->tmp);
+		for (unsigned k = 0; k < c->n_sc; k++)
+			mine[k] += r->w[e] * r->tmp[k];
+	}
+	for (unsigned k = 0; k < c->n_sc; k++)
+		mine[k] += cgauss(r->noise_rng, r->sigma2);
+}
+
+/* The covariance message: n_sc x n_sc complex values, each as two IEEE-754
+ * binary64 in big-endian order (public). */
+static void put_f64(uint8_t *p, double d)
+{
+	uint64_t v;
+
+	memcpy(&v, &d, sizeof(v));
+	put_be64(p, v);
+}
+
+static double get_f64(const uint8_t *p)
+{
+	uint64_t v = get_be64(p);
+	double d;
+
+	memcpy(&d, &v, sizeof(d));
+	return d;
+}
+
+/* Alice sends her first window's sample covariance; Bob receives it; both
+ * set the basis from it (the same matrix at both ends). */
+static int exchange_cov(struct side *s, struct qw_plkg_end *e)
+{
+	unsigned n = s->p->plkg.chan.n_sc;
+	size_t cells = (size_t)n * n, len = cells * 16;
+	double complex *cov = malloc(cells * sizeof(*cov));
+	uint8_t *msg = NULL;
+	struct qw_frame f = { 0 };
+	int ret = QW_ENOMEM;
+
+	if (!cov)
+		return QW_ENOMEM;
+	if (s->role == QW_ROLE_ALICE) {
+		msg = malloc(len);
+		if (!msg)
+			goto out;
+		if ((ret = qw_plkg_end_sample_cov(e, cov)))
+			goto out;
+		for (size_t i = 0; i < cells; i++) {
+			put_f64(msg + 16 * i, creal(cov[i]));
+			put_f64(msg + 16 * i + 8, cimag(cov[i]));
+		}
+		ret = qw_frame_send(s->conn, QW_FRAME_DATA, MSG_COV, 0, msg, len);
+	} else {
+		ret = recv_msg(s->conn, MSG_COV, &f);
+		if (!ret && f.len != len)
+			ret = QW_EPROTO;
+		for (size_t i = 0; !ret && i < cells; i++) {
+			cov[i] = get_f64(f.body + 16 * i) + I * get_f64(f.body + 16 * i + 8);
+			if (!isfinite(creal(cov[i])) || !isfinite(cimag(cov[i])))
+				ret = QW_EPROTO;
+		}
+	}
+	if (!ret)
+		ret = qw_plkg_end_set_cov(e, cov);
+out:
+	qw_frame_release(&f);
+	free(msg);
+	free(cov);
+	return ret;
+}
+
 /* Probe until this end's builder cuts a block: only this end's own
  * estimate of each probe round is used. */
 static int probe_block(struct side *s, struct qw_key_block **blk)
@@ -220,11 +368,13 @@ static int probe_block(struct side *s, struct qw_key_block **blk)
 	struct qw_plkg_channel *ch = NULL;
 	struct qw_plkg_end *e = NULL;
 	struct qw_plkg_kdr kdr;
+	struct remedy rem = { 0 };
 	double complex *mine = NULL, *other = NULL;
-	int ret;
+	int ret, remedy = pp->remedy == QW_PLKG_REMEDY_RANDOM_WEIGHTS, have_basis = 0;
 
 	*blk = NULL;
-	ret = qw_plkg_channel_new(&ch, &pp->chan, s->p->air_seed);
+	ret = remedy ? remedy_new(&rem, s->p, s->role) :
+		       qw_plkg_channel_new(&ch, &pp->chan, s->p->air_seed);
 	if (ret)
 		goto out;
 	ret = qw_plkg_end_new(&e, pp);
@@ -250,7 +400,10 @@ static int probe_block(struct side *s, struct qw_key_block **blk)
 			ret = QW_EABORT;
 			goto out;
 		}
-		qw_plkg_probe_next(ch, &pr);
+		if (remedy)
+			remedy_probe(&rem, &pp->chan, s->role, s->res->probes, mine);
+		else
+			qw_plkg_probe_next(ch, &pr);
 		qw_wipe(other, pp->chan.n_sc * sizeof(*other));
 		s->res->probes++;
 		r = qw_plkg_end_push(e, mine);
@@ -260,6 +413,19 @@ static int probe_block(struct side *s, struct qw_key_block **blk)
 		}
 		if (!r)
 			continue;
+		if (remedy && !have_basis) {
+			r = exchange_cov(s, e);
+			if (r) {
+				if (!s->res->reason[0])
+					set_reason(s->res, "covariance message failed");
+				ret = r;
+				goto out;
+			}
+			have_basis = 1;
+			/* the model KDR exists only with a basis (the same at
+			 * both ends: the same matrix) */
+			qw_plkg_kdr_init(&kdr, pp, qw_plkg_end_model_kdr(e));
+		}
 		r = qw_plkg_end_quantize(e, NULL, NULL, NULL);
 		if (!r)
 			r = qw_plkg_end_take_block(e, BLOCK_ID, s->role, kdr.est, 0, blk);
@@ -281,6 +447,7 @@ out:
 	free(other);
 	qw_plkg_end_free(e);
 	qw_plkg_channel_free(ch);
+	remedy_free(&rem);
 	return ret;
 }
 
@@ -442,12 +609,21 @@ int qw_refill_ap_carry(const struct qw_refill_params *p, const struct qw_frame_i
 	ret = recv_msg(s.conn, MSG_HELLO, &f);
 	if (ret)
 		goto out;
-	/* a 9th byte 1: the terminal asks for the next refill's pool */
-	if (f.len == 9 && f.body[8] == 1)
+	/* a 9th byte 1: the terminal asks for the next refill's pool; a 10th
+	 * byte: flags (HELLO_STATIC: a still terminal, use the remedy) */
+	if (f.len >= 9 && f.len <= 10 && f.body[8] == 1)
 		carry = 1;
-	if ((f.len != 8 && !carry) || !(want = get_be64(f.body)) || want % QW_REFILL_UNIT_BITS) {
+	if ((f.len != 8 && f.len != 9 && f.len != 10) || (f.len >= 9 && f.body[8] > 1) ||
+	    (f.len == 10 && (f.body[9] & ~HELLO_STATIC)) || !(want = get_be64(f.body)) ||
+	    want % QW_REFILL_UNIT_BITS) {
 		ret = QW_EPROTO;
 		goto out;
+	}
+	if (f.len == 10 && (f.body[9] & HELLO_STATIC)) {
+		/* the same still channel at both ends, and the AP's weights */
+		s.pb.plkg.chan.speed_kmh = 0;
+		s.pb.plkg.remedy = QW_PLKG_REMEDY_RANDOM_WEIGHTS;
+		res->remedy = 1;
 	}
 	if (want > (1u << 24)) {
 		ret = QW_EPROTO;
@@ -528,7 +704,7 @@ int qw_refill_terminal_carry(const struct qw_refill_params *p, const struct qw_f
 	struct qw_refill_result local;
 	struct side s;
 	struct qw_frame f = { 0 };
-	uint8_t hello[9], ack[1 + QW_REFILL_CARRY_ID_BYTES] = { 1 }, *out = NULL;
+	uint8_t hello[10], ack[1 + QW_REFILL_CARRY_ID_BYTES] = { 1 }, *out = NULL;
 	uint64_t got = 0;
 	size_t cap = 0, acklen = 1;
 	int ret, carry = next != NULL;
@@ -548,8 +724,17 @@ int qw_refill_terminal_carry(const struct qw_refill_params *p, const struct qw_f
 	}
 	size_block(&s, want_bits, carry);
 	put_be64(hello, want_bits);
-	hello[8] = 1;
-	ret = qw_frame_send(s.conn, QW_FRAME_DATA, MSG_HELLO, 0, hello, carry ? 9 : 8);
+	hello[8] = carry ? 1 : 0;
+	hello[9] = 0;
+	if (p->plkg.remedy == QW_PLKG_REMEDY_RANDOM_WEIGHTS) {
+		/* a still terminal (the remedy is the AP's; it runs on a static
+		 * channel, which both ends then simulate) */
+		s.pb.plkg.chan.speed_kmh = 0;
+		hello[9] = HELLO_STATIC;
+		res->remedy = 1;
+	}
+	ret = qw_frame_send(s.conn, QW_FRAME_DATA, MSG_HELLO, 0, hello,
+			    hello[9] ? 10 : carry ? 9 : 8);
 	if (!ret)
 		ret = make_key(&s);
 	if (!ret)

@@ -13,15 +13,14 @@ set -u
 . "$(cd "$(dirname "$0")/../.." && pwd)/examples/ksc/common.sh"
 ksc_up "
 [air]
-listen = 127.0.0.1:0
-timeout = 20" >/dev/null
+listen = 127.0.0.1:0" >/dev/null
 AIR=$(jq -r .air_port "$W/ksc-data/status.json")
 [ -n "$AIR" ] && [ "$AIR" != null ] && [ "$AIR" -gt 0 ] || die "no air_port in status.json"
 principal aud
 as root ksc admin add --id aud --role auditor >/dev/null || die "auditor"
 device_setup tf-7 tf-card 16384 8192 >/dev/null
 D=$W/dev-tf-7
-T() { timeout 50 "$QWAVE" terminal "$@"; }
+T() { timeout 120 "$QWAVE" terminal "$@"; }
 audit() { as aud ksc audit list --json; }
 
 # the medium as it was before any refill (for the replay below)

@@ -327,6 +327,67 @@ static void test_two_refills_use_different_keys(void **state)
 	free(ap);
 }
 
+/* A still terminal: without the remedy its channel gives no entropy and
+ * no key; with it (the terminal says it is still in its HELLO, the AP
+ * combines its elements with random weights and sends its first window's
+ * covariance) the refill delivers, and the AP learned the remedy from the
+ * HELLO alone (its own parameters are the defaults). */
+static void test_static_terminal_refills_with_remedy(void **state)
+{
+	struct qw_refill_params pap, pt;
+	struct qw_refill_result tres;
+	struct ap_arg *ap = calloc(1, sizeof(*ap));
+	struct qw_frame_io io;
+	uint8_t psk[QW_REFILL_PSK_BYTES], *keys = NULL;
+	size_t n = 0;
+	int sv[2];
+	pthread_t t;
+
+	(void)state;
+	assert_non_null(ap);
+	qw_refill_params_default(&pap);
+	pap.air_seed = 31;
+	pt = pap;
+	pt.plkg.chan.speed_kmh = 0;
+	pt.plkg.remedy = QW_PLKG_REMEDY_RANDOM_WEIGHTS;
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+	ap->p = &pap;
+	ap->fd = sv[0];
+	psk_fill(ap->psk, 8);
+	ap->src.rng = qw_rng_new_seeded(8 + 77);
+	assert_non_null(ap->src.rng);
+	assert_int_equal(pthread_create(&t, NULL, ap_thread, ap), 0);
+	psk_fill(psk, 8);
+	qw_frame_io_fd(&io, sv[1]);
+	assert_int_equal(qw_refill_terminal(&pt, &io, psk, sizeof(psk), WANT_BITS, &keys, &n,
+					    &tres), 0);
+	shutdown(sv[1], SHUT_RDWR);
+	pthread_join(t, NULL);
+	close(sv[0]);
+	close(sv[1]);
+	qw_rng_free(ap->src.rng);
+	assert_int_equal(ap->ret, 0);
+	assert_true(ap->res.remedy);
+	assert_true(tres.remedy);
+	assert_int_equal(n * 8, WANT_BITS);
+	assert_int_equal(ap->src.n, n);
+	assert_memory_equal(keys, ap->src.given, n);
+	assert_memory_equal(ap->res.plkg_fingerprint, tres.plkg_fingerprint, 32);
+	/* the covariance frame fits the pads: at most 5 frames each way */
+	assert_true(ap->res.frames_sent <= QW_REFILL_PSK_UNITS);
+	assert_true(tres.frames_sent <= QW_REFILL_PSK_UNITS);
+	qw_free_secret(keys, n);
+	keys = NULL;
+	/* the same still terminal without the remedy gets no key */
+	pt.plkg.remedy = QW_PLKG_REMEDY_NONE;
+	pt.max_probes = 1000;
+	pt.air_seed = 32;
+	assert_int_not_equal(run_refill_src(&pt, 9, 0, NULL, ap, &keys, &n, &tres), 0);
+	assert_null(keys);
+	assert_int_equal(ap->res.delivered_bits, 0);
+	free(ap);
+}
+
 static int stop_now(void *arg)
 {
 	return *(const int *)arg;
@@ -645,6 +706,7 @@ int main(void)
 		cmocka_unit_test(test_tampered_delivery_adds_nothing),
 		cmocka_unit_test(test_refill_from_ksc),
 		cmocka_unit_test(test_stopped_refill_delivers_nothing),
+		cmocka_unit_test(test_static_terminal_refills_with_remedy),
 		cmocka_unit_test(test_carried_pool_chains_refills),
 		cmocka_unit_test(test_carry_file),
 	};
