@@ -2,8 +2,9 @@
  * detached endpoints over a loopback TCP pair, each with its own data
  * directory: the two-phase commit of the next authentication keys survives
  * a connection cut at every step (at either end), the unauthenticated
- * session header is refused or rejected without changing the key file,
- * and an attacked session pools nothing and fails with the QBER reason. */
+ * session header is refused, or rejected when forged or tampered with,
+ * without changing Bob's key file, and an attacked session pools nothing,
+ * fails with the QBER reason and raises the report's QBER alarm. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -14,6 +15,7 @@
 
 #include <cmocka.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <pthread.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -415,12 +417,144 @@ static void test_forged_header(void **state)
 	pair_free(&p);
 }
 
+/* Intercept-resend on every pulse: both ends abort on the QBER (about 25 %)
+ * and pool nothing, the report raises the QBER alarm; the next honest
+ * session pools again and clears it. */
+static void test_attacked_session(void **state)
+{
+	struct pair p;
+	struct qw_km_link_report r[2];
+
+	(void)state;
+	pair_init(&p, QW_LINK_EC_LDPC);
+	run_session(&p);
+	assert_equal_pools(&p);
+	p.e[0].lc.optics.eve_fraction = 1.0; /* Alice simulates the fibre */
+	run_session(&p);
+	for (int k = 0; k < 2; k++) {
+		assert_int_equal(p.e[k].ret, QW_EABORT);
+		assert_int_equal(p.e[k].npool, 0);
+		km_qkd_get_report(p.e[k].q, &r[k]);
+		assert_int_equal(r[k].qber_alarm, 1);
+		assert_true(r[k].alarms > 0);
+		/* 1/4 + e_det / 2 (src/qkd/eve.c), a few hundred disclosed bits */
+		assert_true(r[k].qber > 0.2 && r[k].qber < 0.33);
+		assert_int_equal(r[k].auth_failures, 0);
+	}
+	p.e[0].lc.optics.eve_fraction = 0.0;
+	run_session(&p);
+	assert_equal_pools(&p);
+	for (int k = 0; k < 2; k++) {
+		km_qkd_get_report(p.e[k].q, &r[k]);
+		assert_int_equal(r[k].qber_alarm, 0);
+		assert_true(r[k].qber < 0.1);
+	}
+	pair_free(&p);
+}
+
+/* A man in the middle who raises the epoch in Alice's (unauthenticated)
+ * header: Bob accepts the header but Alice's authenticated HELLO carries
+ * the transcript she sent, so Bob rejects it (QW_EAUTH) before changing
+ * anything; Alice lost the key she had taken; the next honest session
+ * runs on a key both still hold. */
+struct mitm {
+	int a, b;    /* proxy's ends towards Alice and Bob */
+	size_t at;   /* offset in the Alice -> Bob stream to alter */
+};
+
+static void *mitm_main(void *arg)
+{
+	struct mitm *m = arg;
+	size_t off = 0;
+	uint8_t buf[4096];
+
+	for (;;) {
+		struct pollfd pf[2] = { { m->a, POLLIN, 0 }, { m->b, POLLIN, 0 } };
+		ssize_t n;
+
+		if (poll(pf, 2, 10000) <= 0)
+			break;
+		if (pf[0].revents) {
+			n = read(m->a, buf, sizeof(buf));
+			if (n <= 0)
+				break;
+			if (m->at >= off && m->at < off + (size_t)n)
+				buf[m->at - off]++;
+			off += (size_t)n;
+			if (write(m->b, buf, (size_t)n) != n)
+				break;
+		}
+		if (pf[1].revents) {
+			n = read(m->b, buf, sizeof(buf));
+			if (n <= 0 || write(m->a, buf, (size_t)n) != n)
+				break;
+		}
+	}
+	shutdown(m->a, SHUT_RDWR);
+	shutdown(m->b, SHUT_RDWR);
+	return NULL;
+}
+
+static void test_tampered_header(void **state)
+{
+	struct pair p;
+	struct mitm m;
+	pthread_t ta, tm;
+	int fa[2], fb[2];
+	char path[300];
+	uint8_t *before, *after;
+	size_t nb, na;
+	struct qw_km_link_report r;
+
+	(void)state;
+	pair_init(&p, QW_LINK_EC_LDPC);
+	run_session(&p);
+	assert_equal_pools(&p);
+	psk_file_of(&p.e[1], path, sizeof(path));
+	before = read_file(path, &nb);
+	assert_non_null(before);
+
+	assert_int_equal(qw_frame_tcp_pair(fa), 0);
+	assert_int_equal(qw_frame_tcp_pair(fb), 0);
+	m.a = fa[1];
+	m.b = fb[0];
+	m.at = 12; /* epoch, byte 4 of 8: + 2^24 s, still a valid epoch */
+	assert_int_equal(pthread_create(&tm, NULL, mitm_main, &m), 0);
+	p.e[0].fd = fa[0];
+	assert_int_equal(pthread_create(&ta, NULL, alice_main, &p.e[0]), 0);
+	p.e[1].ret = km_qkd_session(p.e[1].q, fb[1]);
+	if (p.e[1].ret)
+		shutdown(fb[1], SHUT_RDWR);
+	pthread_join(ta, NULL);
+	pthread_join(tm, NULL);
+	close(fa[0]);
+	close(fa[1]);
+	close(fb[0]);
+	close(fb[1]);
+	assert_int_equal(p.e[1].ret, QW_EAUTH);
+	assert_true(p.e[0].ret != 0);
+	assert_int_equal(p.e[0].npool + p.e[1].npool, 0);
+	after = read_file(path, &na);
+	assert_int_equal(na, nb);
+	assert_memory_equal(after, before, nb);
+	free(after);
+	free(before);
+	km_qkd_get_report(p.e[1].q, &r);
+	assert_int_equal(r.auth_failures, 1);
+
+	run_session(&p);
+	assert_equal_pools(&p);
+	pair_free(&p);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_sessions_agree),
 		cmocka_unit_test(test_commit_cut),
 		cmocka_unit_test(test_forged_header),
+		cmocka_unit_test(test_attacked_session),
+		cmocka_unit_test(test_tampered_header),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
