@@ -55,7 +55,9 @@
  * refill's own HELLO/ACK and DELIVER, and the chain's messages) plus at
  * most one DROP, each frame one 128-bit pad of its direction: at most
  * 2 x 5 x 128 = 1280 pad bits (qw_refill_result.pad_bits_used) + 256 bits
- * of hash keys = 1536 bits (6 slots of 256 bits of a pre-filled fill, or
+ * of hash keys = 1536 bits. With the remedy the AP sends one frame more
+ * (the covariance): 5, as a DROP only ever replaces its DELIVER. That is
+ * 1536 bits (6 slots of 256 bits of a pre-filled fill, or
  * the pool a previous refill carried forward: QW_REFILL_CARRY_BITS). */
 #define QW_REFILL_PSK_UNITS 5
 #define QW_REFILL_PSK_BYTES (2 * QW_AUTH_HASHKEY_BYTES + QW_REFILL_PSK_UNITS * QW_AUTH_UNIT_BYTES)
