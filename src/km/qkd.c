@@ -1036,6 +1036,14 @@ static int session(struct km_qkd *q, int fd)
 		ret = q->sink_err;
 	if (!ret)
 		ret = fault(q, fd, KM_QKD_STEP_RUN_DONE);
+	if (ret && ret != QW_EAUTH && qber_aborted(&st)) {
+		/* dropped blocks give the pool no pads back: a long attacked
+		 * session ends in an exhausted pool, a QBER abort all the same */
+		qw_log(QW_LOG_WARN, "ALARM QKD link %s: session %" PRIu64 " aborted: %s: no key from it (%s)",
+		       q->lc->peer, epoch, st.abort_reason, qw_strerror(ret));
+		ret = QW_EABORT;
+		goto out;
+	}
 	if (ret) {
 		qw_log(QW_LOG_WARN, "QKD link %s: session %" PRIu64 " failed: %s", q->lc->peer, epoch,
 		       qw_strerror(ret));
