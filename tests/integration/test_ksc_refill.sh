@@ -62,6 +62,14 @@ f1=$(jq -r .plkg_key_sm3_prefix "$W/r1.json"); f2=$(jq -r .plkg_key_sm3_prefix "
 [ "$(as op ksc device show --id tf-7 --json | jq -r .outstanding_bits)" = $((8192 - 1536)) ] ||
 	die "a carried refill spent slots at the KSC"
 
+# refill 3: a still terminal, with the access point's random-weights remedy
+T refill --dir "$D" --ap "127.0.0.1:$AIR" --bits 256 --static --force --json >"$W/r2s.json" ||
+	die "static refill from the KSC"
+[ "$(jq -r .remedy "$W/r2s.json")" = true ] || die "static refill: no remedy"
+[ "$(jq -r .delivered_bits "$W/r2s.json")" = 256 ] || die "static refill delivered"
+[ "$(jq -r .balance_bits "$W/r2s.json")" = $((512 + 256 + 256)) ] || die "static refill balance"
+[ "$(jq -r .slot_bits_used "$W/r2s.json")" = 0 ] || die "static refill spent slots"
+
 # replay: the medium copied before refill 1 names the same 6 slots again
 T refill --dir "$W/dev-copy" --ap "127.0.0.1:$AIR" --bits 1024 --force --json >"$W/r3.json" 2>"$W/r3.err" &&
 	die "replayed slots accepted"
@@ -85,8 +93,11 @@ grep -q "refused device 'ghost-1'" "$W/g.err" || die "unknown device: $(cat "$W/
 audit >"$W/a3.json" || die "audit list 3"
 jq -e '.records[] | select(.action == "air.refuse" and .object == "ghost-1" and
 	.detail.reason == "unknown device")' "$W/a3.json" >/dev/null || die "ghost not audited"
-# the KSC delivered exactly two keys over the air, both to tf-7
-[ "$(jq '[.records[] | select(.action == "key.distribute" and .detail.via == "air")] | length' "$W/a3.json")" = 2 ] ||
-	die "keys distributed over the air"
+# the KSC delivered exactly three keys over the air, all to tf-7, one with
+# the remedy
+[ "$(jq '[.records[] | select(.action == "key.distribute" and .detail.via == "air" and
+	.detail.device == "tf-7")] | length' "$W/a3.json")" = 3 ] || die "keys distributed over the air"
+[ "$(jq '[.records[] | select(.action == "key.distribute" and .detail.remedy == true)] | length' "$W/a3.json")" = 1 ] ||
+	die "the remedy refill is not recorded"
 as aud ksc audit verify >/dev/null || die "audit chain"
 echo "test_ksc_refill: ok"

@@ -1,8 +1,9 @@
 /* The KSC's QKD key source against a KME (the real ETSI GS QKD 014 server of
  * etsi014.h over mutual TLS, with an in-memory key source whose keys are
  * known): the prefetch thread fills the pool, keys made from source "qkd"
- * are exactly the KME's keys in order and say so, and requests beyond what
- * the pool holds are refused without waiting. */
+ * are exactly the KME's keys in order and say so, keys a terminal refills
+ * over the air (qw_ksc_air_serve) are the next KME key, and requests beyond
+ * what the pool holds are refused without waiting. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -10,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -24,6 +26,7 @@
 #include "qwave/kme.h"
 #include "qwave/ksc.h"
 #include "qwave/pki.h"
+#include "qwave/refill.h"
 #include "qwave/rng.h"
 #include "qwave/secmem.h"
 #include "qwave/uuid.h"
@@ -113,6 +116,91 @@ static int call(struct qw_ksc *k, const char *who, const char *m, const char *p,
 		*out = json_loadb(r.body, r.len, 0, NULL);
 	qw_ksc_resp_clear(&r);
 	return st;
+}
+
+struct air_ap {
+	struct qw_ksc *k;
+	int fd, ret;
+	struct qw_ksc_air_result res;
+};
+
+static void *air_ap_main(void *arg)
+{
+	struct air_ap *a = arg;
+	struct qw_frame_io io;
+
+	qw_frame_io_fd(&io, a->fd);
+	a->ret = qw_ksc_air_serve(a->k, &io, "test", NULL, 0, &a->res);
+	shutdown(a->fd, SHUT_RDWR);
+	return NULL;
+}
+
+/* A device registered and filled offline refills 256 bits over the air
+ * (terminal here, the KSC's air end in a thread, over a socketpair); with
+ * a KME configured the KSC delivers QKD key: *keys gets what arrived. */
+static void air_refill(struct qw_ksc *k, uint8_t *keys, size_t cap, size_t *n,
+		       struct qw_ksc_air_result *res)
+{
+	uint8_t mk[40], hello[QW_KSC_AIR_HELLO_BYTES], pre[QW_KSC_AIR_PREAMBLE_BYTES] = "QWRF1\n";
+	uint8_t psk[QW_REFILL_PSK_BYTES], *fill = NULL, *got = NULL, verdict = 1;
+	size_t mkl = 0, nfill = 0, ng = 0;
+	char batch[37], dev[QW_KSC_ID_MAX + 1];
+	struct qw_refill_params p;
+	struct qw_frame_io io;
+	struct air_ap ap = { 0 };
+	pthread_t t;
+	int sv[2];
+	json_t *j;
+
+	assert_int_equal(call(k, "root", "POST", "/devices",
+			      "{\"id\":\"tf-q\",\"kind\":\"tf-card\",\"owner\":\"o\"}", &j), 201);
+	{
+		const char *b = json_string_value(json_object_get(j, "medium_key"));
+
+		assert_int_equal(qw_base64_decode(mk, sizeof(mk), &mkl, b, strlen(b)), 0);
+	}
+	json_decref(j);
+	assert_int_equal(call(k, "root", "POST", "/devices/tf-q/fill", "{\"bits\":2048}", &j), 201);
+	{
+		const char *img = json_string_value(json_object_get(j, "image"));
+
+		assert_int_equal(qw_ksc_image_open((const uint8_t *)img, strlen(img), mk, &fill,
+						   &nfill, batch, dev), 0);
+	}
+	json_decref(j);
+	for (size_t i = 0; i < QW_KSC_AIR_SLOTS; i++) {
+		memcpy(pre + 6 + i * QW_KSC_AIR_NAME_BYTES, batch, 36);
+		pre[6 + i * QW_KSC_AIR_NAME_BYTES + 43] = (uint8_t)i;
+		memcpy(psk + i * QW_KSC_SLOT_BYTES, fill + i * QW_KSC_SLOT_BYTES, QW_KSC_SLOT_BYTES);
+	}
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+	ap.k = k;
+	ap.fd = sv[0];
+	assert_int_equal(pthread_create(&t, NULL, air_ap_main, &ap), 0);
+	qw_refill_params_default(&p);
+	p.air_seed = 77;
+	assert_int_equal(qw_ksc_air_hello("tf-q", p.air_seed, hello), 0);
+	assert_int_equal(write(sv[1], hello, sizeof(hello)), (ssize_t)sizeof(hello));
+	assert_int_equal(read(sv[1], &verdict, 1), 1);
+	assert_int_equal(verdict, 0);
+	assert_int_equal(write(sv[1], pre, sizeof(pre)), (ssize_t)sizeof(pre));
+	assert_int_equal(read(sv[1], &verdict, 1), 1);
+	assert_int_equal(verdict, 0);
+	qw_frame_io_fd(&io, sv[1]);
+	assert_int_equal(qw_refill_terminal(&p, &io, psk, sizeof(psk), 256, &got, &ng, NULL), 0);
+	shutdown(sv[1], SHUT_RDWR);
+	pthread_join(t, NULL);
+	close(sv[0]);
+	close(sv[1]);
+	assert_int_equal(ap.ret, 0);
+	*res = ap.res;
+	assert_true(ng <= cap);
+	memcpy(keys, got, ng);
+	*n = ng;
+	qw_free_secret(got, ng);
+	qw_free_secret(fill, nfill);
+	qw_wipe(psk, sizeof(psk));
+	qw_wipe(mk, sizeof(mk));
 }
 
 static void test_qkd_source(void **state)
@@ -217,6 +305,23 @@ static void test_qkd_source(void **state)
 	memset(want, 2, 32);
 	memset(want + 32, 3, 32);
 	assert_memory_equal(got, want, 64);
+	/* a refill over the air delivers the next QKD key (the fourth), as a
+	 * KSC key of the device labelled qkd:<url> */
+	{
+		struct qw_ksc_air_result ar;
+
+		air_refill(k, got, sizeof(got), &n, &ar);
+		assert_int_equal(n, 32);
+		memset(want, 4, 32);
+		assert_memory_equal(got, want, 32);
+		snprintf(path, sizeof(path), "/keys/%s", ar.key_id);
+		assert_int_equal(call(k, "root", "GET", path, NULL, &j), 200);
+		assert_int_equal(strncmp(json_string_value(json_object_get(j, "source")),
+					 "qkd:https://", 12), 0);
+		assert_string_equal(json_string_value(json_object_get(j, "owner")), "tf-q");
+		assert_string_equal(json_string_value(json_object_get(j, "state")), "distributed");
+		json_decref(j);
+	}
 	/* more than the pool can ever hold: refused at once */
 	assert_int_equal(call(k, "root", "POST", "/keys", "{\"size_bits\":262144,\"source\":\"qkd\"}",
 			      NULL), 400);
