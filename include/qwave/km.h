@@ -105,6 +105,7 @@ struct qw_km_conf {
 		double batch_target;     /* link-key efficiency a batch waits for */
 		uint32_t batch_wait_ms;  /* longest a request waits for a batch to fill */
 		uint32_t timeout_ms;     /* relay end to end (then the next path) */
+		uint32_t key_lifetime_s; /* relayed keys not fetched by then are erased */
 	} relay;
 	/* [policy]: default allow/deny, rules in file order
 	 * (qw_route_policy_add_text; rule_lines for error messages) */

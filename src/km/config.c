@@ -31,7 +31,7 @@ static const char *const sae_keys[] = { "id", "node", NULL };
 static const char *const routing_keys[] = { "refresh_ms", "max_age_ms", "low_pool_bits",
 					    "heartbeat_ms", "dead_ms", NULL };
 static const char *const relay_keys[] = { "rekey_every", "batch_target", "batch_wait_ms",
-					  "timeout_ms", NULL };
+					  "timeout_ms", "key_lifetime_s", NULL };
 
 static int fail(struct qw_config_error *err, const struct qw_config *cfg, int line, int code,
 		const char *fmt, ...) __attribute__((format(printf, 5, 6)));
@@ -190,6 +190,7 @@ static int load_node(const struct qw_config *cfg, struct qw_km_conf *c, struct q
 	c->relay.batch_target = 0.95;
 	c->relay.batch_wait_ms = 20;
 	c->relay.timeout_ms = c->request_timeout_ms;
+	c->relay.key_lifetime_s = 3600;
 	c->policy_default_allow = 1;
 	return 0;
 }
@@ -463,9 +464,9 @@ static int load_relay(const struct qw_config *cfg, struct qw_km_conf *c,
 {
 	const struct qw_config_section *s;
 	uint64_t rekey = c->relay.rekey_every, wait = c->relay.batch_wait_ms,
-		 tmo = c->relay.timeout_ms;
+		 tmo = c->relay.timeout_ms, life = c->relay.key_lifetime_s;
 	double target = c->relay.batch_target;
-	int ret;
+	int ret, line;
 
 	s = single(cfg, "relay", &ret, err);
 	if (ret || !s)
@@ -474,12 +475,22 @@ static int load_relay(const struct qw_config *cfg, struct qw_km_conf *c,
 	    (ret = qw_config_get_uint(s, "rekey_every", 1, 1u << 20, &rekey, err)) ||
 	    (ret = qw_config_get_double(s, "batch_target", 0, 0.999, &target, err)) ||
 	    (ret = qw_config_get_uint(s, "batch_wait_ms", 0, 10000, &wait, err)) ||
-	    (ret = qw_config_get_uint(s, "timeout_ms", 100, 600000, &tmo, err)))
+	    (ret = qw_config_get_uint(s, "timeout_ms", 100, 600000, &tmo, err)) ||
+	    (ret = qw_config_get_uint(s, "key_lifetime_s", 1, 31536000, &life, err)))
 		return ret;
+	/* the origin's own copy carries the same expiry: it must outlive the
+	 * relay, or the origin could lose its keys before the ACK */
+	if (life * 1000 <= tmo) {
+		(void)qw_config_section_get(s, "key_lifetime_s", &line);
+		return fail(err, cfg, line ? line : qw_config_section_line(s), QW_ERANGE,
+			    "[relay] needs key_lifetime_s x 1000 > timeout_ms (%llu s, %llu ms)",
+			    (unsigned long long)life, (unsigned long long)tmo);
+	}
 	c->relay.rekey_every = (uint32_t)rekey;
 	c->relay.batch_target = target;
 	c->relay.batch_wait_ms = (uint32_t)wait;
 	c->relay.timeout_ms = (uint32_t)tmo;
+	c->relay.key_lifetime_s = (uint32_t)life;
 	return 0;
 }
 

@@ -48,6 +48,11 @@
 #define RL_REPLAY_AGE_MS 60000
 /* Deadline sweep of relays in flight and granted pads. */
 #define RL_SWEEP_MS 50
+/* Expiry sweep of the store's keys: a quarter of [relay] key_lifetime_s,
+ * within these bounds (each sweep is one store transaction that reads
+ * every key row, so not much more often than needed). */
+#define RL_EXPIRE_MIN_MS 250
+#define RL_EXPIRE_MAX_MS 10000
 /* A link's authentication alarm (routing avoids the link) is cleared after
  * this many relay timeouts without a new MAC failure on it. */
 #define RL_ALARM_HOLD_TIMEOUTS 1
@@ -151,12 +156,14 @@ struct km_relay {
 	struct rl_entry *entries;
 	struct rl_batch *batches;
 	struct event *sweep;
+	struct event *expire;      /* expired keys erased (on_expire) */
 	struct km_relay_link *links; /* one per peer, same index */
 	uint64_t key_bits;         /* payload bits of relays committed (origin) */
 	uint64_t lat_count, lat_bucket[RL_NBUCKETS];
 	double lat_sum;
 	uint64_t batched_requests; /* requests sent in relays (origin) */
 	uint64_t origin_relays;    /* relay attempts started (origin) */
+	uint64_t keys_expired;     /* keys the expiry sweep erased */
 };
 
 static int64_t unix_ms(void)
@@ -491,6 +498,12 @@ static void batch_attempt(struct rl_batch *b)
 			goto fail;
 		e->m.relay_id = rid;
 		e->m.created = unix_ms();
+		/* an expiry at both ends (relay-routing.md "orphaned keys"):
+		 * keys the destination committed but the master never got
+		 * (ACK lost, origin timed out) are erased by then. At least
+		 * key_lifetime_s from now: the store compares whole seconds. */
+		for (uint32_t i = 0; i < b->ng; i++)
+			b->g[i].expires = e->m.created / 1000 + (int64_t)km->conf->relay.key_lifetime_s + 1;
 		for (uint32_t i = 0; i < b->keys; i++)
 			if ((ret = qw_uuid_generate(&b->ids[i])))
 				goto fail;
@@ -1285,10 +1298,34 @@ static void on_sweep(evutil_socket_t fd, short what, void *arg)
 	}
 }
 
+/* Erase every key past its expiry (qw_store_key_expire): relayed keys
+ * nobody fetched. Keys cut from a neighbour's pool have no expiry (0), so
+ * this touches relayed keys only. */
+static void on_expire(evutil_socket_t fd, short what, void *arg)
+{
+	struct km_relay *R = arg;
+	size_t n = 0;
+	int ret;
+
+	(void)fd;
+	(void)what;
+	ret = qw_store_key_expire(R->km->store, unix_ms() / 1000, &n);
+	if (ret) {
+		qw_log(QW_LOG_WARN, "erasing expired keys failed: %s", qw_strerror(ret));
+		return;
+	}
+	if (n) {
+		R->keys_expired += n;
+		qw_log(QW_LOG_INFO, "erased %zu expired key(s): relayed keys not fetched within %" PRIu32 " s",
+		       n, R->km->conf->relay.key_lifetime_s);
+	}
+}
+
 int km_relay_init(struct qw_km *km)
 {
 	struct km_relay *R = calloc(1, sizeof(*R));
-	struct timeval tv = { 0, RL_SWEEP_MS * 1000 };
+	struct timeval tv = { 0, RL_SWEEP_MS * 1000 }, etv;
+	uint64_t ems;
 
 	if (!R)
 		return QW_ENOMEM;
@@ -1298,7 +1335,8 @@ int km_relay_init(struct qw_km *km)
 	R->replay = qw_relay_replay_new(RL_REPLAY_CAP, RL_REPLAY_AGE_MS);
 	R->links = qw_calloc(km->npeers ? km->npeers : 1, sizeof(*R->links));
 	R->sweep = event_new(km->base, -1, EV_PERSIST, on_sweep, R);
-	if (!R->rng || !R->replay || !R->links || !R->sweep) {
+	R->expire = event_new(km->base, -1, EV_PERSIST, on_expire, R);
+	if (!R->rng || !R->replay || !R->links || !R->sweep || !R->expire) {
 		km_relay_free(km);
 		return QW_ENOMEM;
 	}
@@ -1315,6 +1353,11 @@ int km_relay_init(struct qw_km *km)
 		km->peers[i].relay = L;
 	}
 	event_add(R->sweep, &tv);
+	ems = (uint64_t)km->conf->relay.key_lifetime_s * 1000 / 4;
+	ems = ems < RL_EXPIRE_MIN_MS ? RL_EXPIRE_MIN_MS : ems > RL_EXPIRE_MAX_MS ? RL_EXPIRE_MAX_MS : ems;
+	etv.tv_sec = (time_t)(ems / 1000);
+	etv.tv_usec = (int)(ems % 1000) * 1000;
+	event_add(R->expire, &etv);
 	return 0;
 }
 
@@ -1351,6 +1394,8 @@ void km_relay_free(struct qw_km *km)
 	}
 	if (R->sweep)
 		event_free(R->sweep);
+	if (R->expire)
+		event_free(R->expire);
 	qw_relay_replay_free(R->replay);
 	qw_rng_free(R->rng);
 	free(R->links);
@@ -1408,6 +1453,9 @@ int km_relay_metrics(struct qw_km *km, struct qw_buf *b)
 	ret |= pf(b, "# HELP qwave_relay_requests_total ETSI requests served by relays from this node (requests per relay = batching).\n"
 		     "# TYPE qwave_relay_requests_total counter\n"
 		     "qwave_relay_requests_total{node=\"%s\"} %" PRIu64 "\n", node, R->batched_requests);
+	ret |= pf(b, "# HELP qwave_relay_keys_expired_total Keys erased at their expiry: relayed keys nobody fetched within [relay] key_lifetime_s (an ACK lost, the origin timed out, or the slave SAE never asked).\n"
+		     "# TYPE qwave_relay_keys_expired_total counter\n"
+		     "qwave_relay_keys_expired_total{node=\"%s\"} %" PRIu64 "\n", node, R->keys_expired);
 	ret |= pf(b, "# HELP qwave_relay_latency_seconds Relay from the first request of a batch to the destination's ACK (origin).\n"
 		     "# TYPE qwave_relay_latency_seconds histogram\n");
 	for (size_t i = 0; i < RL_NBUCKETS; i++)

@@ -397,6 +397,7 @@ static void test_routing_sections(void **state)
 	assert_true(c.relay.batch_target == 0.95);
 	assert_int_equal(c.relay.batch_wait_ms, 20);
 	assert_int_equal(c.relay.timeout_ms, 3000);
+	assert_int_equal(c.relay.key_lifetime_s, 3600);
 	assert_int_equal(c.policy_default_allow, 1);
 	assert_int_equal(c.npolicy_rules, 0);
 	qw_km_conf_clear(&c);
@@ -407,9 +408,9 @@ static void test_routing_sections(void **state)
 		"[routing]\nrefresh_ms = 200\nmax_age_ms = 900\nlow_pool_bits = 4096\n"   /* 4-7 */
 		"heartbeat_ms = 100\ndead_ms = 300\n"                                       /* 8-9 */
 		"[relay]\nrekey_every = 16\nbatch_target = 0.9\nbatch_wait_ms = 5\n"      /* 10-13 */
-		"timeout_ms = 1500\n"                                                      /* 14 */
-		"[policy]\nrule = deny bank-*.test -> *\ndefault = deny\n"                 /* 15-17 */
-		"rule = allow bank-* <-> bank-*\nrule = allow meter-* -> ksc\n",           /* 18-19 */
+		"timeout_ms = 1500\nkey_lifetime_s = 2\n"                                  /* 14-15 */
+		"[policy]\nrule = deny bank-*.test -> *\ndefault = deny\n"                 /* 16-18 */
+		"rule = allow bank-* <-> bank-*\nrule = allow meter-* -> ksc\n",           /* 19-20 */
 		"n.conf", &cfg, &e), 0);
 	assert_int_equal(qw_km_conf_load(cfg, &c, &e), 0);
 	assert_int_equal(c.routing.refresh_ms, 200);
@@ -421,13 +422,14 @@ static void test_routing_sections(void **state)
 	assert_true(c.relay.batch_target == 0.9);
 	assert_int_equal(c.relay.batch_wait_ms, 5);
 	assert_int_equal(c.relay.timeout_ms, 1500);
+	assert_int_equal(c.relay.key_lifetime_s, 2);
 	assert_int_equal(c.policy_default_allow, 0);
 	/* rules in file order, with their lines */
 	assert_int_equal(c.npolicy_rules, 3);
 	assert_string_equal(c.policy_rules[0], "deny bank-*.test -> *");
-	assert_int_equal(c.policy_rule_lines[0], 16);
+	assert_int_equal(c.policy_rule_lines[0], 17);
 	assert_string_equal(c.policy_rules[2], "allow meter-* -> ksc");
-	assert_int_equal(c.policy_rule_lines[2], 19);
+	assert_int_equal(c.policy_rule_lines[2], 20);
 	qw_km_conf_clear(&c);
 	qw_config_free(cfg);
 
@@ -459,6 +461,11 @@ static void test_routing_sections(void **state)
 			  "n.conf:5: key 'rekey_every' in [relay]");
 	expect_node_error(NODE_HEAD "[relay]\ntimeout_ms = fast\n", QW_EPARSE,
 			  "n.conf:5: key 'timeout_ms' in [relay]");
+	expect_node_error(NODE_HEAD "[relay]\nkey_lifetime_s = 0\n", QW_ERANGE,
+			  "n.conf:5: key 'key_lifetime_s' in [relay]");
+	/* the keys must outlive the relay that carries them */
+	expect_node_error(NODE_HEAD "[relay]\ntimeout_ms = 2000\nkey_lifetime_s = 2\n", QW_ERANGE,
+			  "n.conf:6: [relay] needs key_lifetime_s x 1000 > timeout_ms");
 	expect_node_error(NODE_HEAD "[policy]\ndefault = maybe\n", QW_EINVAL,
 			  "n.conf:5: key 'default' in [policy]: 'maybe' is not one of allow, deny");
 	expect_node_error(NODE_HEAD "[policy]\ndefault = deny\ndefault = allow\n", QW_EINVAL,

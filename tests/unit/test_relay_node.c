@@ -9,7 +9,9 @@
  * man in the middle is refused (QW_EAUTH), raises the mac_failure alarm,
  * stores nothing at the destination and gives the master SAE nothing,
  * and the pools stay in step (the next relay succeeds); relays
- * interleaved with neighbour KEYS_NEW cuts on the same pools. */
+ * interleaved with neighbour KEYS_NEW cuts on the same pools; a lost ACK
+ * leaves keys at the destination that the origin never handed out and
+ * that are erased at their expiry ([relay] key_lifetime_s). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -17,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -48,11 +51,13 @@ struct node {
 };
 
 /* A man in the middle on one KM link: forwards frames both ways and flips
- * one ciphertext bit of the next RELAY frame read from `from` when armed. */
+ * one ciphertext bit of the next RELAY frame read from `from` when armed,
+ * or drops every RELAY_ACK read from `from` while drop_acks is set. */
 struct mitm {
 	struct bufferevent *l, *r; /* l faces the lower-numbered node */
 	struct bufferevent *from;
 	int armed, tampered;
+	int drop_acks, dropped;
 };
 
 struct fx {
@@ -74,6 +79,8 @@ struct result {
 };
 
 static const struct qw_kme_ops *ops;
+/* Appended to every node's configuration by the next net_new. */
+static const char *extra_conf = "";
 
 static void run_until(struct fx *f, int (*cond)(void *), void *arg)
 {
@@ -107,6 +114,11 @@ static void mitm_read(struct bufferevent *bev, void *arg)
 			fr[flen - QW_WCMAC_TAG_BYTES - 1] ^= 0x10;
 			m->armed = 0;
 			m->tampered++;
+		}
+		if (m->drop_acks && bev == m->from && fr[1] == QW_KMLINK_RELAY_ACK) {
+			m->dropped++;
+			evbuffer_drain(in, flen);
+			continue;
 		}
 		assert_int_equal(bufferevent_write(out, fr, flen), 0);
 		evbuffer_drain(in, flen);
@@ -254,6 +266,7 @@ static struct fx *net_new(int N, int mitm_link, int ring)
 		for (int j = 0; j < N; j++)
 			off += (size_t)snprintf(text + off, sizeof(text) - off,
 						"[sae]\nid = sae-%d\nnode = node-%d\n", j, j);
+		off += (size_t)snprintf(text + off, sizeof(text) - off, "%s", extra_conf);
 		assert_true(off < sizeof(text));
 		memcpy(n->text, text, off + 1);
 		assert_int_equal(qw_config_parse_string(n->text, "relay.conf", &n->cfg, &e), 0);
@@ -862,6 +875,103 @@ static void test_next_path(void **state)
 	chain_free(f);
 }
 
+struct dest_keys {
+	struct qw_uuid ids[16];
+	size_t n;
+	int64_t min_exp, max_exp;
+};
+
+static int collect_key(const struct qw_store_key_info *in, void *arg)
+{
+	struct dest_keys *d = arg;
+
+	if (d->n < 16)
+		d->ids[d->n] = in->id;
+	d->n++;
+	if (!d->min_exp || in->expires < d->min_exp)
+		d->min_exp = in->expires;
+	if (in->expires > d->max_exp)
+		d->max_exp = in->expires;
+	return 0;
+}
+
+struct expiry_q {
+	struct fx *f;
+	int node, peer;
+};
+
+static int dest_expired(void *arg)
+{
+	struct expiry_q *q = arg;
+
+	return keys_of(q->f, q->node, q->peer, QW_STORE_RESERVED) == 0;
+}
+
+/* The ACK of a relay is lost on the last link: the destination committed
+ * the keys, the origin times out, erases its copy and never hands them
+ * out; the destination's orphans are erased at their expiry. */
+static void test_lost_ack_keys_expire(void **state)
+{
+	struct fx *f;
+	struct dest_keys d;
+	struct expiry_q q;
+	struct result r, dec;
+	const char *ids[16];
+	char idtext[16][QW_UUID_STR_BYTES];
+	int64_t now;
+
+	(void)state;
+	extra_conf = "[relay]\ntimeout_ms = 300\nkey_lifetime_s = 1\n";
+	f = chain_new(3, 1);
+	extra_conf = "";
+	wait_route(f, 0, 2);
+	f->mitm.drop_acks = 1;
+	f->mitm.from = f->mitm.r; /* node-2's side of link 1-2 */
+	get_keys(f, 0, 2, 10, 256, &r);
+	run_until(f, is_done, &r);
+	f->mitm.drop_acks = 0;
+	assert_true(f->mitm.dropped >= 1);
+	/* the master SAE got nothing; the origin erased its copy */
+	assert_int_not_equal(r.err, 0);
+	assert_null(r.keys);
+	assert_int_equal(keys_of(f, 0, 2, QW_STORE_RESERVED), 0);
+	assert_int_equal(keys_of(f, 0, 2, QW_STORE_DELIVERED), 0);
+	assert_int_equal(keys_of(f, 0, 2, QW_STORE_ERASED), 10);
+	/* the destination holds them, with an expiry key_lifetime_s (+ the
+	 * rounding second) after the relay */
+	memset(&d, 0, sizeof(d));
+	now = (int64_t)time(NULL);
+	assert_int_equal(qw_store_key_list(f->n[2].store, "node-0", QW_STORE_RESERVED, collect_key, &d),
+			 0);
+	assert_int_equal(d.n, 10);
+	assert_true(d.min_exp >= now);
+	assert_true(d.max_exp <= now + 1 + 1);
+	/* the loop's expiry sweep erases them */
+	q.f = f;
+	q.node = 2;
+	q.peer = 0;
+	run_until(f, dest_expired, &q);
+	assert_true((int64_t)time(NULL) >= d.min_exp);
+	assert_int_equal(keys_of(f, 2, 0, QW_STORE_ERASED), 10);
+	assert_int_equal(keys_of(f, 2, 0, QW_STORE_DELIVERED), 0);
+	assert_true(metric_has(f->n[2].km, "qwave_relay_keys_expired_total{node=\"node-2\"} 10\n"));
+	/* the slave SAE cannot fetch them any more */
+	for (size_t i = 0; i < 10; i++) {
+		qw_uuid_format(&d.ids[i], idtext[i]);
+		ids[i] = idtext[i];
+	}
+	memset(&dec, 0, sizeof(dec));
+	ops->get_keys_with_ids(f->n[2].km, "sae-2", "sae-0", ids, 10, on_keys, &dec);
+	assert_true(dec.done);
+	assert_int_not_equal(dec.err, 0);
+	assert_null(dec.keys);
+	/* the pools stayed in step and the next relay (ACK through) works;
+	 * its keys are fetched before they expire */
+	assert_in_step(f);
+	relay_round_trip(f, 0, 2, 10, 256);
+	chain_free(f);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -873,6 +983,7 @@ int main(void)
 		cmocka_unit_test(test_follower_block_late),
 		cmocka_unit_test(test_no_path),
 		cmocka_unit_test(test_next_path),
+		cmocka_unit_test(test_lost_ack_keys_expire),
 	};
 
 	ops = qw_km_kme_ops();
