@@ -83,7 +83,8 @@
 /* stream-0 frame types of the key confirmation and the commit */
 #define QKD_T_HELLO 0x51570001u
 #define QKD_T_COMMIT 0x51570002u
-#define QKD_TR_MAX (32 + 16 + 2 * 8 * QKD_KEYS_CAP)
+/* header (32 + 8 + ids), reply (8 + 8 + ids) */
+#define QKD_TR_MAX (32 + 3 * 8 + 2 * 8 * QKD_KEYS_CAP)
 
 enum { KEY_LIVE = 1, KEY_PENDING = 2 };
 
