@@ -9,68 +9,24 @@
 # failed request failed with 400, 503 or a connection error - never with
 # other keys. Net down leaves no qwaved running.
 #
-# Network: examples/metro-ring.conf once it exists, else a chain of three
-# nodes written here. SAE pairs: every pair of SAEs at neighbour nodes,
-# both directions; pairs at non-neighbour nodes as well once the node
-# relays keys (src/km/relay_node.c seals relay hops).
+# Network: examples/metro-ring.conf (four nodes, five links). SAE pairs:
+# every pair of its SAEs in both directions, 12 in all, the two pairs whose
+# nodes share no link relayed hop by hop.
 # shellcheck source=tests/integration/lib.sh
 . "$(dirname "$0")/lib.sh"
 STORM_S=${QW_CHAOS_SECONDS:-25}
 t_start=$SECONDS
 
 conf=$src/examples/metro-ring.conf
-name=metro-ring.conf
-if [ ! -f "$conf" ]; then
-	conf=$dir/chain3.conf
-	name="a chain of three nodes"
-	cat >"$conf" <<'EOF'
-[node]
-id = node-1
-[node]
-id = node-2
-[node]
-id = node-3
-[link]
-a = node-1
-b = node-2
-length_km = 10
-block_bits = 5e5
-blocks_per_session = 4
-bounds = asymptotic
-[link]
-a = node-2
-b = node-3
-length_km = 10
-block_bits = 5e5
-blocks_per_session = 4
-bounds = asymptotic
-[sae]
-id = sae-1
-node = node-1
-[sae]
-id = sae-2
-node = node-2
-[sae]
-id = sae-3
-node = node-3
-EOF
-fi
-relay=0
-grep -q qw_relay_seal_hop "$src/src/km/relay_node.c" 2>/dev/null && relay=1
-relay=${QW_CHAOS_RELAY:-$relay} # 0: neighbour pairs only, whatever the node does
-
 qw_net_up "$conf"
 qw_pairs "$conf" >"$dir/pairs"
 near=$(awk '$2 == 1 { print $1 }' "$dir/pairs")
 far=$(awk '$2 == 0 { print $1 }' "$dir/pairs")
-[ -n "$near" ] || fail "no SAE pair at neighbour nodes in $conf"
-pairs=$near
-[ "$relay" = 1 ] && pairs="$pairs $far"
-echo "chaos: $name, $(qw_nodes | wc -l) nodes, pairs: $(echo "$pairs" | xargs)" \
-	"$([ "$relay" = 1 ] || echo "(no relay yet: non-neighbour pairs left out)")"
+{ [ -n "$near" ] && [ -n "$far" ]; } || fail "$conf: SAE pairs at neighbour and non-neighbour nodes expected"
+pairs="$near $far"
+echo "chaos: metro-ring.conf, $(qw_nodes | wc -l) nodes, pairs: $(echo "$pairs" | xargs)"
 
-# every neighbour pair's pool has keys before the storm (up to 120 s on a
-# loaded machine; about 15 s on an idle one)
+# every link's pool has keys before the storm (up to 120 s)
 for p in $near; do
 	qw_wait_keys "${p%%:*}" "${p##*:}" 32 120 || fail "no keys for $p"
 done
