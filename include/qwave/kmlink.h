@@ -133,4 +133,15 @@ QW_WUR int qw_kmlink_encode(const struct qw_kmlink_msg *m, struct qw_buf *out);
 /* 1 when id is 1..64 characters of [A-Za-z0-9._-]. */
 int qw_kmlink_id_valid(const char *id);
 
+/* The ID encoding of every KM-link body (this file, relay.h, routing.h):
+ * u8 length, then the characters. allow_empty: "" is legal and is length 0
+ * (the RELAY's stock keys have no master SAE).
+ * Append id to b: 0, QW_EINVAL (not a valid ID), QW_ENOMEM. */
+QW_WUR int qw_kmlink_id_write(struct qw_buf *b, const char *id, int allow_empty);
+/* Read one ID into out: 0, or QW_EPARSE (short input, length over
+ * QW_KMLINK_ID_MAX, a character outside the ID set, including an embedded
+ * NUL; length 0 unless allow_empty). */
+QW_WUR int qw_kmlink_id_read(struct qw_reader *r, char out[QW_KMLINK_ID_MAX + 1],
+			     int allow_empty);
+
 #endif

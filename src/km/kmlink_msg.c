@@ -57,26 +57,30 @@ int qw_kmlink_frame_len(const uint8_t *buf, size_t len, size_t *frame_len)
 	return 0;
 }
 
-static int read_id(struct qw_reader *r, char out[QW_KMLINK_ID_MAX + 1])
+int qw_kmlink_id_read(struct qw_reader *r, char out[QW_KMLINK_ID_MAX + 1], int allow_empty)
 {
 	uint8_t n;
 	const uint8_t *p;
 
-	if (qw_reader_read_u8(r, &n) || n == 0 || n > QW_KMLINK_ID_MAX ||
-	    qw_reader_read_ref(r, &p, n))
+	QW_REQUIRE(r && out);
+	if (qw_reader_read_u8(r, &n) || n > QW_KMLINK_ID_MAX || qw_reader_read_ref(r, &p, n))
 		return QW_EPARSE;
 	memcpy(out, p, n);
 	out[n] = 0;
+	if (n == 0)
+		return allow_empty ? 0 : QW_EPARSE;
 	/* every byte must be an ID character: an embedded NUL would make the
 	 * ID shorter than its length byte says */
 	return qw_kmlink_id_valid(out) && strlen(out) == n ? 0 : QW_EPARSE;
 }
 
-static int write_id(struct qw_buf *b, const char *id)
+int qw_kmlink_id_write(struct qw_buf *b, const char *id, int allow_empty)
 {
-	size_t n = strlen(id);
+	size_t n;
 
-	if (!qw_kmlink_id_valid(id))
+	QW_REQUIRE(b && id);
+	n = strlen(id);
+	if (!(n == 0 && allow_empty) && !qw_kmlink_id_valid(id))
 		return QW_EINVAL;
 	if (qw_buf_append_u8(b, (uint8_t)n) || qw_buf_append(b, id, n))
 		return QW_ENOMEM;
@@ -95,12 +99,12 @@ static int parse_keys(struct qw_reader *r, int with_ids, struct qw_kmlink_keys *
 	if (k->count == 0 || k->count > QW_KMLINK_MAX_KEYS || k->size_bits == 0 ||
 	    k->size_bits % 8 || k->size_bits > QW_STORE_KEY_MAX_BITS)
 		return QW_EPARSE;
-	if (read_id(r, k->master) || qw_reader_read_u8(r, &ns) || ns == 0 ||
+	if (qw_kmlink_id_read(r, k->master, 0) || qw_reader_read_u8(r, &ns) || ns == 0 ||
 	    ns > QW_STORE_SLAVES_MAX)
 		return QW_EPARSE;
 	k->n_slaves = ns;
 	for (unsigned i = 0; i < ns; i++)
-		if (read_id(r, k->slaves[i]))
+		if (qw_kmlink_id_read(r, k->slaves[i], 0))
 			return QW_EPARSE;
 	if (!with_ids)
 		return 0;
@@ -124,7 +128,7 @@ static int parse_body(struct qw_reader *r, struct qw_kmlink_msg *m)
 		if (qw_reader_read_u8(r, &m->u.hello.channel) ||
 		    (m->u.hello.channel != QW_KMLINK_CHAN_KM && m->u.hello.channel != QW_KMLINK_CHAN_QKD))
 			return QW_EPARSE;
-		return read_id(r, m->u.hello.node);
+		return qw_kmlink_id_read(r, m->u.hello.node, 0);
 	case QW_KMLINK_POOL_BLOCKS:
 		if (qw_reader_read_u32be(r, &n) || n > QW_KMLINK_MAX_LIST ||
 		    qw_reader_remaining(r) != (size_t)n * 24)
@@ -249,12 +253,12 @@ static int encode_keys(const struct qw_kmlink_keys *k, int with_ids, struct qw_b
 		return QW_ENOMEM;
 	if (qw_buf_append_u32be(b, k->size_bits) || qw_buf_append_u32be(b, k->count))
 		return QW_ENOMEM;
-	if ((ret = write_id(b, k->master)))
+	if ((ret = qw_kmlink_id_write(b, k->master, 0)))
 		return ret;
 	if (qw_buf_append_u8(b, (uint8_t)k->n_slaves))
 		return QW_ENOMEM;
 	for (uint32_t i = 0; i < k->n_slaves; i++)
-		if ((ret = write_id(b, k->slaves[i])))
+		if ((ret = qw_kmlink_id_write(b, k->slaves[i], 0)))
 			return ret;
 	if (with_ids)
 		for (uint32_t i = 0; i < k->count; i++)
@@ -281,7 +285,7 @@ int qw_kmlink_encode(const struct qw_kmlink_msg *m, struct qw_buf *out)
 		ret = QW_ENOMEM;
 		if (qw_buf_append_u8(out, m->u.hello.channel))
 			goto fail;
-		if ((ret = write_id(out, m->u.hello.node)))
+		if ((ret = qw_kmlink_id_write(out, m->u.hello.node, 0)))
 			goto fail;
 		break;
 	case QW_KMLINK_POOL_BLOCKS:

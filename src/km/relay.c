@@ -192,15 +192,6 @@ int qw_relay_mac_due(const struct qw_relay_mac *mk)
 
 /* ---- encoding --------------------------------------------------------------- */
 
-static int put_id(struct qw_buf *b, const char *id)
-{
-	size_t n = strlen(id);
-
-	if (qw_buf_append_u8(b, (uint8_t)n) || qw_buf_append(b, id, n))
-		return QW_ENOMEM;
-	return 0;
-}
-
 /* Structural validity of m's header and groups (not ct). */
 static int msg_valid(const struct qw_relay_msg *m)
 {
@@ -236,7 +227,7 @@ static int encode_head(const struct qw_relay_msg *m, struct qw_buf *b)
 	    qw_buf_append_u64be(b, m->pad_pos.block_id) || qw_buf_append_u64be(b, m->pad_pos.bit))
 		return ret;
 	for (uint8_t i = 0; i < m->path_len; i++)
-		if (put_id(b, m->path[i]))
+		if (qw_kmlink_id_write(b, m->path[i], 0))
 			return ret;
 	if (qw_buf_append_u8(b, (uint8_t)m->n_groups))
 		return ret;
@@ -244,11 +235,11 @@ static int encode_head(const struct qw_relay_msg *m, struct qw_buf *b)
 		const struct qw_relay_group *g = &m->groups[gi];
 
 		if (qw_buf_append_u32be(b, g->size_bits) || qw_buf_append_u32be(b, g->count) ||
-		    qw_buf_append_u64be(b, (uint64_t)g->expires) || put_id(b, g->master) ||
+		    qw_buf_append_u64be(b, (uint64_t)g->expires) || qw_kmlink_id_write(b, g->master, 1) ||
 		    qw_buf_append_u8(b, (uint8_t)g->n_slaves))
 			return ret;
 		for (uint32_t s = 0; s < g->n_slaves; s++)
-			if (put_id(b, g->slaves[s]))
+			if (qw_kmlink_id_write(b, g->slaves[s], 0))
 				return ret;
 		if (qw_buf_append(b, g->ids, (size_t)g->count * QW_UUID_BYTES))
 			return ret;
@@ -385,21 +376,6 @@ int qw_relay_hop_check(const struct qw_relay_msg *m, const char *self, const cha
 
 /* ---- parser ----------------------------------------------------------------- */
 
-static int get_id(struct qw_reader *r, char out[QW_KMLINK_ID_MAX + 1], int allow_empty)
-{
-	uint8_t n;
-	const uint8_t *p;
-
-	if (qw_reader_read_u8(r, &n) || n > QW_KMLINK_ID_MAX || qw_reader_read_ref(r, &p, n))
-		return QW_EPARSE;
-	memcpy(out, p, n);
-	out[n] = 0;
-	if (n == 0)
-		return allow_empty ? 0 : QW_EPARSE;
-	/* an embedded NUL would make the ID shorter than its length byte */
-	return qw_kmlink_id_valid(out) && strlen(out) == n ? 0 : QW_EPARSE;
-}
-
 static int cmp_uuid(const void *a, const void *b)
 {
 	return qw_uuid_compare(a, b);
@@ -431,7 +407,7 @@ static int parse_group(struct qw_reader *r, struct qw_relay_group *g, uint64_t *
 	uint8_t ns;
 
 	if (qw_reader_read_u32be(r, &g->size_bits) || qw_reader_read_u32be(r, &g->count) ||
-	    qw_reader_read_u64be(r, &expires) || get_id(r, g->master, 1) ||
+	    qw_reader_read_u64be(r, &expires) || qw_kmlink_id_read(r, g->master, 1) ||
 	    qw_reader_read_u8(r, &ns))
 		return QW_EPARSE;
 	g->expires = (int64_t)expires;
@@ -446,7 +422,7 @@ static int parse_group(struct qw_reader *r, struct qw_relay_group *g, uint64_t *
 	if ((g->master[0] == 0) != (ns == 0) || ns > QW_STORE_SLAVES_MAX)
 		return QW_EPARSE;
 	for (unsigned i = 0; i < ns; i++)
-		if (get_id(r, g->slaves[i], 0))
+		if (qw_kmlink_id_read(r, g->slaves[i], 0))
 			return QW_EPARSE;
 	/* check the length before allocating: a short message cannot make us
 	 * allocate for 4096 ids */
@@ -478,7 +454,7 @@ static int parse_msg(struct qw_reader *r, struct qw_relay_msg *m)
 		return QW_EPARSE;
 	m->created = (int64_t)created;
 	for (uint8_t i = 0; i < m->path_len; i++)
-		if (get_id(r, m->path[i], 0))
+		if (qw_kmlink_id_read(r, m->path[i], 0))
 			return QW_EPARSE;
 	if (!path_valid(m->path, m->path_len))
 		return QW_EPARSE;

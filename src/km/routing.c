@@ -25,13 +25,6 @@ static int lsa_valid(const struct qw_lsa *l)
 	return 1;
 }
 
-static int put_id(struct qw_buf *b, const char *id)
-{
-	size_t n = strlen(id);
-
-	return qw_buf_append_u8(b, (uint8_t)n) || qw_buf_append(b, id, n) ? QW_ENOMEM : 0;
-}
-
 int qw_lsa_encode(const struct qw_lsa *l, struct qw_buf *out)
 {
 	size_t start;
@@ -42,12 +35,12 @@ int qw_lsa_encode(const struct qw_lsa *l, struct qw_buf *out)
 	start = out->len;
 	if (qw_buf_append_u8(out, QW_ROUTE_VERSION) || qw_buf_append_u8(out, 0) ||
 	    qw_buf_append_u16be(out, l->n_links) || qw_buf_append_u64be(out, l->seq) ||
-	    put_id(out, l->origin))
+	    qw_kmlink_id_write(out, l->origin, 0))
 		goto nomem;
 	for (uint16_t i = 0; i < l->n_links; i++) {
 		const struct qw_route_link *k = &l->links[i];
 
-		if (put_id(out, k->peer) || qw_buf_append_u8(out, k->flags) ||
+		if (qw_kmlink_id_write(out, k->peer, 0) || qw_buf_append_u8(out, k->flags) ||
 		    qw_buf_append_u64be(out, k->pool_bits) ||
 		    qw_buf_append_u64be(out, k->key_rate_bps) ||
 		    qw_buf_append_u32be(out, k->qber_ppm))
@@ -57,19 +50,6 @@ int qw_lsa_encode(const struct qw_lsa *l, struct qw_buf *out)
 nomem:
 	out->len = start;
 	return QW_ENOMEM;
-}
-
-static int get_id(struct qw_reader *r, char out[QW_KMLINK_ID_MAX + 1])
-{
-	uint8_t n;
-	const uint8_t *p;
-
-	if (qw_reader_read_u8(r, &n) || n == 0 || n > QW_KMLINK_ID_MAX ||
-	    qw_reader_read_ref(r, &p, n))
-		return QW_EPARSE;
-	memcpy(out, p, n);
-	out[n] = 0;
-	return qw_kmlink_id_valid(out) && strlen(out) == n ? 0 : QW_EPARSE;
 }
 
 int qw_lsa_parse(const uint8_t *buf, size_t len, struct qw_lsa *l)
@@ -83,12 +63,12 @@ int qw_lsa_parse(const uint8_t *buf, size_t len, struct qw_lsa *l)
 	if (qw_reader_read_u8(&r, &ver) || ver != QW_ROUTE_VERSION ||
 	    qw_reader_read_u8(&r, &rsv) || rsv || qw_reader_read_u16be(&r, &l->n_links) ||
 	    l->n_links > QW_ROUTE_MAX_LINKS || qw_reader_read_u64be(&r, &l->seq) ||
-	    get_id(&r, l->origin))
+	    qw_kmlink_id_read(&r, l->origin, 0))
 		return QW_EPARSE;
 	for (uint16_t i = 0; i < l->n_links; i++) {
 		struct qw_route_link *k = &l->links[i];
 
-		if (get_id(&r, k->peer) || qw_reader_read_u8(&r, &k->flags) ||
+		if (qw_kmlink_id_read(&r, k->peer, 0) || qw_reader_read_u8(&r, &k->flags) ||
 		    qw_reader_read_u64be(&r, &k->pool_bits) ||
 		    qw_reader_read_u64be(&r, &k->key_rate_bps) ||
 		    qw_reader_read_u32be(&r, &k->qber_ppm))

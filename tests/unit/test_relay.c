@@ -1056,6 +1056,49 @@ static int teardown(void **state)
 	return 0;
 }
 
+/* The ID encoding shared by KM-link, RELAY and LSA bodies (kmlink.h). */
+static void test_id_codec(void **state)
+{
+	char id65[66], out[QW_KMLINK_ID_MAX + 1];
+	struct qw_reader r;
+	struct qw_buf b;
+	static const uint8_t nul[] = { 3, 'a', 0, 'b' }, bad[] = { 2, 'a', '/' },
+			     empty[] = { 0 }, longer[] = { 65 }, shorter[] = { 4, 'a', 'b' };
+
+	(void)state;
+	qw_buf_init(&b, 0);
+	assert_int_equal(qw_kmlink_id_write(&b, "node-1.x_Y", 0), 0);
+	assert_int_equal(qw_kmlink_id_write(&b, "", 1), 0);
+	assert_int_equal(b.len, 1 + 10 + 1);
+	assert_int_equal(b.data[0], 10);
+	assert_int_equal(b.data[11], 0);
+	/* refused, nothing appended */
+	memset(id65, 'a', 65);
+	id65[65] = 0;
+	assert_int_equal(qw_kmlink_id_write(&b, "", 0), QW_EINVAL);
+	assert_int_equal(qw_kmlink_id_write(&b, id65, 0), QW_EINVAL);
+	assert_int_equal(qw_kmlink_id_write(&b, "a b", 1), QW_EINVAL);
+	assert_int_equal(b.len, 12);
+	qw_reader_init(&r, b.data, b.len);
+	assert_int_equal(qw_kmlink_id_read(&r, out, 0), 0);
+	assert_string_equal(out, "node-1.x_Y");
+	assert_int_equal(qw_kmlink_id_read(&r, out, 1), 0);
+	assert_string_equal(out, "");
+	assert_int_equal(qw_reader_remaining(&r), 0);
+	qw_buf_free(&b);
+	/* length 0 only where allowed; NUL or other characters; over 64; short */
+	qw_reader_init(&r, empty, sizeof(empty));
+	assert_int_equal(qw_kmlink_id_read(&r, out, 0), QW_EPARSE);
+	qw_reader_init(&r, nul, sizeof(nul));
+	assert_int_equal(qw_kmlink_id_read(&r, out, 1), QW_EPARSE);
+	qw_reader_init(&r, bad, sizeof(bad));
+	assert_int_equal(qw_kmlink_id_read(&r, out, 0), QW_EPARSE);
+	qw_reader_init(&r, longer, sizeof(longer));
+	assert_int_equal(qw_kmlink_id_read(&r, out, 0), QW_EPARSE);
+	qw_reader_init(&r, shorter, sizeof(shorter));
+	assert_int_equal(qw_kmlink_id_read(&r, out, 0), QW_EPARSE);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1072,6 +1115,7 @@ int main(void)
 		cmocka_unit_test(test_pad_messages),
 		cmocka_unit_test(test_relay_with_store),
 		cmocka_unit_test(test_replay_window),
+		cmocka_unit_test(test_id_codec),
 	};
 
 	return cmocka_run_group_tests(tests, setup, teardown);
