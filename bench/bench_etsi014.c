@@ -438,20 +438,19 @@ out:
 
 #define NODE_BLOCK_BITS (UINT64_C(1) << 22)
 
-static const char *const node_conf_fmt[2] = {
-	"[node]\nid = kme-A\ndata_dir = %s\nlisten = 127.0.0.1:1\nsync = %s\n"
+/* Node i's configuration: its id, its peer's id, the data directory,
+ * the sync mode; sae-A (the client, master) is at node 0, sae-B at node 1. */
+static const char node_conf_fmt[] =
+	"[node]\nid = %s\ndata_dir = %s\nlisten = 127.0.0.1:%d\nsync = %s\n"
 	"cert = a.crt\nkey = a.key\nca = ca.crt\nrequest_timeout_ms = 10000\n"
 	"[limits]\nkey_size = 256\nmax_key_per_request = 128\nmax_key_size = 1024\n"
 	"min_key_size = 64\nmax_key_count = 100000000\n"
-	"[link]\npeer = kme-B\naddress = 127.0.0.1:2\npsk_file = psk\n"
-	"[sae]\nid = sae-A\nnode = kme-A\n[sae]\nid = sae-B\nnode = kme-B\n",
-	"[node]\nid = kme-B\ndata_dir = %s\nlisten = 127.0.0.1:2\nsync = %s\n"
-	"cert = b.crt\nkey = b.key\nca = ca.crt\nrequest_timeout_ms = 10000\n"
-	"[limits]\nkey_size = 256\nmax_key_per_request = 128\nmax_key_size = 1024\n"
-	"min_key_size = 64\nmax_key_count = 100000000\n"
-	"[link]\npeer = kme-A\npsk_file = psk\n"
-	"[sae]\nid = sae-A\nnode = kme-A\n[sae]\nid = sae-B\nnode = kme-B\n",
-};
+	"[link]\npeer = %s\naddress = 127.0.0.1:%d\npsk_file = psk\n"
+	"[sae]\nid = sae-A\nnode = %s\n[sae]\nid = sae-B\nnode = %s\n";
+
+/* The link's leader is the node whose id sorts first: node 0 (the master
+ * SAE's) is the leader by default, the follower with --master follower. */
+static const char *node_id[2] = { "kme-A", "kme-B" };
 
 struct bnode {
 	struct qw_config *cfg;
@@ -497,9 +496,10 @@ static int node_open(struct bnode *n, int i, const char *dir, struct event_base 
 	char text[1024], db[600];
 	int err;
 
-	snprintf(text, sizeof(text), node_conf_fmt[i], dir,
-		 node_sync == QW_STORE_SYNC_FULL ? "full" : "normal");
-	if ((err = qw_config_parse_string(text, i ? "kme-B" : "kme-A", &n->cfg, &e)) ||
+	snprintf(text, sizeof(text), node_conf_fmt, node_id[i], dir, 1 + i,
+		 node_sync == QW_STORE_SYNC_FULL ? "full" : "normal", node_id[!i], 2 - i, node_id[0],
+		 node_id[1]);
+	if ((err = qw_config_parse_string(text, node_id[i], &n->cfg, &e)) ||
 	    (err = qw_km_conf_load(n->cfg, &n->conf, &e)))
 		return err;
 	snprintf(db, sizeof(db), "%s/%c.db", dir, 'a' + i);
@@ -529,8 +529,8 @@ static int fill_pools(struct bnode *n, double seconds)
 			ret = QW_ECRYPTO;
 			break;
 		}
-		if (!(ret = qw_store_pool_append(n[0].store, "kme-B", id, bits, NODE_BLOCK_BITS)))
-			ret = qw_store_pool_append(n[1].store, "kme-A", id, bits, NODE_BLOCK_BITS);
+		if (!(ret = qw_store_pool_append(n[0].store, node_id[1], id, bits, NODE_BLOCK_BITS)))
+			ret = qw_store_pool_append(n[1].store, node_id[0], id, bits, NODE_BLOCK_BITS);
 	}
 	qw_secure_free(bits, NODE_BLOCK_BITS / 8);
 	return ret;
@@ -557,14 +557,14 @@ static int link_nodes(struct bnode *n)
 			return QW_ENOMEM;
 		}
 	}
-	if ((ret = qw_km_attach(n[0].km, "kme-B", bev[0]))) {
+	if ((ret = qw_km_attach(n[0].km, node_id[1], bev[0]))) {
 		bufferevent_free(bev[1]);
 		return ret;
 	}
-	if ((ret = qw_km_attach(n[1].km, "kme-A", bev[1])))
+	if ((ret = qw_km_attach(n[1].km, node_id[0], bev[1])))
 		return ret;
 	for (int i = 0; i < 50000; i++) {
-		if (qw_km_link_up(n[0].km, "kme-B") && qw_km_link_up(n[1].km, "kme-A"))
+		if (qw_km_link_up(n[0].km, node_id[1]) && qw_km_link_up(n[1].km, node_id[0]))
 			return 0;
 		event_base_loop(n[0].base, EVLOOP_NONBLOCK);
 		event_base_loop(n[1].base, EVLOOP_NONBLOCK);
@@ -668,9 +668,9 @@ static int bench_qwave(const char *dir, int clients, double seconds, struct figu
 	} else if (!err) {
 		struct qw_store_stats st;
 
-		if (!(err = qw_store_stats(n[0].store, "kme-B", &st)))
+		if (!(err = qw_store_stats(n[0].store, node_id[1], &st)))
 			run->keys = st.keys[QW_STORE_DELIVERED];
-		if (!err && !(err = qw_store_stats(n[1].store, "kme-A", &st)))
+		if (!err && !(err = qw_store_stats(n[1].store, node_id[0], &st)))
 			run->slave_keys = st.keys[QW_STORE_RESERVED];
 		if (!err)
 			run->batches = metric(n[0].km, "qwave_km_batches_total{");
@@ -873,6 +873,7 @@ static void usage(FILE *f)
 {
 	fprintf(f,
 		"usage: qwave bench etsi014 [--source node|memory] [--sync normal|full]\n"
+		"                           [--master leader|follower]\n"
 		"                           [--clients C] [--seconds S] [--client raw|curl]\n"
 		"                           [--no-nginx] [--json]\n\n"
 		"ETSI GS QKD 014 Get key (enc_keys, 1 key of %d bits) over keep-alive\n"
@@ -889,6 +890,10 @@ static void usage(FILE *f)
 		"  --source memory  keys from an in-memory pool of random material (the\n"
 		"                   HTTPS + ETSI front end's own cost)\n"
 		"  --sync MODE      the stores' synchronous mode: normal (default) or full\n"
+		"  --master leader  the master SAE's node is the KM link's leader (default):\n"
+		"                   it cuts, KEYS_NEW, waits for the slave node's ACK\n"
+		"  --master follower  the master SAE's node is the follower: KEYS_REQ, the\n"
+		"                   slave node cuts and announces, the master's node applies\n"
 		"  --clients C      concurrent connections (default 8, at most %d)\n"
 		"  --seconds S      measured time per server (default 5)\n"
 		"  --client raw     load generator: a minimal blocking OpenSSL HTTP/1.1\n"
@@ -938,6 +943,17 @@ int qw_bench_etsi014(int argc, char **argv)
 				use_memory = 1;
 			else
 				return qw_cli_usage_error("bench etsi014", "--source: node or memory");
+		} else if (!strcmp(argv[i], "--master") && i + 1 < argc) {
+			i++;
+			if (!strcmp(argv[i], "leader")) {
+				node_id[0] = "kme-A";
+				node_id[1] = "kme-B";
+			} else if (!strcmp(argv[i], "follower")) {
+				node_id[0] = "kme-B";
+				node_id[1] = "kme-A";
+			} else {
+				return qw_cli_usage_error("bench etsi014", "--master: leader or follower");
+			}
 		} else if (!strcmp(argv[i], "--sync") && i + 1 < argc) {
 			i++;
 			if (!strcmp(argv[i], "normal"))

@@ -278,6 +278,18 @@ QW_WUR int qw_store_key_deliver_create(struct qw_store *s, const struct qw_uuid 
 				       size_t *outlen, const struct qw_store_key_req *req,
 				       size_t count, struct qw_uuid *new_ids,
 				       struct qw_store_pos *at, int *create_err);
+/* qw_store_key_create(req, count, ids, at) and then
+ * qw_store_key_deliver_many of those keys to sae, in ONE transaction, for
+ * a node that applies a cut its peer announced for this node's own master
+ * SAE. The cut is the primary operation: it fails or succeeds exactly as
+ * qw_store_key_create (on failure nothing is cut or delivered). When the
+ * delivery alone fails, the keys are still committed RESERVED, nothing is
+ * delivered, out is wiped and *deliver_err gets the delivery's error;
+ * otherwise *deliver_err is 0 and *outlen the bytes written. (store_key.c) */
+QW_WUR int qw_store_key_create_deliver(struct qw_store *s, const struct qw_store_key_req *req,
+				       size_t count, struct qw_uuid *ids,
+				       struct qw_store_pos *at, const char *sae, uint8_t *out,
+				       size_t cap, size_t *outlen, int *deliver_err);
 /* Metadata of a key, any state. 0, QW_ENOTFOUND, QW_EDB. */
 QW_WUR int qw_store_key_info(struct qw_store *s, const struct qw_uuid *id,
 			     struct qw_store_key_info *info);

@@ -315,6 +315,44 @@ static void remember_cut(struct km_peer *p, struct km_in *in)
 	p->cuts = c;
 }
 
+/* Follower: our own request r, whose keys were cut and delivered here in
+ * one transaction (material in out): answer the master SAE. */
+static void deliver_done(struct km_req *r, const uint8_t *out)
+{
+	struct qw_km *km = r->km;
+	size_t bytes = r->k.size_bits / 8;
+	struct qw_kme_key *keys = qw_calloc(r->k.count, sizeof(*keys));
+
+	for (uint32_t i = 0; keys && i < r->k.count; i++) {
+		keys[i].key = malloc(bytes);
+		if (!keys[i].key) {
+			qw_kme_keys_free(keys, i);
+			keys = NULL;
+			break;
+		}
+		memcpy(keys[i].key, out + (size_t)i * bytes, bytes);
+		keys[i].size_bits = r->k.size_bits;
+		qw_uuid_format(&r->k.ids[i], keys[i].key_id);
+	}
+	if (!keys) {
+		/* delivered in the store already: lost, never duplicated */
+		km_keys_lost(km, r->k.master, r->k.ids, NULL, r->k.count);
+		km_req_finish(r, QW_ENOMEM, NULL, 0);
+		return;
+	}
+	r->p->keys_master += r->k.count;
+	km->keys_delivered += r->k.count;
+	km_req_finish(r, 0, keys, r->k.count);
+}
+
+static void out_free(uint8_t *out, uint8_t *stack, size_t total)
+{
+	if (out == stack)
+		qw_wipe(stack, total);
+	else
+		qw_secure_free(out, total);
+}
+
 void km_process_in(struct km_peer *p)
 {
 	struct km_in *in;
@@ -325,7 +363,12 @@ void km_process_in(struct km_peer *p)
 		struct qw_store_key_req rq = { 0 };
 		struct qw_kmlink_msg ack = { .type = QW_KMLINK_KEYS_ACK, .seq = in->m.seq };
 		struct km_req *r;
-		int ret;
+		/* our own request: its keys are cut and delivered to our
+		 * master SAE in one transaction (small batches through a wiped
+		 * stack buffer) */
+		uint8_t stack[4096], *out = NULL;
+		size_t total = 0, outlen = 0;
+		int ret, derr = 0;
 
 		r = (in->m.seq & KM_SEQ_LEADER) ? NULL : req_find(p, in->m.seq);
 		if (r && !same_keys(&r->k, k)) {
@@ -347,15 +390,24 @@ void km_process_in(struct km_peer *p)
 		rq.n_slaves = k->n_slaves;
 		rq.key_ids = k->ids;
 		rq.expect = &k->pos;
+		if (r) {
+			total = (size_t)k->count * (k->size_bits / 8);
+			out = total <= sizeof(stack) ? stack : qw_secure_alloc(total);
+		}
 		{
 			struct qw_uuid *scratch = qw_calloc(k->count, sizeof(*scratch));
-			ret = scratch ? qw_store_key_create(p->km->store, &rq, k->count, scratch, NULL)
-				      : QW_ENOMEM;
+			ret = !scratch ? QW_ENOMEM
+			      : out   ? qw_store_key_create_deliver(p->km->store, &rq, k->count, scratch,
+								NULL, r->k.master, out, total,
+								&outlen, &derr)
+				      : qw_store_key_create(p->km->store, &rq, k->count, scratch, NULL);
 			free(scratch);
 		}
 		if ((ret == QW_EAGAIN || ret == QW_ESTATE) &&
 		    km_now_ms() - in->first_ms < KM_APPLY_RETRY_MS) {
 			struct timeval tv = { 0, KM_APPLY_RETRY_STEP_MS * 1000 };
+			if (out)
+				out_free(out, stack, total);
 			(void)km_append_blocks(p);
 			if (p->retry_ev)
 				event_add(p->retry_ev, &tv);
@@ -369,6 +421,8 @@ void km_process_in(struct km_peer *p)
 			       k->count, p->id, (unsigned long long)k->pos.block_id,
 			       (unsigned long long)k->pos.bit, qw_strerror(ret));
 			send_nack(p, in->m.seq, ret);
+			if (out)
+				out_free(out, stack, total);
 			if (r)
 				km_req_finish(r, QW_EAGAIN, NULL, 0);
 			in_free(in);
@@ -392,11 +446,16 @@ void km_process_in(struct km_peer *p)
 			continue;
 		}
 		if (r) {
-			/* our own request: the ids are now ours to deliver */
+			/* our own request: the ids are now ours */
 			r->k.ids = k->ids;
 			in->m.u.keys.ids = NULL;
 			r->k.count = k->count;
-			km_req_deliver(r);
+			if (out && !derr)
+				deliver_done(r, out);
+			else
+				km_req_deliver(r); /* cut alone: deliver (or erase) now */
+			if (out)
+				out_free(out, stack, total);
 		} else {
 			p->keys_cut += k->count;
 			remember_cut(p, in);

@@ -413,6 +413,53 @@ int qw_store_key_deliver_create(struct qw_store *s, const struct qw_uuid *ids, s
 	return qw_store_key_deliver_many(s, ids, n, sae, out, cap, outlen, NULL);
 }
 
+int qw_store_key_create_deliver(struct qw_store *s, const struct qw_store_key_req *req,
+				size_t count, struct qw_uuid *ids, struct qw_store_pos *at,
+				const char *sae, uint8_t *out, size_t cap, size_t *outlen,
+				int *deliver_err)
+{
+	struct qw_store_key_info *info;
+	uint8_t stack[KEY_GROUP_BYTES], *km;
+	size_t off = 0, kmcap = 0;
+	int ret, dret = 0;
+
+	QW_REQUIRE(s && req && (ids || !count) && (req->slave_saes || !req->n_slaves) && sae &&
+		   (out || !cap) && outlen && deliver_err);
+	*outlen = 0;
+	*deliver_err = 0;
+	if ((ret = create_check(req, count)))
+		return ret;
+	if (!(km = create_buf(req, stack, &kmcap)))
+		return QW_ENOMEM;
+	if (!(info = malloc(sizeof(*info)))) {
+		create_buf_free(req, km, stack);
+		return QW_ENOMEM;
+	}
+	if ((ret = qw_st_tx_begin(s)) == 0) {
+		ret = key_create_locked(s, req, count, ids, at, km, kmcap);
+		if (!ret)
+			dret = deliver_many_locked(s, ids, count, sae, out, cap, &off, NULL, info);
+		/* a failed delivery must not take the cut with it (the two
+		 * ends' pools must stay in step): roll both back, cut alone */
+		ret = qw_st_tx_end(s, ret ? ret : dret);
+	}
+	qw_wipe(info, sizeof(*info));
+	free(info);
+	create_buf_free(req, km, stack);
+	if (!ret) {
+		*outlen = off;
+		return 0;
+	}
+	if (out)
+		qw_wipe(out, cap);
+	if (!dret) {
+		memset(ids, 0, count * sizeof(*ids));
+		return ret; /* the cut (or the commit) failed: nothing done */
+	}
+	*deliver_err = dret;
+	return qw_store_key_create(s, req, count, ids, at);
+}
+
 int qw_store_key_info(struct qw_store *s, const struct qw_uuid *id, struct qw_store_key_info *info)
 {
 	struct qw_sb_key k;

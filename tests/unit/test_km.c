@@ -310,6 +310,15 @@ static void test_follower_master(void **state)
 	assert_int_equal(enc.err, 0);
 	assert_int_equal(enc.n, 5);
 	assert_int_equal(enc.slave_had, 5);
+	/* the follower cut and delivered them in one transaction: gone here */
+	for (size_t i = 0; i < enc.n; i++) {
+		struct qw_store_key_info info;
+		struct qw_uuid id;
+
+		assert_int_equal(qw_uuid_parse(&id, enc.keys[i].key_id), 0);
+		assert_int_equal(qw_store_key_info(f->n[1].store, &id, &info), 0);
+		assert_int_equal(info.state, QW_STORE_DELIVERED);
+	}
 	assert_int_equal(pool(f, 0), 8192 - 5000);
 	assert_int_equal(pool(f, 1), 8192 - 5000);
 	dec_keys(f, 0, "sae-a", "sae-c", &enc, &dec);

@@ -610,6 +610,66 @@ static void test_deliver_create(void **state)
 	qw_store_close(s);
 }
 
+/* Apply a cut announced by the peer for our own master SAE: cut and
+ * delivered in one transaction. A cut that fails (position mismatch) does
+ * nothing; a delivery that fails leaves the cut committed RESERVED. */
+static void test_create_deliver(void **state)
+{
+	struct fx *f = *state;
+	struct qw_store *s = open_store(f->db, f->mk);
+	uint8_t pool[128], out[64];
+	struct qw_uuid ids[3], given[3], got[3];
+	struct qw_store_key_req req = {
+		.peer = "bob", .size_bits = 128, .master_sae = "A",
+		.slave_saes = slaves_b, .n_slaves = 1, .key_ids = given,
+	};
+	struct qw_store_key_info info;
+	struct qw_store_pos pos, wrong;
+	uint64_t left = 0;
+	size_t len = 0;
+	int derr = 99;
+
+	fill_pool(f, s, "bob", 1, pool, sizeof(pool)); /* 8 keys of 128 bits */
+	for (int i = 0; i < 3; i++)
+		assert_int_equal(qw_uuid_generate(&given[i]), 0);
+	assert_int_equal(qw_store_pool_cursor(s, "bob", &pos), 0);
+	wrong = pos;
+	wrong.bit += 8;
+	req.expect = &wrong;
+	assert_int_equal(qw_store_key_create_deliver(s, &req, 2, ids, NULL, "A", out, sizeof(out),
+						     &len, &derr), QW_ESTATE);
+	assert_int_equal(len, 0);
+	assert_int_equal(qw_store_key_info(s, &given[0], &info), QW_ENOTFOUND);
+	req.expect = &pos;
+	assert_int_equal(qw_store_key_create_deliver(s, &req, 2, ids, NULL, "A", out, sizeof(out),
+						     &len, &derr), 0);
+	assert_int_equal(derr, 0);
+	assert_int_equal(len, 32);
+	assert_memory_equal(out, pool, 32);
+	for (int i = 0; i < 2; i++) {
+		assert_int_equal(qw_uuid_compare(&ids[i], &given[i]), 0);
+		assert_int_equal(qw_store_key_info(s, &given[i], &info), 0);
+		assert_int_equal(info.state, QW_STORE_DELIVERED);
+	}
+	/* a caller outside the pair: the cut stays, nothing delivered */
+	for (int i = 0; i < 3; i++)
+		assert_int_equal(qw_uuid_generate(&given[i]), 0);
+	req.expect = NULL;
+	assert_int_equal(qw_store_key_create_deliver(s, &req, 3, got, NULL, "C", out, sizeof(out),
+						     &len, &derr), 0);
+	assert_int_equal(derr, QW_EPERM);
+	assert_int_equal(len, 0);
+	for (int i = 0; i < 3; i++) {
+		assert_int_equal(qw_store_key_info(s, &given[i], &info), 0);
+		assert_int_equal(info.state, QW_STORE_RESERVED);
+	}
+	assert_int_equal(qw_store_pool_available(s, "bob", &left), 0);
+	assert_int_equal(left, 3 * 128);
+	assert_int_equal(qw_store_key_deliver(s, &given[2], "sae-B", out, sizeof(out), NULL), 0);
+	assert_memory_equal(out, pool + 64, 16);
+	qw_store_close(s);
+}
+
 struct list_ctx {
 	int n;
 	enum qw_store_key_state want;
@@ -1165,6 +1225,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_deliver_many, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_create_many, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_deliver_create, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_create_deliver, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_key_list, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_two_ends, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_encrypted_at_rest, setup, teardown),
