@@ -6,7 +6,9 @@
  * is one-time-pad encrypted and Wegman-Carter authenticated with bits of
  * that hop's link pool (formula (1) of relay.h, exactly). The destination
  * stores the keys and ACKs along the reverse path; only then does the
- * origin hand the keys to its master SAE.
+ * origin hand the keys to its master SAE. A lone request is topped up with
+ * stock keys of its own binding (struct rl_stock), which serve the next
+ * requests of that binding without a relay.
  *
  * Pool order. Only a link's leader decides where its pool is consumed
  * (km.h). A hop from the leader takes its pad at once and states the
@@ -128,6 +130,20 @@ struct rl_req {
 	uint32_t gi, off, number;
 };
 
+/* Stock (relay-routing.md "Batching"): keys a lone request's relay
+ * carried beyond it, in the request's own group - so the destination holds
+ * them RESERVED for the same master and slaves, committed before the ACK -
+ * kept RESERVED here and handed to the next requests with that binding
+ * without a relay. */
+struct rl_stock {
+	struct rl_stock *next;
+	char dst[QW_KMLINK_ID_MAX + 1];
+	struct qw_relay_group g;   /* binding and size; g.ids = ids */
+	struct qw_uuid *ids;
+	uint32_t used;             /* ids[0, used) handed out */
+	int64_t expires;           /* Unix s, as stored at both ends */
+};
+
 /* Requests for one destination sent as one relay (relay-routing.md
  * "batching"). */
 struct rl_batch {
@@ -147,6 +163,8 @@ struct rl_batch {
 	struct qw_uuid *ids;       /* this attempt's key ids, stored here */
 	int stored;
 	int64_t t0_us;
+	uint32_t stock_gi, stock_n; /* the last stock_n keys of group stock_gi
+				     * are stock, not asked for */
 };
 
 struct km_relay {
@@ -155,6 +173,7 @@ struct km_relay {
 	struct qw_relay_replay *replay;
 	struct rl_entry *entries;
 	struct rl_batch *batches;
+	struct rl_stock *stock;
 	struct event *sweep;
 	struct event *expire;      /* expired keys erased (on_expire) */
 	struct km_relay_link *links; /* one per peer, same index */
@@ -164,6 +183,7 @@ struct km_relay {
 	uint64_t batched_requests; /* requests sent in relays (origin) */
 	uint64_t origin_relays;    /* relay attempts started (origin) */
 	uint64_t keys_expired;     /* keys the expiry sweep erased */
+	uint64_t stock_added, stock_served; /* stock keys (origin) */
 };
 
 static int64_t unix_ms(void)
@@ -574,6 +594,134 @@ fail:
 	batch_fail(b, last_err == QW_ENOMEM ? QW_ENOMEM : QW_EAGAIN);
 }
 
+/* Copy n delivered keys (material in out, ids) into a new qw_kme_key
+ * array. NULL on allocation failure: the keys are DELIVERED in the store
+ * already, so they are counted lost, never handed out twice. */
+static struct qw_kme_key *hand_out(struct qw_km *km, const char *master, uint32_t size_bits,
+				   const struct qw_uuid *ids, const uint8_t *out, uint32_t n)
+{
+	size_t bytes = size_bits / 8;
+	struct qw_kme_key *keys = qw_calloc(n, sizeof(*keys));
+
+	for (uint32_t j = 0; keys && j < n; j++) {
+		keys[j].key = malloc(bytes);
+		if (!keys[j].key) {
+			qw_kme_keys_free(keys, j);
+			keys = NULL;
+			break;
+		}
+		memcpy(keys[j].key, out + (size_t)j * bytes, bytes);
+		keys[j].size_bits = size_bits;
+		qw_uuid_format(&ids[j], keys[j].key_id);
+	}
+	if (!keys)
+		km_keys_lost(km, master, ids, NULL, n);
+	return keys;
+}
+
+static void stock_free(struct rl_stock *k)
+{
+	free(k->ids);
+	free(k);
+}
+
+/* Keep the extra keys of group g (ids[0, n), RESERVED here and at dst) as
+ * stock. On allocation failure they are erased (both ends' copies then
+ * expire unused at the destination). */
+static void stock_add(struct km_relay *R, const char *dst, const struct qw_relay_group *g,
+		      const struct qw_uuid *ids, uint32_t n)
+{
+	struct rl_stock *k = calloc(1, sizeof(*k));
+
+	if (!k || !(k->ids = qw_calloc(n, sizeof(*k->ids)))) {
+		free(k);
+		km_erase_ids(R->km, ids, n);
+		return;
+	}
+	snprintf(k->dst, sizeof(k->dst), "%s", dst);
+	k->g = *g;
+	k->g.count = n;
+	k->g.ids = k->ids;
+	memcpy(k->ids, ids, n * sizeof(*ids));
+	k->expires = g->expires;
+	k->next = R->stock;
+	R->stock = k;
+	R->stock_added += n;
+}
+
+/* A stock record is served only while at least half the key lifetime is
+ * left, so the slave SAE has that long to fetch what the master gets. */
+static int stock_fresh(const struct km_relay *R, const struct rl_stock *k, int64_t now_s)
+{
+	return k->expires - now_s >= (int64_t)(R->km->conf->relay.key_lifetime_s + 1) / 2;
+}
+
+/* Stock records used up or too close to their expiry: forgotten (their
+ * keys, if any are left, are erased at both ends by the expiry sweep). */
+static void stock_prune(struct km_relay *R)
+{
+	int64_t now_s = unix_ms() / 1000;
+
+	for (struct rl_stock **pk = &R->stock; *pk;) {
+		struct rl_stock *k = *pk;
+
+		if (k->used == k->g.count || !stock_fresh(R, k, now_s)) {
+			*pk = k->next;
+			stock_free(k);
+		} else {
+			pk = &k->next;
+		}
+	}
+}
+
+static int same_binding(const struct qw_relay_group *g, const struct qw_kme_get_key_req *req);
+
+/* Serve req from the stock for dst_node: 1 when answered (cb called),
+ * 0 when the stock cannot serve it (then relay). */
+static int stock_serve(struct km_relay *R, const struct qw_kme_get_key_req *req,
+		       const char *dst_node, qw_kme_keys_cb cb, void *arg)
+{
+	struct qw_km *km = R->km;
+	int64_t now_s = unix_ms() / 1000;
+
+	for (struct rl_stock *k = R->stock; k; k = k->next) {
+		size_t bytes = req->size_bits / 8, total = bytes * req->number, outlen = 0;
+		struct qw_kme_key *keys;
+		uint8_t *out;
+		int ret;
+
+		if (strcmp(k->dst, dst_node) || !same_binding(&k->g, req) ||
+		    k->g.count - k->used < req->number || !stock_fresh(R, k, now_s))
+			continue;
+		if (!(out = qw_secure_alloc(total)))
+			return 0;
+		ret = qw_store_key_deliver_many(km->store, k->ids + k->used, req->number, req->master_sae,
+						out, total, &outlen, NULL);
+		if (ret) {
+			/* erased or expired under us: give the record up */
+			qw_secure_free(out, total);
+			km_erase_ids(km, k->ids + k->used, k->g.count - k->used);
+			k->used = k->g.count;
+			stock_prune(R);
+			return 0;
+		}
+		keys = hand_out(km, req->master_sae, req->size_bits, k->ids + k->used, out,
+				req->number);
+		qw_secure_free(out, total);
+		k->used += req->number;
+		R->stock_served += req->number;
+		stock_prune(R);
+		if (!keys) {
+			cb(arg, QW_ENOMEM, NULL, 0);
+			return 1;
+		}
+		km->keys_delivered += req->number;
+		cb(arg, 0, keys, req->number);
+		return 1;
+	}
+	return 0;
+}
+
 /* The relay of e (originated here) ended: status 0 = the destination
  * committed every key. */
 static void origin_done(struct km_relay *R, struct rl_entry *e, int status, unsigned hop)
@@ -615,18 +763,21 @@ static void origin_done(struct km_relay *R, struct rl_entry *e, int status, unsi
 	 * shared out among the group's requests */
 	for (uint32_t gi = 0; gi < b->ng; gi++) {
 		struct qw_relay_group *g = &b->g[gi];
-		size_t bytes = g->size_bits / 8, total = bytes * g->count, outlen = 0;
+		uint32_t asked = g->count - (gi == b->stock_gi ? b->stock_n : 0);
+		size_t bytes = g->size_bits / 8, total = bytes * asked, outlen = 0;
 		uint8_t *out = qw_secure_alloc(total);
 		int ret = out ? 0 : QW_ENOMEM;
 
 		if (!ret)
-			ret = qw_store_key_deliver_many(km->store, g->ids, g->count, g->master, out, total,
+			ret = qw_store_key_deliver_many(km->store, g->ids, asked, g->master, out, total,
 							&outlen, NULL);
 		if (ret) {
 			/* nothing delivered: never hand these out */
 			km_erase_ids(km, g->ids, g->count);
-			qw_log(QW_LOG_WARN, "delivering %u relayed key(s) to %s failed: %s", g->count,
+			qw_log(QW_LOG_WARN, "delivering %u relayed key(s) to %s failed: %s", asked,
 			       g->master, qw_strerror(ret));
+		} else if (asked < g->count) {
+			stock_add(R, b->dst, g, g->ids + asked, g->count - asked);
 		}
 		for (size_t i = 0; i < b->nw; i++) {
 			struct rl_req *w = &b->w[i];
@@ -635,26 +786,11 @@ static void origin_done(struct km_relay *R, struct rl_entry *e, int status, unsi
 
 			if (w->gi != gi)
 				continue;
-			if (!err && !(keys = qw_calloc(w->number, sizeof(*keys))))
+			if (!err && !(keys = hand_out(km, g->master, g->size_bits, g->ids + w->off,
+						      out + (size_t)w->off * bytes, w->number)))
 				err = QW_ENOMEM;
-			for (uint32_t j = 0; !err && j < w->number; j++) {
-				keys[j].key = malloc(bytes);
-				if (!keys[j].key) {
-					/* delivered in the store already: lost, never
-					 * handed out twice */
-					km_keys_lost(km, g->master, g->ids + w->off, NULL, w->number);
-					qw_kme_keys_free(keys, j);
-					keys = NULL;
-					err = QW_ENOMEM;
-					break;
-				}
-				memcpy(keys[j].key, out + (size_t)(w->off + j) * bytes, bytes);
-				keys[j].size_bits = g->size_bits;
-				qw_uuid_format(&g->ids[w->off + j], keys[j].key_id);
-			}
 			km->pending--;
 			if (err) {
-				free(keys);
 				w->cb(w->arg, err, NULL, 0);
 			} else {
 				km->keys_delivered += w->number;
@@ -665,6 +801,33 @@ static void origin_done(struct km_relay *R, struct rl_entry *e, int status, unsi
 			qw_secure_free(out, total);
 	}
 	batch_free(b);
+}
+
+/* A batch that waited batch_wait_ms and is still below batch_target: add
+ * keys to its first group until formula (2) reaches the target; they are
+ * relayed with the group's binding and become stock (stock_add). */
+static void batch_top_up(struct rl_batch *b)
+{
+	const struct qw_km_conf *c = b->R->km->conf;
+	struct qw_relay_group *g = &b->g[0];
+	uint32_t need = qw_relay_min_batch(g->size_bits, c->relay.batch_target, c->relay.rekey_every);
+	uint64_t per = g->size_bits, extra = 0;
+
+	if (!b->ng || c->relay.batch_target <= 0 ||
+	    qw_relay_efficiency(b->payload_bits, c->relay.rekey_every) >= c->relay.batch_target)
+		return;
+	/* keys of g's size that bring the whole payload to the target */
+	while (extra < need && qw_relay_efficiency(b->payload_bits + extra * per, c->relay.rekey_every) <
+				       c->relay.batch_target)
+		extra++;
+	if (b->keys + extra > QW_RELAY_MAX_KEYS ||
+	    b->payload_bits + extra * per > 8 * (uint64_t)QW_RELAY_MAX_PAYLOAD_BYTES)
+		return;
+	g->count += (uint32_t)extra;
+	b->keys += (uint32_t)extra;
+	b->payload_bits += extra * per;
+	b->stock_gi = 0;
+	b->stock_n = (uint32_t)extra;
 }
 
 static void batch_send(struct rl_batch *b)
@@ -700,6 +863,7 @@ static void on_batch_timer(evutil_socket_t fd, short what, void *arg)
 {
 	(void)fd;
 	(void)what;
+	batch_top_up(arg);
 	batch_send(arg);
 }
 
@@ -731,6 +895,8 @@ void km_relay_get_keys(struct qw_km *km, const struct qw_kme_get_key_req *req,
 		cb(arg, QW_ERANGE, NULL, 0);
 		return;
 	}
+	if (stock_serve(R, req, dst_node, cb, arg))
+		return;
 	/* join the open batch for this destination if the request fits */
 	for (struct rl_batch *x = R->batches; x; x = x->next)
 		if (!x->sent && !strcmp(x->dst, dst_node) &&
@@ -1309,6 +1475,7 @@ static void on_expire(evutil_socket_t fd, short what, void *arg)
 
 	(void)fd;
 	(void)what;
+	stock_prune(R);
 	ret = qw_store_key_expire(R->km->store, unix_ms() / 1000, &n);
 	if (ret) {
 		qw_log(QW_LOG_WARN, "erasing expired keys failed: %s", qw_strerror(ret));
@@ -1380,6 +1547,14 @@ void km_relay_free(struct qw_km *km)
 	}
 	while (R->entries)
 		entry_free(R, R->entries);
+	while (R->stock) {
+		struct rl_stock *k = R->stock;
+
+		/* left RESERVED at both ends: the expiry sweep erases them
+		 * (after a restart too) */
+		R->stock = k->next;
+		stock_free(k);
+	}
 	for (size_t i = 0; R->links && i < km->npeers; i++) {
 		struct km_peer *p = &km->peers[i];
 		struct km_relay_link *L = &R->links[i];
@@ -1453,6 +1628,11 @@ int km_relay_metrics(struct qw_km *km, struct qw_buf *b)
 	ret |= pf(b, "# HELP qwave_relay_requests_total ETSI requests served by relays from this node (requests per relay = batching).\n"
 		     "# TYPE qwave_relay_requests_total counter\n"
 		     "qwave_relay_requests_total{node=\"%s\"} %" PRIu64 "\n", node, R->batched_requests);
+	ret |= pf(b, "# HELP qwave_relay_stock_keys_total Stock keys (origin): relayed beyond a lone request for the same SAE binding (added), handed out later without a relay (served).\n"
+		     "# TYPE qwave_relay_stock_keys_total counter\n"
+		     "qwave_relay_stock_keys_total{node=\"%s\",event=\"added\"} %" PRIu64 "\n"
+		     "qwave_relay_stock_keys_total{node=\"%s\",event=\"served\"} %" PRIu64 "\n",
+		  node, R->stock_added, node, R->stock_served);
 	ret |= pf(b, "# HELP qwave_relay_keys_expired_total Keys erased at their expiry: relayed keys nobody fetched within [relay] key_lifetime_s (an ACK lost, the origin timed out, or the slave SAE never asked).\n"
 		     "# TYPE qwave_relay_keys_expired_total counter\n"
 		     "qwave_relay_keys_expired_total{node=\"%s\"} %" PRIu64 "\n", node, R->keys_expired);

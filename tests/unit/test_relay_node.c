@@ -480,9 +480,11 @@ static void test_forward_chain(void **state)
 	 * message, at both ends of every link */
 	assert_link_bits(f, s, 2560 + 128 + 128);
 	snapshot(f, s);
-	/* the hash keys are kept: B + 128 only */
+	/* the hash keys are kept: B + 128 only. Three 512-bit keys alone
+	 * (eta 0.92) wait batch_wait_ms and are topped up with two stock keys
+	 * of the same binding to B = 2560 (eta 0.952) */
 	relay_round_trip(f, 0, 4, 3, 512);
-	assert_link_bits(f, s, 1536 + 128);
+	assert_link_bits(f, s, 2560 + 128);
 	assert_in_step(f);
 	/* the same accounting in the metrics, at both ends of every link;
 	 * the origin's relayed key bits make eta visible */
@@ -490,13 +492,15 @@ static void test_forward_chain(void **state)
 		char line[160];
 
 		snprintf(line, sizeof(line), "qwave_relay_link_bits_total{node=\"%s\",peer=\"%s\"} %d\n",
-			 f->n[i].id, f->n[i + 1].id, 2560 + 256 + 1536 + 128);
+			 f->n[i].id, f->n[i + 1].id, 2560 + 256 + 2560 + 128);
 		assert_true(metric_has(f->n[i].km, line));
 		snprintf(line, sizeof(line), "qwave_relay_link_bits_total{node=\"%s\",peer=\"%s\"} %d\n",
-			 f->n[i + 1].id, f->n[i].id, 2560 + 256 + 1536 + 128);
+			 f->n[i + 1].id, f->n[i].id, 2560 + 256 + 2560 + 128);
 		assert_true(metric_has(f->n[i + 1].km, line));
 	}
-	assert_true(metric_has(f->n[0].km, "qwave_relay_key_bits_total{node=\"node-0\"} 4096\n"));
+	assert_true(metric_has(f->n[0].km, "qwave_relay_key_bits_total{node=\"node-0\"} 5120\n"));
+	assert_true(metric_has(f->n[0].km,
+			       "qwave_relay_stock_keys_total{node=\"node-0\",event=\"added\"} 2\n"));
 	assert_true(metric_has(f->n[0].km, "qwave_relay_total{node=\"node-0\",event=\"sent\"} 2\n"));
 	for (int i = 1; i < 4; i++) {
 		char line[128];
@@ -521,8 +525,9 @@ static void test_reverse_chain(void **state)
 	relay_round_trip(f, 3, 0, 16, 256);
 	assert_link_bits(f, s, 4096 + 256);
 	snapshot(f, s);
+	/* 2048 bits alone (eta 0.94): topped up with one stock key */
 	relay_round_trip(f, 3, 0, 2, 1024);
-	assert_link_bits(f, s, 2048 + 128);
+	assert_link_bits(f, s, 3072 + 128);
 	/* and a middle node to an end, both directions at once */
 	wait_route(f, 1, 3);
 	snapshot(f, s);
@@ -972,6 +977,79 @@ static void test_lost_ack_keys_expire(void **state)
 	chain_free(f);
 }
 
+/* A lone one-key request is topped up with nine stock keys of its own
+ * binding (eta 0.952 instead of 0.667); the next nine requests are served
+ * from the stock without a relay, the destination holding every one of
+ * them RESERVED for the same SAEs before the master gets it. */
+static void test_stock(void **state)
+{
+	struct fx *f = chain_new(3, -1);
+	struct result r[11], d;
+	uint64_t s[MAXN][2];
+
+	(void)state;
+	wait_route(f, 0, 2);
+	snapshot(f, s);
+	get_keys(f, 0, 2, 1, 256, &r[0]);
+	assert_false(r[0].done);
+	run_until(f, is_done, &r[0]);
+	assert_int_equal(r[0].err, 0);
+	assert_int_equal(r[0].n, 1);
+	/* one relay of ten keys: formula (1) with B = 2560 and a new hash key */
+	assert_link_bits(f, s, 2560 + 256);
+	assert_int_equal(keys_of(f, 0, 2, QW_STORE_DELIVERED), 1);
+	assert_int_equal(keys_of(f, 0, 2, QW_STORE_RESERVED), 9);
+	assert_int_equal(keys_of(f, 2, 0, QW_STORE_RESERVED), 10);
+	assert_true(metric_has(f->n[0].km,
+			       "qwave_relay_stock_keys_total{node=\"node-0\",event=\"added\"} 9\n"));
+	/* nine more: answered at once from the stock, no link key used */
+	snapshot(f, s);
+	for (int i = 1; i < 10; i++) {
+		get_keys(f, 0, 2, 1, 256, &r[i]);
+		assert_true(r[i].done);
+		assert_int_equal(r[i].err, 0);
+		assert_int_equal(r[i].n, 1);
+		for (int j = 0; j < i; j++)
+			assert_string_not_equal(r[i].keys[0].key_id, r[j].keys[0].key_id);
+	}
+	assert_link_bits(f, s, 0);
+	assert_int_equal(keys_of(f, 0, 2, QW_STORE_RESERVED), 0);
+	assert_int_equal(keys_of(f, 0, 2, QW_STORE_DELIVERED), 10);
+	assert_true(metric_has(f->n[0].km,
+			       "qwave_relay_stock_keys_total{node=\"node-0\",event=\"served\"} 9\n"));
+	/* the slave gets the same material at the destination, once */
+	for (int i = 0; i < 10; i++) {
+		struct result again;
+
+		dec_keys(f, 0, 2, &r[i], &d);
+		assert_int_equal(d.err, 0);
+		assert_int_equal(d.n, 1);
+		assert_memory_equal(d.keys[0].key, r[i].keys[0].key, 32);
+		qw_kme_keys_free(d.keys, d.n);
+		dec_keys(f, 0, 2, &r[i], &again);
+		assert_int_not_equal(again.err, 0);
+		assert_null(again.keys);
+	}
+	assert_int_equal(keys_of(f, 2, 0, QW_STORE_DELIVERED), 10);
+	/* the stock is used up: the next request relays again (and refills) */
+	snapshot(f, s);
+	get_keys(f, 0, 2, 1, 256, &r[10]);
+	assert_false(r[10].done);
+	run_until(f, is_done, &r[10]);
+	assert_int_equal(r[10].err, 0);
+	assert_link_bits(f, s, 2560 + 128);
+	/* another binding (the reverse direction) has no stock */
+	get_keys(f, 2, 0, 1, 256, &d);
+	assert_false(d.done);
+	run_until(f, is_done, &d);
+	assert_int_equal(d.err, 0);
+	qw_kme_keys_free(d.keys, d.n);
+	for (int i = 0; i < 11; i++)
+		qw_kme_keys_free(r[i].keys, r[i].n);
+	assert_in_step(f);
+	chain_free(f);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -984,6 +1062,7 @@ int main(void)
 		cmocka_unit_test(test_no_path),
 		cmocka_unit_test(test_next_path),
 		cmocka_unit_test(test_lost_ack_keys_expire),
+		cmocka_unit_test(test_stock),
 	};
 
 	ops = qw_km_kme_ops();
