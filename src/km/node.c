@@ -556,19 +556,23 @@ int qw_km_metrics(struct qw_km *km, struct qw_buf *b)
 	for (size_t i = 0; i < km->npeers; i++)
 		ret |= pf(b, "qwave_km_resyncs_total{node=\"%s\",peer=\"%s\"} %" PRIu64 "\n", node,
 			  km->peers[i].id, km->peers[i].resyncs);
-	for (int k = 0; k < 6; k++) {
+	for (int k = 0; k < 8; k++) {
 		static const char *const names[] = {
 			"qwave_qkd_link_up", "qwave_qkd_qber", "qwave_qkd_secret_key_rate_bps",
 			"qwave_qkd_secret_bits_total", "qwave_qkd_blocks_dropped_total",
-			"qwave_qkd_qber_alarms_total" };
-		static const char *const types[] = { "gauge", "gauge", "gauge", "counter", "counter", "counter" };
+			"qwave_qkd_qber_alarms_total", "qwave_qkd_qber_alarm",
+			"qwave_qkd_auth_failures_total" };
+		static const char *const types[] = { "gauge", "gauge", "gauge", "counter", "counter",
+						     "counter", "gauge", "counter" };
 		static const char *const helps[] = {
 			"1 when the QKD link's classical channel is connected.",
 			"QBER estimate of the last distillation session.",
 			"Secret key rate of the last session (bit/s of wall time).",
 			"Secret bits distilled into the pool.",
 			"Key blocks dropped by the distillation.",
-			"QBER alarms (a block's QBER above the threshold)." };
+			"QBER alarms (a block's QBER above the threshold).",
+			"1 while the link is in QBER alarm (until a session completes below the threshold).",
+			"QKD sessions that failed authentication on the classical channel (tampering)." };
 		ret |= pf(b, "# HELP %s %s\n# TYPE %s %s\n", names[k], helps[k], names[k], types[k]);
 		for (size_t i = 0; i < km->npeers; i++) {
 			struct km_peer *p = &km->peers[i];
@@ -579,7 +583,7 @@ int qw_km_metrics(struct qw_km *km, struct qw_buf *b)
 			pthread_mutex_unlock(&p->mu);
 			v = k == 0 ? r.up : k == 1 ? r.qber : k == 2 ? r.key_rate_bps :
 			    k == 3 ? (double)r.secret_bits : k == 4 ? (double)r.blocks_dropped :
-			    (double)r.alarms;
+			    k == 5 ? (double)r.alarms : k == 6 ? r.qber_alarm : (double)r.auth_failures;
 			ret |= pf(b, "%s{node=\"%s\",peer=\"%s\"} %.6g\n", names[k], node, p->id, v);
 		}
 	}
