@@ -12,9 +12,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/event.h>
 
@@ -23,6 +25,8 @@
 #include "qwave/kmlink.h"
 #include "qwave/rng.h"
 #include "qwave/store.h"
+/* km_keys_lost and qw_km internals: test_keys_lost */
+#include "km/km_internal.h"
 
 static const char *const conf_text[2] = {
 	"[node]\nid = node-a\ndata_dir = /nonexistent\nlisten = 127.0.0.1:1\n"
@@ -951,6 +955,339 @@ static void test_late_answer(void **state)
 	qw_kme_keys_free(dec.keys, dec.n);
 }
 
+/* ---- a man in the middle on the KM link ---- */
+
+/* Each node's KM link bufferevent is paired with one the test holds; the
+ * pump forwards whole frames between them, or holds those of a direction
+ * back (in order) until released, and notes the last KEYS_NEW it saw. */
+struct mitm {
+	struct bufferevent *side[2]; /* [0]: paired with node-a, [1]: node-b */
+	int hold[2];                 /* per direction: 0 = a->b, 1 = b->a */
+	struct evbuffer *held[2];
+	struct qw_uuid ids[16];      /* the last KEYS_NEW's key IDs */
+	uint32_t nids;
+	uint64_t seq;
+	size_t nacks[2];             /* KEYS_NACK frames forwarded */
+};
+
+static void mitm_note(struct mitm *x, int dir, const uint8_t *frame, size_t flen)
+{
+	struct qw_kmlink_msg m;
+
+	assert_int_equal(qw_kmlink_parse(frame, flen, &m), 0);
+	if (m.type == QW_KMLINK_KEYS_NEW) {
+		assert_true(m.u.keys.count <= 16);
+		memcpy(x->ids, m.u.keys.ids, m.u.keys.count * sizeof(*x->ids));
+		x->nids = m.u.keys.count;
+		x->seq = m.seq;
+	}
+	if (m.type == QW_KMLINK_KEYS_NACK)
+		x->nacks[dir]++;
+	qw_kmlink_msg_clear(&m);
+}
+
+/* Move one whole frame of dir from src to the other side (or the held
+ * queue): 0 when src holds no whole frame. */
+static int mitm_frame(struct mitm *x, int dir, struct evbuffer *src, int to_held)
+{
+	size_t have = evbuffer_get_length(src), flen;
+	uint8_t *frame;
+
+	if (have < QW_KMLINK_HEADER_BYTES)
+		return 0;
+	frame = evbuffer_pullup(src, QW_KMLINK_HEADER_BYTES);
+	assert_int_equal(qw_kmlink_frame_len(frame, have, &flen), 0);
+	if (have < flen)
+		return 0;
+	frame = evbuffer_pullup(src, (ssize_t)flen);
+	assert_non_null(frame);
+	if (to_held) {
+		assert_int_equal(evbuffer_add(x->held[dir], frame, flen), 0);
+	} else {
+		mitm_note(x, dir, frame, flen);
+		assert_int_equal(bufferevent_write(x->side[!dir], frame, flen), 0);
+	}
+	evbuffer_drain(src, flen);
+	return 1;
+}
+
+static void mitm_read(struct bufferevent *bev, void *arg)
+{
+	struct mitm *x = arg;
+	int dir = bev == x->side[1];
+	struct evbuffer *in = bufferevent_get_input(bev);
+
+	while (mitm_frame(x, dir, in, x->hold[dir] || evbuffer_get_length(x->held[dir])))
+		;
+}
+
+/* Forward the held frames of dir, at most n of them; returns how many. */
+static size_t mitm_release(struct mitm *x, int dir, size_t n)
+{
+	size_t k = 0;
+
+	while (k < n && mitm_frame(x, dir, x->held[dir], 0))
+		k++;
+	return k;
+}
+
+static void mitm_connect(struct fx *f, struct mitm *x)
+{
+	struct bufferevent *pa[2], *pb[2];
+
+	memset(x, 0, sizeof(*x));
+	x->held[0] = evbuffer_new();
+	x->held[1] = evbuffer_new();
+	assert_non_null(x->held[0]);
+	assert_non_null(x->held[1]);
+	assert_int_equal(bufferevent_pair_new(f->base, BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS, pa), 0);
+	assert_int_equal(bufferevent_pair_new(f->base, BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS, pb), 0);
+	x->side[0] = pa[1];
+	x->side[1] = pb[1];
+	for (int i = 0; i < 2; i++) {
+		bufferevent_setcb(x->side[i], mitm_read, NULL, NULL, x);
+		assert_int_equal(bufferevent_enable(x->side[i], EV_READ | EV_WRITE), 0);
+	}
+	assert_int_equal(qw_km_attach(f->n[0].km, "node-b", pa[0]), 0);
+	assert_int_equal(qw_km_attach(f->n[1].km, "node-a", pb[0]), 0);
+	run_until(f, both_up, f);
+}
+
+static void mitm_free(struct mitm *x)
+{
+	for (int i = 0; i < 2; i++) {
+		bufferevent_free(x->side[i]);
+		evbuffer_free(x->held[i]);
+	}
+}
+
+struct key_wait {
+	struct qw_store *store;
+	const struct qw_uuid *ids;
+	uint32_t n;
+	enum qw_store_key_state state; /* every key in it; QW_STORE_ERASED also accepts absent */
+};
+
+static int keys_in_state(void *arg)
+{
+	struct key_wait *w = arg;
+
+	if (!w->n)
+		return 0;
+	for (uint32_t i = 0; i < w->n; i++) {
+		struct qw_store_key_info info;
+		int ret = qw_store_key_info(w->store, &w->ids[i], &info);
+
+		if (ret == QW_ENOTFOUND && w->state == QW_STORE_ERASED)
+			continue;
+		if (ret || info.state != w->state)
+			return 0;
+	}
+	return 1;
+}
+
+static void expect_keys(struct fx *f, int node, const struct mitm *x, enum qw_store_key_state state)
+{
+	struct key_wait w = { f->n[node].store, x->ids, x->nids, state };
+
+	run_until(f, keys_in_state, &w);
+}
+
+struct drained {
+	struct mitm *x;
+	int dir;
+};
+
+/* Everything forwarded in dir has been read by the node at the far end. */
+static int drained(void *arg)
+{
+	struct drained *d = arg;
+	struct bufferevent *far = bufferevent_pair_get_partner(d->x->side[!d->dir]);
+
+	return evbuffer_get_length(bufferevent_get_output(d->x->side[!d->dir])) == 0 &&
+	       far && evbuffer_get_length(bufferevent_get_input(far)) == 0;
+}
+
+/* After a leader timeout: the next request works and the pools agree. */
+static void expect_in_step(struct fx *f)
+{
+	struct result enc, dec;
+
+	get_keys(f, 0, "sae-a", "sae-b", 2, 256, &enc);
+	assert_int_equal(enc.err, 0);
+	assert_int_equal(enc.slave_had, 2);
+	dec_keys(f, 1, "sae-b", "sae-a", &enc, &dec);
+	assert_int_equal(dec.err, 0);
+	assert_same_keys(&enc, &dec);
+	assert_int_equal(pool(f, 0), pool(f, 1));
+	assert_int_equal(live_keys(f, 0), live_keys(f, 1));
+	qw_kme_keys_free(enc.keys, enc.n);
+	qw_kme_keys_free(dec.keys, dec.n);
+}
+
+/* The leader's own batch, cut and announced, times out before the
+ * follower's ACK: the leader answers its SAE with a timeout, erases its
+ * copy and NACKs (ETIMEOUT, its seq); the follower, which applied the
+ * KEYS_NEW in the meantime, erases its copy on that NACK (remember_cut /
+ * cancel_leader_cut). The late ACK changes nothing at the leader. */
+static void test_leader_timeout_applied(void **state)
+{
+	struct fx *f = *state;
+	struct qw_kme_get_key_req rq = { .master_sae = "sae-a", .slave_sae = "sae-b",
+					 .number = 3, .size_bits = 256 };
+	struct result late;
+	struct mitm x;
+
+	add_block(f, 8000, -1);
+	mitm_connect(f, &x);
+	f->n[0].conf.request_timeout_ms = 50;
+	x.hold[0] = 1; /* node-a -> node-b frames wait */
+	memset(&late, 0, sizeof(late));
+	qw_km_kme_ops()->get_keys(f->n[0].km, &rq, on_keys, &late);
+	run_until(f, is_done, &late);
+	f->n[0].conf.request_timeout_ms = 2000;
+	assert_int_equal(late.err, QW_ETIMEOUT);
+	assert_int_equal(late.n, 0);
+	/* the KEYS_NEW went out (held here), and the leader's copy is gone */
+	while (!x.nids)
+		assert_int_equal(mitm_release(&x, 0, 1), 1);
+	assert_int_equal(x.nids, 3);
+	assert_true(x.seq & KM_SEQ_LEADER);
+	expect_keys(f, 0, &x, QW_STORE_ERASED);
+	/* the follower applies the cut (and ACKs: too late) ... */
+	expect_keys(f, 1, &x, QW_STORE_RESERVED);
+	assert_int_equal(pool(f, 0), pool(f, 1));
+	/* ... then gets the leader's NACK and erases its copy */
+	x.hold[0] = 0;
+	(void)mitm_release(&x, 0, SIZE_MAX);
+	assert_int_equal(x.nacks[0], 1);
+	expect_keys(f, 1, &x, QW_STORE_ERASED);
+	expect_keys(f, 0, &x, QW_STORE_ERASED);
+	expect_in_step(f);
+	mitm_free(&x);
+}
+
+/* The follower's pool lost the 1024 bits of the leader's cut. */
+static int follower_cut(void *arg)
+{
+	return pool(arg, 1) == 8192 - 1024;
+}
+
+/* The same timeout, but the leader's NACK reaches the follower while the
+ * KEYS_NEW is still queued there (its copy of the block has not arrived):
+ * the follower cuts the keys when the block comes, keeping the pools in
+ * step, and erases them at once (km_in.cancelled) without an ACK. */
+static void test_leader_timeout_queued(void **state)
+{
+	struct fx *f = *state;
+	struct qw_kme_get_key_req rq = { .master_sae = "sae-a", .slave_sae = "sae-b",
+					 .number = 2, .size_bits = 512 };
+	struct result late;
+	struct mitm x;
+	struct drained d = { &x, 0 };
+	uint8_t bits[1024];
+
+	mitm_connect(f, &x);
+	assert_int_equal(qw_rng_bytes(f->rng, bits, sizeof(bits)), 0);
+	/* the block reached the leader only */
+	assert_int_equal(qw_store_pool_append(f->n[0].store, "node-b", 1, bits, 8192), 0);
+	f->n[0].conf.request_timeout_ms = 50;
+	x.hold[0] = 1;
+	memset(&late, 0, sizeof(late));
+	qw_km_kme_ops()->get_keys(f->n[0].km, &rq, on_keys, &late);
+	run_until(f, is_done, &late);
+	f->n[0].conf.request_timeout_ms = 2000;
+	assert_int_equal(late.err, QW_ETIMEOUT);
+	/* KEYS_NEW and NACK reach the follower together: the NACK marks the
+	 * still queued cut */
+	x.hold[0] = 0;
+	(void)mitm_release(&x, 0, SIZE_MAX);
+	assert_int_equal(x.nids, 2);
+	assert_int_equal(x.nacks[0], 1);
+	run_until(f, drained, &d);
+	for (uint32_t i = 0; i < x.nids; i++) {
+		struct qw_store_key_info info;
+		assert_int_equal(qw_store_key_info(f->n[1].store, &x.ids[i], &info), QW_ENOTFOUND);
+		assert_int_equal(qw_store_key_info(f->n[0].store, &x.ids[i], &info), 0);
+		assert_int_equal(info.state, QW_STORE_ERASED);
+	}
+	/* the block arrives: cut, then erased */
+	assert_int_equal(qw_store_pool_append(f->n[1].store, "node-a", 1, bits, 8192), 0);
+	run_until(f, follower_cut, f);
+	expect_keys(f, 1, &x, QW_STORE_ERASED);
+	assert_int_equal(pool(f, 0), 8192 - 1024);
+	assert_int_equal(pool(f, 1), 8192 - 1024);
+	/* no ACK or NACK of that cut came back to the leader */
+	assert_int_equal(x.nacks[1], 0);
+	expect_in_step(f);
+	mitm_free(&x);
+}
+
+/* Keys DELIVERED in the store whose material could not be handed to the
+ * SAE (an allocation failure after the delivery transaction) are counted
+ * in qwave_km_keys_lost_total and logged by ID, never with material. The
+ * allocation failure itself cannot be injected without a hook in the
+ * production code: this drives km_keys_lost, which every such path calls,
+ * directly. */
+static void test_keys_lost(void **state)
+{
+	struct fx *f = *state;
+	struct qw_uuid ids[2];
+	struct qw_kme_key keys[1];
+	uint8_t material[32];
+	char idstr[2][QW_UUID_STR_BYTES], logpath[96], line[512], hex[65];
+	int saved, fd, seen[3] = { 0, 0, 0 };
+	FILE *lf;
+	struct qw_buf b;
+
+	for (int i = 0; i < 2; i++) {
+		assert_int_equal(qw_uuid_generate(&ids[i]), 0);
+		qw_uuid_format(&ids[i], idstr[i]);
+	}
+	memset(keys, 0, sizeof(keys));
+	memset(material, 0xa7, sizeof(material));
+	for (size_t i = 0; i < sizeof(material); i++)
+		snprintf(hex + 2 * i, 3, "%02x", material[i]);
+	keys[0].key = material;
+	keys[0].size_bits = 256;
+	snprintf(keys[0].key_id, sizeof(keys[0].key_id), "%s", idstr[1]);
+
+	snprintf(logpath, sizeof(logpath), "%s/log", f->dir);
+	fflush(stderr);
+	saved = dup(2);
+	fd = open(logpath, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+	assert_true(saved >= 0 && fd >= 0);
+	assert_true(dup2(fd, 2) >= 0);
+	close(fd);
+	km_keys_lost(f->n[0].km, "sae-a", ids, NULL, 1);   /* by IDs */
+	km_keys_lost(f->n[0].km, "sae-a", NULL, keys, 1);  /* by the keys' key_id */
+	fflush(stderr);
+	assert_true(dup2(saved, 2) >= 0);
+	close(saved);
+
+	lf = fopen(logpath, "r");
+	assert_non_null(lf);
+	while (fgets(line, sizeof(line), lf)) {
+		assert_null(strstr(line, hex)); /* material never in the log */
+		if (strstr(line, "lost key") && strstr(line, idstr[0]) && strstr(line, "sae-a"))
+			seen[0]++;
+		if (strstr(line, "lost key") && strstr(line, idstr[1]) && strstr(line, "sae-a"))
+			seen[1]++;
+		if (strstr(line, "are lost"))
+			seen[2]++;
+	}
+	fclose(lf);
+	unlink(logpath);
+	assert_int_equal(seen[0], 1);
+	assert_int_equal(seen[1], 1);
+	assert_int_equal(seen[2], 2);
+	qw_buf_init(&b, 0);
+	assert_int_equal(qw_km_metrics(f->n[0].km, &b), 0);
+	assert_int_equal(qw_buf_append_u8(&b, 0), 0);
+	assert_non_null(strstr((char *)b.data, "qwave_km_keys_lost_total{node=\"node-a\"} 2\n"));
+	qw_buf_free(&b);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -964,6 +1301,9 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_group_commit, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_cut_with_delivery, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_late_answer, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_leader_timeout_applied, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_leader_timeout_queued, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_keys_lost, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
