@@ -31,7 +31,12 @@ qw_cleanup() {
 trap qw_cleanup EXIT
 fail() {
 	echo "FAIL: $*" >&2
-	for f in "$state"/nodes/*.log; do [ -f "$f" ] && { echo "== $f" >&2; tail -20 "$f" >&2; }; done
+	for f in "$state"/nodes/*.log; do
+		[ -f "$f" ] || continue
+		echo "== $f (QKD sessions per link: $(grep -o 'QKD link [^:]*: session' "$f" |
+			sort | uniq -c | awk '{ printf "%s %d, ", $3, $1 }'))" >&2
+		tail -20 "$f" >&2
+	done
 	exit 1
 }
 ok() { passed=$((passed + 1)); }

@@ -34,6 +34,9 @@ qw_net_up "$src/examples/chain6.conf"
 first_node=$(qw_sae sae-first node)
 last_node=$(qw_sae sae-last node)
 [ "$(qw_nodes | wc -l)" = 6 ] || fail "chain6 has $(qw_nodes | wc -l) nodes"
+# the relay's status: keys on the path's narrowest link (up to 5 minutes on
+# a loaded machine for the five links' first sessions)
+qw_wait_keys sae-first sae-last 4 || fail "no keys on the path from $first_node to $last_node"
 enc_until sae-first sae-last 3 "$dir/enc.json"
 [ "$(json 'len(d["keys"])' <"$dir/enc.json")" = 3 ] || fail "3 keys expected: $(cat "$dir/enc.json")"
 ids=$(json '",".join("{\"key_ID\":\"%s\"}" % k["key_ID"] for k in d["keys"])' <"$dir/enc.json")
