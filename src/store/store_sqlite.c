@@ -5,8 +5,21 @@
  * (the write lock is taken up front, so two connections never deadlock
  * upgrading a read lock). secure_delete=ON makes SQLite zero the space of
  * deleted and rewritten records and freed pages, which is how erased
- * material leaves the file (docs/store.md). */
+ * material leaves the file (docs/store.md).
+ *
+ * Checkpoints: SQLite's automatic checkpoint runs inside the commit that
+ * pushes the WAL past 1000 pages, on the caller's thread - for the node,
+ * its event loop, where the checkpoint's page copy and fsyncs stalled
+ * every request in flight (docs/PERFORMANCE.md). The store's connection
+ * therefore has no automatic checkpoint; its WAL hook wakes a thread of
+ * the store that checkpoints through a connection of its own: PASSIVE
+ * (never waits for, nor blocks, the writer), and TRUNCATE (waits for the
+ * writer, then empties the WAL) only when the WAL has grown past
+ * CKPT_WAL_MAX_BYTES anyway, so it stays bounded. A checkpoint copies
+ * committed pages into the database file; it never changes what a commit
+ * guarantees, and the thread's connection syncs as configured. */
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -85,9 +98,26 @@ static const char schema[] =
 	" blob BLOB, CHECK ((state IN (1, 2)) = (blob IS NOT NULL)));"
 	"CREATE INDEX IF NOT EXISTS key_peer_state ON key(peer, state);";
 
+/* WAL pages that wake the checkpointer (SQLite's own default). */
+#define CKPT_PAGES 1000
+/* A WAL above this size is emptied by a TRUNCATE checkpoint. */
+#define CKPT_WAL_MAX_BYTES (64 * 1024 * 1024)
+
+/* The background checkpointer of one store (see the top of the file). */
+struct sqlite_ckpt {
+	sqlite3 *db;               /* its own connection, used by its thread */
+	pthread_t thread;
+	pthread_mutex_t mu;        /* want, stop */
+	pthread_cond_t cv;
+	int want, stop;
+	pthread_mutex_t run;       /* held while a checkpoint runs */
+	int64_t page_bytes;
+};
+
 struct sqlite_db {
 	sqlite3 *db;
 	sqlite3_stmt *st[S_COUNT];
+	struct sqlite_ckpt *ck;    /* NULL: SQLite checkpoints automatically */
 };
 
 static int map_rc(int rc)
@@ -225,12 +255,147 @@ out:
 	return ret;
 }
 
+/* Main connection, after each commit (the loop thread): wake the
+ * checkpointer once the WAL holds CKPT_PAGES pages. */
+static int on_wal(void *arg, sqlite3 *db, const char *name, int pages)
+{
+	struct sqlite_ckpt *ck = arg;
+
+	(void)db;
+	(void)name;
+	if (pages >= CKPT_PAGES) {
+		pthread_mutex_lock(&ck->mu);
+		if (!ck->want) {
+			ck->want = 1;
+			pthread_cond_signal(&ck->cv);
+		}
+		pthread_mutex_unlock(&ck->mu);
+	}
+	return SQLITE_OK;
+}
+
+static void *ckpt_main(void *arg)
+{
+	struct sqlite_ckpt *ck = arg;
+
+	for (;;) {
+		int log = 0, done = 0;
+
+		pthread_mutex_lock(&ck->mu);
+		while (!ck->want && !ck->stop)
+			pthread_cond_wait(&ck->cv, &ck->mu);
+		if (ck->stop) {
+			pthread_mutex_unlock(&ck->mu);
+			return NULL;
+		}
+		ck->want = 0;
+		pthread_mutex_unlock(&ck->mu);
+		pthread_mutex_lock(&ck->run);
+		/* Errors (BUSY from a concurrent checkpoint, I/O) leave the
+		 * pages in the WAL, where they are safe: the next wake-up
+		 * tries again. */
+		if (sqlite3_wal_checkpoint_v2(ck->db, NULL, SQLITE_CHECKPOINT_PASSIVE, &log, &done) ==
+			    SQLITE_OK &&
+		    (int64_t)log * ck->page_bytes > CKPT_WAL_MAX_BYTES)
+			(void)sqlite3_wal_checkpoint_v2(ck->db, NULL, SQLITE_CHECKPOINT_TRUNCATE, NULL,
+							NULL);
+		pthread_mutex_unlock(&ck->run);
+	}
+}
+
+static void ckpt_stop(struct sqlite_ckpt *ck)
+{
+	if (!ck)
+		return;
+	pthread_mutex_lock(&ck->mu);
+	ck->stop = 1;
+	pthread_cond_signal(&ck->cv);
+	pthread_mutex_unlock(&ck->mu);
+	pthread_join(ck->thread, NULL);
+	sqlite3_close(ck->db);
+	pthread_cond_destroy(&ck->cv);
+	pthread_mutex_destroy(&ck->mu);
+	pthread_mutex_destroy(&ck->run);
+	free(ck);
+}
+
+/* Open the checkpointer's connection and start its thread, then move
+ * d's checkpoints to it. On failure d keeps SQLite's automatic ones. */
+static int ckpt_start(struct sqlite_db *d, const char *path, const struct qw_store_opts *o)
+{
+	struct sqlite_ckpt *ck;
+	char sql[64];
+	int ret = QW_ENOMEM;
+
+	if (!sqlite3_threadsafe())
+		return 0; /* no second thread: keep the automatic checkpoint */
+	ck = calloc(1, sizeof(*ck));
+	if (!ck)
+		return QW_ENOMEM;
+	if (pthread_mutex_init(&ck->mu, NULL)) {
+		free(ck);
+		return QW_ENOMEM;
+	}
+	if (pthread_mutex_init(&ck->run, NULL)) {
+		pthread_mutex_destroy(&ck->mu);
+		free(ck);
+		return QW_ENOMEM;
+	}
+	if (pthread_cond_init(&ck->cv, NULL)) {
+		pthread_mutex_destroy(&ck->run);
+		pthread_mutex_destroy(&ck->mu);
+		free(ck);
+		return QW_ENOMEM;
+	}
+	ret = QW_EDB;
+	if (sqlite3_open_v2(path, &ck->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL) !=
+	    SQLITE_OK)
+		goto fail;
+	sqlite3_busy_timeout(ck->db, o->busy_timeout_ms);
+	/* the checkpoint syncs the WAL before and the database after the copy
+	 * at this connection's level: the configured one */
+	snprintf(sql, sizeof(sql), "PRAGMA synchronous=%s",
+		 o->sync == QW_STORE_SYNC_NORMAL ? "NORMAL" : "FULL");
+	if ((ret = exec_sql(ck->db, sql)))
+		goto fail;
+	{
+		sqlite3_stmt *s = NULL;
+		ret = QW_EDB;
+		if (sqlite3_prepare_v2(ck->db, "PRAGMA page_size", -1, &s, NULL) == SQLITE_OK &&
+		    sqlite3_step(s) == SQLITE_ROW)
+			ck->page_bytes = sqlite3_column_int64(s, 0) + 24; /* + WAL frame header */
+		sqlite3_finalize(s);
+		if (ck->page_bytes <= 24)
+			goto fail;
+	}
+	ret = QW_ENOMEM;
+	if (pthread_create(&ck->thread, NULL, ckpt_main, ck))
+		goto fail;
+	/* from here on, no checkpoint on the caller's thread */
+	sqlite3_wal_autocheckpoint(d->db, 0);
+	sqlite3_wal_hook(d->db, on_wal, ck);
+	d->ck = ck;
+	return 0;
+fail:
+	sqlite3_close(ck->db);
+	pthread_cond_destroy(&ck->cv);
+	pthread_mutex_destroy(&ck->run);
+	pthread_mutex_destroy(&ck->mu);
+	free(ck);
+	return ret;
+}
+
 static void sq_close(void *db)
 {
 	struct sqlite_db *d = db;
 
 	if (!d)
 		return;
+	if (d->ck) {
+		sqlite3_wal_hook(d->db, NULL, NULL);
+		ckpt_stop(d->ck);
+		d->ck = NULL;
+	}
 	for (int i = 0; i < S_COUNT; i++)
 		sqlite3_finalize(d->st[i]);
 	if (d->db) {
@@ -283,6 +448,8 @@ static int sq_open(void **out, const char *path, const struct qw_store_opts *o)
 		goto out;
 	}
 	if ((ret = exec_sql(d->db, "COMMIT")))
+		goto out;
+	if ((ret = ckpt_start(d, path, o)))
 		goto out;
 	*out = d;
 	d = NULL;
@@ -760,7 +927,15 @@ static int sq_key_purge(void *db, int64_t before, size_t *n)
 static int sq_checkpoint(void *db)
 {
 	struct sqlite_db *d = db;
-	int rc = sqlite3_wal_checkpoint_v2(d->db, NULL, SQLITE_CHECKPOINT_TRUNCATE, NULL, NULL);
+	int rc;
+
+	/* after the checkpointer's run, if one is under way: two checkpoints
+	 * at once would leave this one BUSY */
+	if (d->ck)
+		pthread_mutex_lock(&d->ck->run);
+	rc = sqlite3_wal_checkpoint_v2(d->db, NULL, SQLITE_CHECKPOINT_TRUNCATE, NULL, NULL);
+	if (d->ck)
+		pthread_mutex_unlock(&d->ck->run);
 
 	if (rc == SQLITE_BUSY)
 		return QW_EAGAIN;

@@ -1215,6 +1215,60 @@ static void test_concurrent_takes(void **state)
 	qw_store_close(s);
 }
 
+static off_t file_size(const char *path)
+{
+	struct stat st;
+
+	return stat(path, &st) == 0 ? st.st_size : 0;
+}
+
+/* The store's connection never checkpoints in a commit: its own thread
+ * does, once the WAL passes 1000 pages (store_sqlite.c). With the
+ * automatic checkpoint off and no checkpointer, the database file would
+ * never grow and the WAL would grow without bound. An explicit
+ * checkpoint meanwhile waits for the thread's, never fails BUSY, and
+ * empties the WAL. */
+static void test_background_checkpoint(void **state)
+{
+	struct fx *f = *state;
+	struct qw_store_opts o = { .sync = QW_STORE_SYNC_NORMAL };
+	struct qw_store *s;
+	char wal[128];
+	uint8_t bits[8192];
+	uint64_t id = 0, avail = 0;
+	off_t db0;
+	int err;
+
+	snprintf(wal, sizeof(wal), "%s-wal", f->db);
+	s = qw_store_open(f->db, f->mk, &o, &err);
+	assert_non_null(s);
+	db0 = file_size(f->db);
+	/* WAL pages are 4096 bytes + a 24-byte frame header */
+	while (file_size(f->db) == db0 && file_size(wal) < 1100 * 4120 && id < 20000) {
+		assert_int_equal(qw_rng_bytes(f->rng, bits, sizeof(bits)), 0);
+		assert_int_equal(qw_store_pool_append(s, "peer-x", ++id, bits, 8 * sizeof(bits)), 0);
+	}
+	assert_true(id < 20000);
+	/* no store call from here on: only the thread can move the pages */
+	for (int i = 0; i < 1000 && file_size(f->db) == db0; i++)
+		usleep(10000);
+	assert_true(file_size(f->db) > db0);
+	assert_int_equal(qw_store_pool_available(s, "peer-x", &avail), 0);
+	assert_int_equal(avail, id * 8 * sizeof(bits));
+	for (int i = 0; i < 50; i++) {
+		assert_int_equal(qw_rng_bytes(f->rng, bits, sizeof(bits)), 0);
+		assert_int_equal(qw_store_pool_append(s, "peer-x", ++id, bits, 8 * sizeof(bits)), 0);
+	}
+	assert_int_equal(qw_store_checkpoint(s), 0);
+	assert_int_equal(file_size(wal), 0);
+	qw_store_close(s);
+	s = qw_store_open(f->db, f->mk, &o, &err);
+	assert_non_null(s);
+	assert_int_equal(qw_store_pool_available(s, "peer-x", &avail), 0);
+	assert_int_equal(avail, id * 8 * sizeof(bits));
+	qw_store_close(s);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1235,6 +1289,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_resync, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_accounting, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_concurrent_takes, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_background_checkpoint, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
