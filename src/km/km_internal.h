@@ -278,10 +278,10 @@ void km_relay_get_keys(struct qw_km *km, const struct qw_kme_get_key_req *req,
  * 0 or a QW_E* code. */
 int km_relay_status(struct qw_km *km, const char *dst_node, uint64_t *bits);
 
-/* Node an SAE is attached to (the [sae] sections), or NULL. */
 /* Append the relay metrics (Prometheus text) to b: 0 or QW_ENOMEM. */
 int km_relay_metrics(struct qw_km *km, struct qw_buf *b);
 
+/* Node an SAE is attached to (the [sae] sections), or NULL. */
 const char *km_sae_node(const struct qw_km *km, const char *sae);
 
 #endif
