@@ -154,6 +154,13 @@ void qw_frame_release(struct qw_frame *f);
 struct qw_frame_conn *qw_frame_conn_new(const struct qw_frame_io *io, struct qw_auth_pool *pool,
 					enum qw_role role, int pad_timeout_ms);
 void qw_frame_conn_free(struct qw_frame_conn *c);
+/* From now on read from io only the bytes of the frame being received,
+ * never beyond it (bytes already read ahead are still used first). For a
+ * stream that carries other data after the last frame - the next QKD
+ * session's raw header on the same connection - which read-ahead would
+ * swallow into a buffer freed with c. Call it, on the receiving side,
+ * before the last frames are received (no concurrent reader). */
+void qw_frame_conn_exact_reads(struct qw_frame_conn *c);
 
 /* Send one frame; safe to call from several threads (serialized). Returns
  * 0, QW_EINVAL (body too long, bad kind), QW_EAGAIN (no pad), QW_EIO /

@@ -1031,6 +1031,11 @@ static int session(struct km_qkd *q, int fd)
 	q->last_epoch = epoch;
 	q->sink_err = 0;
 	ret = qw_link_run(link);
+	/* The commit frames are the session's last: the peer may send the
+	 * next session's raw header right after its own, which a buffered
+	 * read would take into this session's connection and lose with it
+	 * (both threads then wait for each other forever). */
+	qw_frame_conn_exact_reads(conn);
 	qw_link_get_stats(link, &st);
 	have_stats = 1;
 	if (!ret && q->sink_err)

@@ -317,6 +317,8 @@ struct qw_frame_conn {
 	 * (qw_frame_recv's contract); wiped on free. */
 	uint8_t rxbuf[16384];
 	size_t rxoff, rxlen;
+	/* no read-ahead (qw_frame_conn_exact_reads) */
+	int exact;
 };
 
 static void put_be16(uint8_t *p, uint16_t v)
@@ -380,6 +382,11 @@ struct qw_frame_conn *qw_frame_conn_new(const struct qw_frame_io *io, struct qw_
 	c->pad_timeout_ms = pad_timeout_ms > 0 ? pad_timeout_ms : 30000;
 	pthread_mutex_init(&c->send_mu, NULL);
 	return c;
+}
+
+void qw_frame_conn_exact_reads(struct qw_frame_conn *c)
+{
+	c->exact = 1;
 }
 
 void qw_frame_conn_free(struct qw_frame_conn *c)
@@ -451,7 +458,7 @@ static int read_all(struct qw_frame_conn *c, uint8_t *b, size_t n, size_t *got)
 			*got += k;
 			continue;
 		}
-		if (n - *got >= sizeof(c->rxbuf)) {
+		if (c->exact || n - *got >= sizeof(c->rxbuf)) {
 			/* A large body goes straight to its buffer. */
 			r = c->io->read(c->io->ctx, b + *got, n - *got);
 			if (r > 0)

@@ -212,6 +212,56 @@ static void test_roundtrip_socket(void **state)
 	free(body);
 }
 
+/* Raw bytes written after a frame on the same stream (the next QKD
+ * session's header) stay in the stream for the next raw reader once the
+ * receiver asked for exact reads; with read-ahead they would be gone with
+ * the connection. */
+static void test_exact_reads(void **state)
+{
+	static const uint8_t raw[5] = { 'n', 'e', 'x', 't', '!' };
+	int sv[2];
+	size_t len;
+	uint8_t *psk = make_psk(8, &len, 4), got[sizeof(raw)], body[64];
+	struct qw_auth_pool *pa, *pb;
+	struct qw_frame_io ioa, iob;
+	struct qw_frame_conn *a, *b;
+	struct qw_frame f;
+	int err;
+
+	(void)state;
+	memset(body, 0x5a, sizeof(body));
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+	qw_frame_io_fd(&ioa, sv[0]);
+	qw_frame_io_fd(&iob, sv[1]);
+	pa = qw_auth_pool_new(psk, len, 1, &err);
+	pb = qw_auth_pool_new(psk, len, 1, &err);
+	a = qw_frame_conn_new(&ioa, pa, QW_ROLE_ALICE, 1000);
+	b = qw_frame_conn_new(&iob, pb, QW_ROLE_BOB, 1000);
+	assert_non_null(a);
+	assert_non_null(b);
+	/* two frames: the first read ahead would bring both and the raw tail */
+	assert_int_equal(qw_frame_send(a, QW_FRAME_DATA, 1, 1, body, sizeof(body)), 0);
+	assert_int_equal(qw_frame_send(a, QW_FRAME_DATA, 2, 1, body, 10), 0);
+	assert_int_equal(write(sv[0], raw, sizeof(raw)), (ssize_t)sizeof(raw));
+	qw_frame_conn_exact_reads(b);
+	assert_int_equal(qw_frame_recv(b, &f), 0);
+	assert_int_equal(f.type, 1);
+	qw_frame_release(&f);
+	assert_int_equal(qw_frame_recv(b, &f), 0);
+	assert_int_equal(f.type, 2);
+	assert_int_equal(f.len, 10);
+	qw_frame_release(&f);
+	qw_frame_conn_free(b);
+	assert_int_equal(recv(sv[1], got, sizeof(got), MSG_DONTWAIT), (ssize_t)sizeof(got));
+	assert_memory_equal(got, raw, sizeof(raw));
+	qw_frame_conn_free(a);
+	qw_auth_pool_free(pa);
+	qw_auth_pool_free(pb);
+	close(sv[0]);
+	close(sv[1]);
+	free(psk);
+}
+
 /* Flip every bit of one framed message, one at a time: each corrupted frame
  * must be refused (tag mismatch, or a malformed/out-of-sequence header). */
 static void test_tamper_every_bit(void **state)
@@ -459,6 +509,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_roundtrip_mem),
 		cmocka_unit_test(test_roundtrip_socket),
+		cmocka_unit_test(test_exact_reads),
 		cmocka_unit_test(test_tamper_every_bit),
 		cmocka_unit_test(test_replay_reorder_truncate),
 		cmocka_unit_test(test_pool_accounting),
