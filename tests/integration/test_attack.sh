@@ -8,7 +8,7 @@
 # sessions of pair.conf.
 # shellcheck source=tests/integration/lib.sh
 . "$(dirname "$0")/lib.sh"
-command -v curl >/dev/null || { echo "SKIP: curl not installed"; exit 0; }
+command -v curl >/dev/null || { echo "SKIP: curl not installed"; exit 77; }
 t_start=$SECONDS
 
 qw_net_up "$src/examples/pair.conf"

@@ -6,7 +6,7 @@
 # dashboard, then qwave net down leaving no qwaved running.
 # shellcheck source=tests/integration/lib.sh
 . "$(dirname "$0")/lib.sh"
-command -v curl >/dev/null || { echo "SKIP: curl not installed"; exit 0; }
+command -v curl >/dev/null || { echo "SKIP: curl not installed"; exit 77; }
 extra=
 # shellcheck disable=SC2317 # called by the EXIT trap (lib.sh)
 qw_cleanup_hook() { for p in $extra; do kill -9 "$p" 2>/dev/null || true; done; }

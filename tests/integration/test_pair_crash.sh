@@ -11,7 +11,7 @@
 # net down leaves no qwaved running.
 # shellcheck source=tests/integration/lib.sh
 . "$(dirname "$0")/lib.sh"
-command -v curl >/dev/null || { echo "SKIP: curl not installed"; exit 0; }
+command -v curl >/dev/null || { echo "SKIP: curl not installed"; exit 77; }
 storm_pids=
 # shellcheck disable=SC2317 # called by the EXIT trap (lib.sh)
 qw_cleanup_hook() {
