@@ -72,7 +72,7 @@ restart_node() {
 		u=("${B[@]}" "$new_url/api/v1/keys/sae-a/status")
 	fi
 	for _ in $(seq 150); do
-		"${u[@]}" 2>/dev/null | grep -q stored_key_count && return 0
+		"${u[@]}" 2>/dev/null | grep stored_key_count >/dev/null && return 0
 		sleep 0.2
 	done
 	fail "$id does not answer after the restart"
