@@ -281,6 +281,10 @@ int km_relay_status(struct qw_km *km, const char *dst_node, uint64_t *bits);
 /* Append the relay metrics (Prometheus text) to b: 0 or QW_ENOMEM. */
 int km_relay_metrics(struct qw_km *km, struct qw_buf *b);
 
+/* Append one metrics line (printf format, at most 511 bytes) to b: 0,
+ * QW_EINVAL or QW_ENOMEM. Shared by node.c, route_node.c, relay_node.c. */
+int km_pf(struct qw_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
 /* Node an SAE is attached to (the [sae] sections), or NULL. */
 const char *km_sae_node(const struct qw_km *km, const char *sae);
 

@@ -480,8 +480,7 @@ void qw_km_count_status(struct qw_km *km, int status)
 	km->status[i].n++;
 }
 
-static int pf(struct qw_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static int pf(struct qw_buf *b, const char *fmt, ...)
+int km_pf(struct qw_buf *b, const char *fmt, ...)
 {
 	char line[512];
 	va_list ap;
@@ -496,7 +495,7 @@ static int pf(struct qw_buf *b, const char *fmt, ...)
 }
 
 #define HELP(b, name, type, text) \
-	pf(b, "# HELP " name " " text "\n# TYPE " name " " type "\n")
+	km_pf(b, "# HELP " name " " text "\n# TYPE " name " " type "\n")
 
 int qw_km_metrics(struct qw_km *km, struct qw_buf *b)
 {
@@ -508,7 +507,7 @@ int qw_km_metrics(struct qw_km *km, struct qw_buf *b)
 		uint64_t bits = 0;
 		if (qw_store_pool_available(km->store, km->peers[i].id, &bits))
 			continue;
-		ret |= pf(b, "qwave_pool_bits{node=\"%s\",peer=\"%s\"} %" PRIu64 "\n", node,
+		ret |= km_pf(b, "qwave_pool_bits{node=\"%s\",peer=\"%s\"} %" PRIu64 "\n", node,
 			  km->peers[i].id, bits);
 	}
 	ret |= HELP(b, "qwave_pool_keys", "gauge", "Keys of the default key_size the pool can supply now.");
@@ -516,7 +515,7 @@ int qw_km_metrics(struct qw_km *km, struct qw_buf *b)
 		uint64_t bits = 0;
 		if (qw_store_pool_available(km->store, km->peers[i].id, &bits))
 			continue;
-		ret |= pf(b, "qwave_pool_keys{node=\"%s\",peer=\"%s\"} %" PRIu64 "\n", node,
+		ret |= km_pf(b, "qwave_pool_keys{node=\"%s\",peer=\"%s\"} %" PRIu64 "\n", node,
 			  km->peers[i].id, bits / km->conf->limits.key_size);
 	}
 	ret |= HELP(b, "qwave_pool_bits_dropped_total", "counter", "Pool bits discarded by resynchronisation.");
@@ -524,37 +523,37 @@ int qw_km_metrics(struct qw_km *km, struct qw_buf *b)
 		struct qw_store_stats st;
 		if (qw_store_stats(km->store, km->peers[i].id, &st))
 			continue;
-		ret |= pf(b, "qwave_pool_bits_dropped_total{node=\"%s\",peer=\"%s\"} %" PRIu64 "\n",
+		ret |= km_pf(b, "qwave_pool_bits_dropped_total{node=\"%s\",peer=\"%s\"} %" PRIu64 "\n",
 			  node, km->peers[i].id, st.bits_dropped);
 	}
 	ret |= HELP(b, "qwave_keys_delivered_total", "counter", "Keys handed to SAEs (master: enc_keys, slave: dec_keys).");
 	for (size_t i = 0; i < km->npeers; i++) {
-		ret |= pf(b, "qwave_keys_delivered_total{node=\"%s\",peer=\"%s\",role=\"master\"} %" PRIu64 "\n",
+		ret |= km_pf(b, "qwave_keys_delivered_total{node=\"%s\",peer=\"%s\",role=\"master\"} %" PRIu64 "\n",
 			  node, km->peers[i].id, km->peers[i].keys_master);
-		ret |= pf(b, "qwave_keys_delivered_total{node=\"%s\",peer=\"%s\",role=\"slave\"} %" PRIu64 "\n",
+		ret |= km_pf(b, "qwave_keys_delivered_total{node=\"%s\",peer=\"%s\",role=\"slave\"} %" PRIu64 "\n",
 			  node, km->peers[i].id, km->peers[i].keys_slave);
 	}
 	ret |= HELP(b, "qwave_keys_cut_total", "counter", "Keys cut from the pool for the other end's SAEs.");
 	for (size_t i = 0; i < km->npeers; i++)
-		ret |= pf(b, "qwave_keys_cut_total{node=\"%s\",peer=\"%s\"} %" PRIu64 "\n", node,
+		ret |= km_pf(b, "qwave_keys_cut_total{node=\"%s\",peer=\"%s\"} %" PRIu64 "\n", node,
 			  km->peers[i].id, km->peers[i].keys_cut);
 	ret |= HELP(b, "qwave_km_batches_total", "counter", "Cuts this node originated (group commit: requests per cut = keys delivered / batches).");
 	for (size_t i = 0; i < km->npeers; i++)
-		ret |= pf(b, "qwave_km_batches_total{node=\"%s\",peer=\"%s\"} %" PRIu64 "\n", node,
+		ret |= km_pf(b, "qwave_km_batches_total{node=\"%s\",peer=\"%s\"} %" PRIu64 "\n", node,
 			  km->peers[i].id, km->peers[i].batches);
 	ret |= HELP(b, "qwave_etsi_requests_total", "counter", "ETSI GS QKD 014 requests by HTTP status code.");
 	for (size_t i = 0; i < 16 && km->status[i].status; i++)
-		ret |= pf(b, "qwave_etsi_requests_total{node=\"%s\",code=\"%d\"} %" PRIu64 "\n", node,
+		ret |= km_pf(b, "qwave_etsi_requests_total{node=\"%s\",code=\"%d\"} %" PRIu64 "\n", node,
 			  km->status[i].status, km->status[i].n);
 	ret |= HELP(b, "qwave_km_keys_lost_total", "counter", "Keys delivered in the store whose material never reached the SAE (out of memory).");
-	ret |= pf(b, "qwave_km_keys_lost_total{node=\"%s\"} %" PRIu64 "\n", node, km->keys_lost);
+	ret |= km_pf(b, "qwave_km_keys_lost_total{node=\"%s\"} %" PRIu64 "\n", node, km->keys_lost);
 	ret |= HELP(b, "qwave_km_link_up", "gauge", "1 when the KM link to the neighbour is up and resynchronised.");
 	for (size_t i = 0; i < km->npeers; i++)
-		ret |= pf(b, "qwave_km_link_up{node=\"%s\",peer=\"%s\"} %d\n", node, km->peers[i].id,
+		ret |= km_pf(b, "qwave_km_link_up{node=\"%s\",peer=\"%s\"} %d\n", node, km->peers[i].id,
 			  km->peers[i].up);
 	ret |= HELP(b, "qwave_km_resyncs_total", "counter", "KM link resynchronisations.");
 	for (size_t i = 0; i < km->npeers; i++)
-		ret |= pf(b, "qwave_km_resyncs_total{node=\"%s\",peer=\"%s\"} %" PRIu64 "\n", node,
+		ret |= km_pf(b, "qwave_km_resyncs_total{node=\"%s\",peer=\"%s\"} %" PRIu64 "\n", node,
 			  km->peers[i].id, km->peers[i].resyncs);
 	for (int k = 0; k < 8; k++) {
 		static const char *const names[] = {
@@ -573,7 +572,7 @@ int qw_km_metrics(struct qw_km *km, struct qw_buf *b)
 			"QBER alarms (a block's QBER above the threshold).",
 			"1 while the link is in QBER alarm (until a session completes below the threshold).",
 			"QKD sessions that failed authentication on the classical channel (tampering)." };
-		ret |= pf(b, "# HELP %s %s\n# TYPE %s %s\n", names[k], helps[k], names[k], types[k]);
+		ret |= km_pf(b, "# HELP %s %s\n# TYPE %s %s\n", names[k], helps[k], names[k], types[k]);
 		for (size_t i = 0; i < km->npeers; i++) {
 			struct km_peer *p = &km->peers[i];
 			struct qw_km_link_report r;
@@ -584,7 +583,7 @@ int qw_km_metrics(struct qw_km *km, struct qw_buf *b)
 			v = k == 0 ? r.up : k == 1 ? r.qber : k == 2 ? r.key_rate_bps :
 			    k == 3 ? (double)r.secret_bits : k == 4 ? (double)r.blocks_dropped :
 			    k == 5 ? (double)r.alarms : k == 6 ? r.qber_alarm : (double)r.auth_failures;
-			ret |= pf(b, "%s{node=\"%s\",peer=\"%s\"} %.6g\n", names[k], node, p->id, v);
+			ret |= km_pf(b, "%s{node=\"%s\",peer=\"%s\"} %.6g\n", names[k], node, p->id, v);
 		}
 	}
 	ret |= km_route_metrics(km, b);

@@ -26,7 +26,6 @@
  * other, whatever becomes of the relay (a refused or tampered message
  * still consumes its pad at the receiver), so the pools stay in step. */
 #include <inttypes.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1580,20 +1579,6 @@ void km_relay_free(struct qw_km *km)
 
 /* ---- metrics -------------------------------------------------------------- */
 
-static int pf(struct qw_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static int pf(struct qw_buf *b, const char *fmt, ...)
-{
-	char line[512];
-	va_list ap;
-	int n;
-
-	va_start(ap, fmt);
-	n = vsnprintf(line, sizeof(line), fmt, ap);
-	va_end(ap);
-	if (n < 0)
-		return QW_EINVAL;
-	return qw_buf_append(b, line, (size_t)n < sizeof(line) ? (size_t)n : sizeof(line) - 1);
-}
 
 int km_relay_metrics(struct qw_km *km, struct qw_buf *b)
 {
@@ -1604,46 +1589,46 @@ int km_relay_metrics(struct qw_km *km, struct qw_buf *b)
 
 	if (!R)
 		return 0;
-	ret |= pf(b, "# HELP qwave_relay_total Key relays by what this node did: originated (sent), forwarded, received as destination, failed (originated here).\n"
+	ret |= km_pf(b, "# HELP qwave_relay_total Key relays by what this node did: originated (sent), forwarded, received as destination, failed (originated here).\n"
 		     "# TYPE qwave_relay_total counter\n");
-	ret |= pf(b, "qwave_relay_total{node=\"%s\",event=\"sent\"} %" PRIu64 "\n", node, r->sent);
-	ret |= pf(b, "qwave_relay_total{node=\"%s\",event=\"forwarded\"} %" PRIu64 "\n", node, r->forwarded);
-	ret |= pf(b, "qwave_relay_total{node=\"%s\",event=\"received\"} %" PRIu64 "\n", node, r->received);
-	ret |= pf(b, "qwave_relay_total{node=\"%s\",event=\"failed\"} %" PRIu64 "\n", node, r->failed);
-	ret |= pf(b, "# HELP qwave_relay_mac_failures_total Relay hops refused for a bad Wegman-Carter tag (tampering alarm).\n"
+	ret |= km_pf(b, "qwave_relay_total{node=\"%s\",event=\"sent\"} %" PRIu64 "\n", node, r->sent);
+	ret |= km_pf(b, "qwave_relay_total{node=\"%s\",event=\"forwarded\"} %" PRIu64 "\n", node, r->forwarded);
+	ret |= km_pf(b, "qwave_relay_total{node=\"%s\",event=\"received\"} %" PRIu64 "\n", node, r->received);
+	ret |= km_pf(b, "qwave_relay_total{node=\"%s\",event=\"failed\"} %" PRIu64 "\n", node, r->failed);
+	ret |= km_pf(b, "# HELP qwave_relay_mac_failures_total Relay hops refused for a bad Wegman-Carter tag (tampering alarm).\n"
 		     "# TYPE qwave_relay_mac_failures_total counter\n");
-	ret |= pf(b, "# HELP qwave_relay_link_bits_total Link-key bits consumed by relay hops on the link, formula (1) of relay.h.\n"
+	ret |= km_pf(b, "# HELP qwave_relay_link_bits_total Link-key bits consumed by relay hops on the link, formula (1) of relay.h.\n"
 		     "# TYPE qwave_relay_link_bits_total counter\n");
 	for (size_t i = 0; i < km->npeers; i++) {
 		const struct km_relay_link *L = &R->links[i];
 
-		ret |= pf(b, "qwave_relay_mac_failures_total{node=\"%s\",peer=\"%s\"} %" PRIu64 "\n", node,
+		ret |= km_pf(b, "qwave_relay_mac_failures_total{node=\"%s\",peer=\"%s\"} %" PRIu64 "\n", node,
 			  km->peers[i].id, L->mac_failures);
-		ret |= pf(b, "qwave_relay_link_bits_total{node=\"%s\",peer=\"%s\"} %" PRIu64 "\n", node,
+		ret |= km_pf(b, "qwave_relay_link_bits_total{node=\"%s\",peer=\"%s\"} %" PRIu64 "\n", node,
 			  km->peers[i].id, L->bits_consumed);
 	}
-	ret |= pf(b, "# HELP qwave_relay_key_bits_total Key bits relayed from this node and committed at the destination (eta = this / link bits of one hop).\n"
+	ret |= km_pf(b, "# HELP qwave_relay_key_bits_total Key bits relayed from this node and committed at the destination (eta = this / link bits of one hop).\n"
 		     "# TYPE qwave_relay_key_bits_total counter\n"
 		     "qwave_relay_key_bits_total{node=\"%s\"} %" PRIu64 "\n", node, R->key_bits);
-	ret |= pf(b, "# HELP qwave_relay_requests_total ETSI requests served by relays from this node (requests per relay = batching).\n"
+	ret |= km_pf(b, "# HELP qwave_relay_requests_total ETSI requests served by relays from this node (requests per relay = batching).\n"
 		     "# TYPE qwave_relay_requests_total counter\n"
 		     "qwave_relay_requests_total{node=\"%s\"} %" PRIu64 "\n", node, R->batched_requests);
-	ret |= pf(b, "# HELP qwave_relay_stock_keys_total Stock keys (origin): relayed beyond a lone request for the same SAE binding (added), handed out later without a relay (served).\n"
+	ret |= km_pf(b, "# HELP qwave_relay_stock_keys_total Stock keys (origin): relayed beyond a lone request for the same SAE binding (added), handed out later without a relay (served).\n"
 		     "# TYPE qwave_relay_stock_keys_total counter\n"
 		     "qwave_relay_stock_keys_total{node=\"%s\",event=\"added\"} %" PRIu64 "\n"
 		     "qwave_relay_stock_keys_total{node=\"%s\",event=\"served\"} %" PRIu64 "\n",
 		  node, R->stock_added, node, R->stock_served);
-	ret |= pf(b, "# HELP qwave_relay_keys_expired_total Keys erased at their expiry: relayed keys nobody fetched within [relay] key_lifetime_s (an ACK lost, the origin timed out, or the slave SAE never asked).\n"
+	ret |= km_pf(b, "# HELP qwave_relay_keys_expired_total Keys erased at their expiry: relayed keys nobody fetched within [relay] key_lifetime_s (an ACK lost, the origin timed out, or the slave SAE never asked).\n"
 		     "# TYPE qwave_relay_keys_expired_total counter\n"
 		     "qwave_relay_keys_expired_total{node=\"%s\"} %" PRIu64 "\n", node, R->keys_expired);
-	ret |= pf(b, "# HELP qwave_relay_latency_seconds Relay from the first request of a batch to the destination's ACK (origin).\n"
+	ret |= km_pf(b, "# HELP qwave_relay_latency_seconds Relay from the first request of a batch to the destination's ACK (origin).\n"
 		     "# TYPE qwave_relay_latency_seconds histogram\n");
 	for (size_t i = 0; i < RL_NBUCKETS; i++)
-		ret |= pf(b, "qwave_relay_latency_seconds_bucket{node=\"%s\",le=\"%g\"} %" PRIu64 "\n", node,
+		ret |= km_pf(b, "qwave_relay_latency_seconds_bucket{node=\"%s\",le=\"%g\"} %" PRIu64 "\n", node,
 			  lat_bounds[i], R->lat_bucket[i]);
-	ret |= pf(b, "qwave_relay_latency_seconds_bucket{node=\"%s\",le=\"+Inf\"} %" PRIu64 "\n", node,
+	ret |= km_pf(b, "qwave_relay_latency_seconds_bucket{node=\"%s\",le=\"+Inf\"} %" PRIu64 "\n", node,
 		  R->lat_count);
-	ret |= pf(b, "qwave_relay_latency_seconds_sum{node=\"%s\"} %.6f\n", node, R->lat_sum);
-	ret |= pf(b, "qwave_relay_latency_seconds_count{node=\"%s\"} %" PRIu64 "\n", node, R->lat_count);
+	ret |= km_pf(b, "qwave_relay_latency_seconds_sum{node=\"%s\"} %.6f\n", node, R->lat_sum);
+	ret |= km_pf(b, "qwave_relay_latency_seconds_count{node=\"%s\"} %" PRIu64 "\n", node, R->lat_count);
 	return ret ? QW_ENOMEM : 0;
 }

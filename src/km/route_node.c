@@ -7,7 +7,6 @@
  * noticed within dead_ms instead of TCP's minutes; relay paths and the
  * authorization policy are answered from here. Loop thread only. */
 #include <inttypes.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -526,20 +525,6 @@ int km_policy_check(struct qw_km *km, const char *master, const char *slave)
 
 /* ---- metrics ---- */
 
-static int mf(struct qw_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static int mf(struct qw_buf *b, const char *fmt, ...)
-{
-	char line[512];
-	va_list ap;
-	int n;
-
-	va_start(ap, fmt);
-	n = vsnprintf(line, sizeof(line), fmt, ap);
-	va_end(ap);
-	if (n < 0)
-		return QW_EINVAL;
-	return qw_buf_append(b, line, (size_t)n < sizeof(line) ? (size_t)n : sizeof(line) - 1);
-}
 
 static size_t reachable(const struct km_route *r, const char *self)
 {
@@ -591,7 +576,7 @@ int km_route_metrics(struct qw_km *km, struct qw_buf *b)
 	v[9] = r->pings_tx;
 	v[10] = r->heartbeat_drops;
 	for (size_t i = 0; i < sizeof(m) / sizeof(m[0]); i++)
-		ret |= mf(b, "# HELP %s %s\n# TYPE %s %s\n%s{node=\"%s\"} %" PRIu64 "\n", m[i].name,
+		ret |= km_pf(b, "# HELP %s %s\n# TYPE %s %s\n%s{node=\"%s\"} %" PRIu64 "\n", m[i].name,
 			  m[i].help, m[i].name, m[i].type, m[i].name, node, v[i]);
 	return ret ? QW_ENOMEM : 0;
 }

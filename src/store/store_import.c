@@ -8,42 +8,6 @@
 #include "qwave/secmem.h"
 #include "store_internal.h"
 
-/* The associated data of a key row. It must be byte for byte the one
- * store_key.c binds (aad_key there), or reserve/deliver/erase of an
- * imported key would fail with QW_EAUTH: both bind the same fields in the
- * same order. */
-static void import_aad(struct qw_st_aad *a, const struct qw_sb_key *k)
-{
-	a->n = 0;
-	qw_st_aad_str(a, "qwave-store key v1");
-	qw_st_aad_bytes(a, k->id.b, QW_UUID_BYTES);
-	qw_st_aad_str(a, k->peer);
-	qw_st_aad_u64(a, k->size_bits);
-	qw_st_aad_str(a, k->master);
-	qw_st_aad_str(a, k->slaves);
-	qw_st_aad_u64(a, (uint64_t)k->created);
-	qw_st_aad_u64(a, (uint64_t)k->expires);
-}
-
-/* Slave ids joined with '\n', as store_key.c keeps them. */
-static int import_slaves(const char *const *sl, size_t n, char *out, size_t cap)
-{
-	size_t len = 0;
-
-	out[0] = '\0';
-	for (size_t i = 0; i < n; i++) {
-		size_t l = strlen(sl[i]);
-
-		if (len + l + 2 > cap)
-			return QW_EINVAL;
-		if (i)
-			out[len++] = '\n';
-		memcpy(out + len, sl[i], l + 1);
-		len += l;
-	}
-	return 0;
-}
-
 static int import_locked(struct qw_store *s, const struct qw_store_key_req *req, size_t count,
 			 const uint8_t *material)
 {
@@ -58,7 +22,7 @@ static int import_locked(struct qw_store *s, const struct qw_store_key_req *req,
 	k.state = req->master_sae ? QW_STORE_RESERVED : QW_STORE_AVAILABLE;
 	if (req->master_sae)
 		memcpy(k.master, req->master_sae, strlen(req->master_sae) + 1);
-	if ((ret = import_slaves(req->slave_saes, req->n_slaves, k.slaves, sizeof(k.slaves))))
+	if ((ret = qw_st_join_slaves(req->slave_saes, req->n_slaves, k.slaves, sizeof(k.slaves))))
 		return ret;
 	k.created = t;
 	k.expires = req->expires;
@@ -66,7 +30,7 @@ static int import_locked(struct qw_store *s, const struct qw_store_key_req *req,
 		struct qw_st_aad a;
 
 		k.id = req->key_ids[i];
-		import_aad(&a, &k);
+		qw_st_key_aad(&a, &k);
 		ret = qw_st_seal(s, &a, material + i * kb, kb, &k.blob, &k.bloblen);
 		if (!ret)
 			ret = s->be->key_insert(s->db, &k);

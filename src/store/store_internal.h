@@ -134,6 +134,12 @@ void qw_st_aad_bytes(struct qw_st_aad *a, const void *p, size_t n);
 /* Strings go in with their NUL, integers as 8 bytes big-endian. */
 void qw_st_aad_str(struct qw_st_aad *a, const char *s);
 void qw_st_aad_u64(struct qw_st_aad *a, uint64_t v);
+/* Join slave ids (valid names, at most QW_STORE_SLAVES_MAX) with '\n'
+ * into out (sized as struct qw_sb_key.slaves). 0 or QW_EINVAL. */
+int qw_st_join_slaves(const char *const *sl, size_t n, char *out, size_t cap);
+/* The associated data a key row's material is sealed under (store_key.c);
+ * every writer of key rows (cut, import) uses it. */
+void qw_st_key_aad(struct qw_st_aad *a, const struct qw_sb_key *k);
 /* blob = nonce | ciphertext | tag, malloc()ed. 0 or QW_E*. */
 QW_WUR int qw_st_seal(struct qw_store *s, const struct qw_st_aad *a, const uint8_t *pt,
 		      size_t ptlen, uint8_t **blob, size_t *bloblen);

@@ -6,8 +6,7 @@
 #include "qwave/secmem.h"
 #include "store_internal.h"
 
-/* Join slave ids with '\n' into out (sized as struct qw_sb_key.slaves). */
-static int join_slaves(const char *const *sl, size_t n, char *out, size_t cap)
+int qw_st_join_slaves(const char *const *sl, size_t n, char *out, size_t cap)
 {
 	size_t len = 0;
 
@@ -87,7 +86,7 @@ static void key_row_clear(struct qw_sb_key *k)
 
 /* State and delivery time are not bound: they only ever move towards
  * "no material", and a row without material has nothing to protect. */
-static void aad_key(struct qw_st_aad *a, const struct qw_sb_key *k)
+void qw_st_key_aad(struct qw_st_aad *a, const struct qw_sb_key *k)
 {
 	a->n = 0;
 	qw_st_aad_str(a, "qwave-store key v1");
@@ -126,7 +125,7 @@ static int key_create_locked(struct qw_store *s, const struct qw_store_key_req *
 		memcpy(k.master, req->master_sae, strlen(req->master_sae) + 1);
 	k.created = qw_st_now();
 	k.expires = req->expires;
-	if ((ret = join_slaves(req->slave_saes, req->n_slaves, k.slaves, sizeof(k.slaves))))
+	if ((ret = qw_st_join_slaves(req->slave_saes, req->n_slaves, k.slaves, sizeof(k.slaves))))
 		return ret;
 	for (size_t i = 0; i < count && !ret;) {
 		size_t g = count - i < per ? count - i : per;
@@ -138,7 +137,7 @@ static int key_create_locked(struct qw_store *s, const struct qw_store_key_req *
 				k.id = req->key_ids[i];
 			else if ((ret = qw_uuid_generate(&k.id)))
 				break;
-			aad_key(&a, &k);
+			qw_st_key_aad(&a, &k);
 			ret = qw_st_seal(s, &a, km + j * kb, kb, &k.blob, &k.bloblen);
 			if (!ret)
 				ret = s->be->key_insert(s->db, &k);
@@ -226,16 +225,16 @@ static int key_reserve_locked(struct qw_store *s, const struct qw_uuid *id, cons
 	ret = QW_ENOMEM;
 	if (!(km = qw_secure_alloc(kb)))
 		goto out;
-	aad_key(&a, &k);
+	qw_st_key_aad(&a, &k);
 	if ((ret = qw_st_unseal(s, &a, k.blob, k.bloblen, km, kb)))
 		goto out;
 	key_row_clear(&k);
 	memcpy(k.master, master, strlen(master) + 1);
-	if ((ret = join_slaves(sl, nsl, k.slaves, sizeof(k.slaves))))
+	if ((ret = qw_st_join_slaves(sl, nsl, k.slaves, sizeof(k.slaves))))
 		goto out;
 	k.state = QW_STORE_RESERVED;
 	/* The SAE pair is part of the associated data: re-seal under it. */
-	aad_key(&a, &k);
+	qw_st_key_aad(&a, &k);
 	if ((ret = qw_st_seal(s, &a, km, kb, &k.blob, &k.bloblen)))
 		goto out;
 	ret = s->be->key_update(s->db, &k);
@@ -280,7 +279,7 @@ static int key_deliver_locked(struct qw_store *s, const struct qw_uuid *id, cons
 	ret = QW_ERANGE;
 	if (k.size_bits / 8 > cap)
 		goto out;
-	aad_key(&a, &k);
+	qw_st_key_aad(&a, &k);
 	if ((ret = qw_st_unseal(s, &a, k.blob, k.bloblen, out, k.size_bits / 8)))
 		goto out;
 	key_row_clear(&k);
